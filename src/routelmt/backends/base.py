@@ -1,0 +1,29 @@
+"""The translator interface shared by replayed, in-process and remote models."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from routelmt.records import Segment
+from routelmt.registry import Registry
+
+
+class Translator(ABC):
+    """Anything that turns segments into target-language text.
+
+    ``name`` identifies the system in records and responses; it must be stable across runs
+    because caches and router artifacts are keyed by it.
+    """
+
+    name: str
+
+    @abstractmethod
+    def translate(self, segments: Sequence[Segment]) -> list[str]:
+        """Translate a batch; one output string per segment, in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (connections, model memory)."""
+
+
+BACKENDS: Registry[Translator] = Registry("backend")

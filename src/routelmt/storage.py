@@ -1,0 +1,91 @@
+"""Where files live and how they are written: atomically, so a crash never leaves half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+CACHE_ENV = "ROUTELMT_CACHE"
+DATA_ENV = "ROUTELMT_DATA"
+
+
+def cache_dir(*parts: str) -> Path:
+    """The cache root (``$ROUTELMT_CACHE`` or ``~/.cache/routelmt``), created on demand."""
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "routelmt")
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_wmt_root() -> Path | None:
+    """The WMT24 folder: ``$ROUTELMT_DATA``, else ``../shared/data/wmt24`` near the cwd or package."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    candidates = [Path.cwd() / "../shared/data/wmt24"]
+    candidates += [p / "shared/data/wmt24" for p in here.parents]
+    for candidate in candidates:
+        if (candidate / "txt" / "sources").is_dir():
+            return candidate.resolve()
+    return None
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Write to a temporary file beside ``path`` and rename it into place on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, indent=2, ensure_ascii=False, sort_keys=False)
+        handle.write("\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    from routelmt.errors import InputError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise InputError("file not found", path=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+
+
+def stable_hash(*parts: Any, length: int = 16) -> str:
+    """A short hash of JSON-serialisable settings, used as a cache key."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()[:length]
+
+
+def file_hash(path: str | os.PathLike[str], length: int = 16) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
