@@ -1,0 +1,25 @@
+"""Shared test setup: an isolated cache per test session, and the real WMT24 folder when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+WMT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wmt24"
+
+
+@pytest.fixture(scope="session")
+def wmt_root() -> Path:
+    if not (WMT_ROOT / "txt" / "sources").is_dir():
+        pytest.skip("real WMT24 data not found at ../shared/data/wmt24")
+    return WMT_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Unit tests never touch the user's cache; model tests reuse the real one (slow to rebuild)."""
+    if "ROUTELMT_TEST_REAL_CACHE" not in os.environ:
+        monkeypatch.setenv("ROUTELMT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    yield
