@@ -236,7 +236,8 @@ class WMTDataset:
         return found
 
     def valid_systems(self, pair: str) -> list[str]:
-        """Systems whose output is line-aligned with the source and not entirely blank."""
+        """Systems whose output is line-aligned with the source and not entirely blank (remote:
+        this downloads every system file of the pair)."""
         bad = self.problems(pair)
         for system, reason in bad.items():
             log.warning("skipping %s system %s: %s", pair, system, reason)
