@@ -1,0 +1,28 @@
+"""Budget control: offline top-p allocation, threshold calibration, an online pacer, and
+allocation across more than two tiers."""
+
+from routelmt.budget.allocation import allocate_top_p, budget_count, check_share, rank_order
+from routelmt.budget.calibration import (
+    Calibration,
+    calibrate_threshold,
+    read_scores,
+    realised_share,
+)
+from routelmt.budget.pacer import BudgetSpec, Decision, Pacer
+from routelmt.budget.tiers import TierAllocation, allocate_tiers
+
+__all__ = [
+    "BudgetSpec",
+    "Calibration",
+    "Decision",
+    "Pacer",
+    "TierAllocation",
+    "allocate_tiers",
+    "allocate_top_p",
+    "budget_count",
+    "calibrate_threshold",
+    "check_share",
+    "rank_order",
+    "read_scores",
+    "realised_share",
+]

@@ -1,0 +1,357 @@
+"""Online budget pacer: keeps the large-model share at p on streaming traffic whose scores drift.
+
+A threshold fitted once drifts as soon as traffic changes (the usual "calibrated for 30%, got
+45%" complaint). The pacer instead runs an integral controller on the budget surplus:
+
+    after each request:  tau += gain * scale * (charged_i - p * w_i) / w_mean
+
+where ``charged_i`` is the request's weight ``w_i`` when it was routed and 0 otherwise. Summed
+over a stream this telescopes: ``spent - p * seen = (tau_end - tau_start) * w_mean / (gain *
+scale)``, so the cumulative surplus is bounded by how far the threshold had to move, whatever
+the score distribution does; after a shift of d score-scales it costs about ``d / gain``
+extra (or missing) requests before tau settles at the new (1 - p) quantile. This is stochastic
+approximation of the (1 - p) quantile, i.e. a quantile tracker and a feedback loop on the
+cumulative deficit in one. ``scale`` (a robust spread, IQR / 1.349, of a sliding window of recent
+scores) makes ``gain`` unit-free, so the same setting works for chrF gains and for lengths.
+Without an initial threshold, a warm-up uses the (1 - p) quantile of the scores seen so far.
+
+The hard cap is enforced separately and exactly: decide-and-charge happens under one lock, and a
+request is refused when its charge would push the total past the cap. Charges are reservations:
+``refund(decision)`` returns one (a failed large call) and undoes its effect on the controller,
+so refunded budget is spent again later.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from routelmt.errors import ConfigError, InputError
+
+__all__ = ["BudgetSpec", "Decision", "Pacer"]
+
+_pacer_ids = itertools.count(1)
+
+
+def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    x = float(value)
+    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
+        expected = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be a finite number {expected}, got {value!r}")
+    return x
+
+
+def _share(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name} must be a number in (0, 1), got {value!r}")
+    x = float(value)
+    if not math.isfinite(x) or not 0.0 < x < 1.0:
+        raise ConfigError(f"{name} must be a share strictly between 0 and 1, got {value!r}")
+    return x
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """What the budget promises.
+
+    - ``BudgetSpec(share=0.3)``: at most 30% of requests go to the large model (every request
+      weighs 1; spend is counted in requests).
+    - ``BudgetSpec(cost_share=0.3, cost_small=..., cost_large=...)``: the extra spend on the
+      large model is 30% of what sending everything to it would cost extra. A request's weight
+      is ``cost_large - cost_small`` (per-request costs in any unit: tokens, cents), or the
+      ``cost`` passed to ``Pacer.decide`` (that request's own extra cost, e.g. from its length).
+    - ``hard_cap``: an absolute ceiling on the total spend (requests or cost units) that is never
+      exceeded, even with many concurrent deciders.
+    - ``window``: the number of recent requests over which the windowed share is reported.
+    """
+
+    share: float | None = None
+    cost_share: float | None = None
+    cost_small: float = 0.0
+    cost_large: float = 1.0
+    hard_cap: float | None = None
+    window: int = 1000
+
+    def __post_init__(self) -> None:
+        if (self.share is None) == (self.cost_share is None):
+            raise ConfigError(
+                "give exactly one of share= (a share of requests) or cost_share= (a share of "
+                f"cost); got share={self.share!r}, cost_share={self.cost_share!r}"
+            )
+        if self.share is not None:
+            object.__setattr__(self, "share", _share(self.share, "budget share"))
+        else:
+            object.__setattr__(self, "cost_share", _share(self.cost_share, "budget cost_share"))
+            small = _positive(self.cost_small, "cost_small", allow_zero=True)
+            large = _positive(self.cost_large, "cost_large")
+            if not large > small:
+                raise ConfigError(
+                    f"cost_large ({self.cost_large!r}) must be greater than cost_small "
+                    f"({self.cost_small!r}), or routing saves nothing"
+                )
+            object.__setattr__(self, "cost_small", small)
+            object.__setattr__(self, "cost_large", large)
+        if self.hard_cap is not None:
+            object.__setattr__(self, "hard_cap", _positive(self.hard_cap, "hard_cap"))
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ConfigError(f"window must be a positive integer, got {self.window!r}")
+
+    @property
+    def target(self) -> float:
+        """The promised share p (of requests, or of cost)."""
+        return self.share if self.share is not None else self.cost_share  # type: ignore[return-value]
+
+    @property
+    def kind(self) -> str:
+        return "share" if self.share is not None else "cost_share"
+
+    def weight(self, cost: float | None = None) -> float:
+        """What routing one request charges: 1 for a share budget, its extra cost otherwise."""
+        if self.share is not None:
+            return 1.0
+        if cost is None:
+            return self.cost_large - self.cost_small
+        return _positive(cost, "cost")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "target": self.target, "window": self.window}
+        if self.cost_share is not None:
+            out.update(cost_small=self.cost_small, cost_large=self.cost_large)
+        if self.hard_cap is not None:
+            out["hard_cap"] = self.hard_cap
+        return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One routing decision; pass it back to ``Pacer.refund`` if the large call failed."""
+
+    seq: int
+    large: bool
+    score: float
+    threshold: float | None
+    charged: float
+    weight: float
+    reason: str  # "above_threshold" | "below_threshold" | "hard_cap" | "warmup"
+    pacer_id: int
+    credit: float = 0.0  # how far routing this request moved the threshold (undone on refund)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "model": "large" if self.large else "small",
+            "score": self.score,
+            "threshold": self.threshold,
+            "charged": self.charged,
+            "reason": self.reason,
+        }
+
+
+class Pacer:
+    """Thread-safe online controller that keeps the realised large-model share at the budget.
+
+    ``initial_threshold`` (e.g. from ``calibrate_threshold``) skips the warm-up; ``history``
+    (held-out scores) seeds the score window for the scale estimate and, when no initial
+    threshold is given, the starting threshold. ``gain`` trades reaction speed after a shift
+    (extra spend ~ shift / gain) against threshold jitter (~ sqrt(gain)).
+    """
+
+    def __init__(
+        self,
+        spec: BudgetSpec,
+        *,
+        initial_threshold: float | None = None,
+        history: Any = None,
+        gain: float = 0.2,
+        warmup: int = 50,
+        scale_window: int = 1000,
+        scale: float | None = None,
+    ) -> None:
+        if not isinstance(spec, BudgetSpec):
+            raise ConfigError(f"spec must be a BudgetSpec, got {type(spec).__name__}")
+        self.spec = spec
+        self.p = spec.target
+        self.gain = _positive(gain, "gain")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}")
+        if isinstance(scale_window, bool) or not isinstance(scale_window, int) or scale_window < 2:
+            raise ConfigError(f"scale_window must be an integer >= 2, got {scale_window!r}")
+        self._fixed_scale = None if scale is None else _positive(scale, "scale")
+        self._id = next(_pacer_ids)
+        self._lock = threading.Lock()
+        self._scores: deque[float] = deque(maxlen=scale_window)
+        if history is not None:
+            hist = np.asarray(history, dtype=float).ravel()
+            if hist.size and not np.all(np.isfinite(hist)):
+                raise InputError("history scores must be finite", field="history")
+            self._scores.extend(hist[-scale_window:].tolist())
+        self._scale = self._fixed_scale or self._estimate_scale()
+        self._since_scale = 0
+        if initial_threshold is not None:
+            tau = float(initial_threshold)
+            if not math.isfinite(tau):
+                raise ConfigError(f"initial_threshold must be finite, got {initial_threshold!r}")
+            self._tau: float | None = tau
+            self._warmup_left = 0
+        elif len(self._scores) >= max(warmup, 1):
+            self._tau = self._quantile_threshold()
+            self._warmup_left = 0
+        else:
+            self._tau = self._quantile_threshold() if self._scores else None
+            self._warmup_left = warmup
+        self._seq = 0
+        self._n = 0
+        self._seen_w = 0.0
+        self._spent = 0.0  # actual charges (what the cap and the reports see)
+        self._wanted = 0.0  # charges the controller asked for (cap refusals included)
+        self._routed = 0
+        self._capped = 0
+        self._refunds = 0
+        self._refunded: set[int] = set()
+        self._win: deque[list[float]] = deque()  # [seq, charged, weight]
+        self._win_charged = 0.0
+        self._win_w = 0.0
+
+    # -- internals (called with the lock held) -------------------------------------------
+    def _estimate_scale(self) -> float:
+        if len(self._scores) < 8:
+            return 1.0
+        arr = np.fromiter(self._scores, dtype=float, count=len(self._scores))
+        q25, q75 = np.quantile(arr, [0.25, 0.75])
+        spread = (q75 - q25) / 1.349
+        if not spread > 0:
+            spread = float(arr.std())
+        return float(spread) if spread > 0 else 1.0
+
+    def _quantile_threshold(self) -> float:
+        arr = np.fromiter(self._scores, dtype=float, count=len(self._scores))
+        return float(np.quantile(arr, 1.0 - self.p))
+
+    def _push_window(self, seq: int, charged: float, weight: float) -> None:
+        self._win.append([float(seq), charged, weight])
+        self._win_charged += charged
+        self._win_w += weight
+        if len(self._win) > self.spec.window:
+            _, old_c, old_w = self._win.popleft()
+            self._win_charged -= old_c
+            self._win_w -= old_w
+
+    # -- public API ---------------------------------------------------------------------
+    def decide(self, score: float, cost: float | None = None) -> Decision:
+        """Route one request: charge its weight now if it goes to the large model."""
+        if isinstance(score, bool) or not isinstance(score, (int, float, np.integer, np.floating)):
+            raise InputError(f"expected a number, got {score!r:.40}", field="score")
+        s = float(score)
+        if not math.isfinite(s):
+            raise InputError(f"expected a finite number, got {score}", field="score")
+        w = self.spec.weight(cost)
+        with self._lock:
+            self._seq += 1
+            self._n += 1
+            self._seen_w += w
+            tau = self._tau
+            warming = self._warmup_left > 0
+            wanted = tau is not None and s >= tau
+            charged = 0.0
+            reason = "above_threshold" if wanted else "below_threshold"
+            if wanted:
+                cap = self.spec.hard_cap
+                if cap is not None and self._spent + w > cap * (1 + 1e-12):
+                    reason = "hard_cap"
+                    self._capped += 1
+                else:
+                    charged = w
+                    self._spent += w
+                    self._routed += 1
+                self._wanted += w
+            if warming and reason != "hard_cap":
+                reason = "warmup"
+            self._scores.append(s)
+            self._since_scale += 1
+            if self._fixed_scale is None and (self._since_scale >= 32 or len(self._scores) < 64):
+                self._scale = self._estimate_scale()
+                self._since_scale = 0
+            w_mean = self._seen_w / self._n
+            credit = 0.0
+            if warming:
+                self._warmup_left -= 1
+                self._tau = self._quantile_threshold()
+                if self._warmup_left == 0:  # hand over, carrying the warm-up surplus
+                    surplus = (self._wanted - self.p * self._seen_w) / w_mean
+                    self._tau += self.gain * self._scale * surplus
+            else:
+                step = self.gain * self._scale / w_mean
+                credit = step * w if charged else 0.0
+                self._tau = tau + step * ((w if wanted else 0.0) - self.p * w)  # type: ignore[operator]
+            self._push_window(self._seq, charged, w)
+            return Decision(
+                seq=self._seq,
+                large=charged > 0,
+                score=s,
+                threshold=tau,
+                charged=charged,
+                weight=w,
+                reason=reason,
+                pacer_id=self._id,
+                credit=credit,
+            )
+
+    def refund(self, decision: Decision) -> bool:
+        """Give back a routed request's charge (its large call failed). False if nothing to do."""
+        if decision.pacer_id != self._id:
+            raise ValueError("this decision was made by another pacer")
+        if not decision.large or decision.charged <= 0:
+            return False
+        with self._lock:
+            if decision.seq in self._refunded:
+                return False
+            self._refunded.add(decision.seq)
+            self._refunds += 1
+            self._spent -= decision.charged
+            self._wanted -= decision.charged
+            self._routed -= 1
+            if self._tau is not None:
+                self._tau -= decision.credit
+            if self._win:
+                first = int(self._win[0][0])
+                idx = decision.seq - first
+                if 0 <= idx < len(self._win):
+                    self._win[idx][1] -= decision.charged
+                    self._win_charged -= decision.charged
+            return True
+
+    @property
+    def threshold(self) -> float | None:
+        with self._lock:
+            return self._tau
+
+    def state(self) -> dict[str, Any]:
+        """Budget state for every response: spend, remaining, threshold, realised shares."""
+        with self._lock:
+            target_spend = self.p * self._seen_w
+            cap = self.spec.hard_cap
+            return {
+                "budget": self.spec.to_dict(),
+                "requests": self._n,
+                "routed": self._routed,
+                "spent": self._spent,
+                "target_spend": target_spend,
+                "surplus": self._spent - target_spend,
+                "remaining": None if cap is None else max(cap - self._spent, 0.0),
+                "threshold": self._tau,
+                "scale": self._scale,
+                "realised_share": self._spent / self._seen_w if self._seen_w else 0.0,
+                "window_share": self._win_charged / self._win_w if self._win_w else 0.0,
+                "window_requests": len(self._win),
+                "capped": self._capped,
+                "refunds": self._refunds,
+                "warming_up": self._warmup_left > 0,
+            }
