@@ -17,7 +17,9 @@ def set_enabled(enabled: bool) -> None:
     _enabled = enabled
 
 
-def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, **kwargs: Any) -> Iterator[T]:
+def progress(
+    iterable: Iterable[T], *, desc: str, total: int | None = None, **kwargs: Any
+) -> Iterator[T]:
     """Wrap a loop in a progress bar on stderr, hidden when disabled or not a terminal-ish run."""
     disable = not _enabled
     yield from tqdm(iterable, desc=desc, total=total, disable=disable, file=sys.stderr, **kwargs)

@@ -167,22 +167,32 @@ def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[s
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON ({exc.msg})", path=str(path), line=lineno) from None
+                raise InputError(
+                    f"malformed JSON ({exc.msg})", path=str(path), line=lineno
+                ) from None
             if not isinstance(data, dict):
                 raise InputError(
-                    f"expected a JSON object, got {type(data).__name__}", path=str(path), line=lineno
+                    f"expected a JSON object, got {type(data).__name__}",
+                    path=str(path),
+                    line=lineno,
                 )
             yield lineno, data
 
 
-def read_records(path: str | os.PathLike[str], kind: type[R], *, allow_empty: bool = False) -> list[R]:
+def read_records(
+    path: str | os.PathLike[str], kind: type[R], *, allow_empty: bool = False
+) -> list[R]:
     """Read and validate a JSONL file of one record type; duplicate ids are an error."""
     parse = _PARSERS[kind]
     records: list[R] = []
     seen: dict[str, int] = {}
     for lineno, data in iter_jsonl_dicts(path):
         record = parse(data, path=str(path), line=lineno)
-        key = record.segment_id + "\t" + record.system if isinstance(record, Translation) else record.id
+        key = (
+            record.segment_id + "\t" + record.system
+            if isinstance(record, Translation)
+            else record.id
+        )
         if key in seen:
             raise InputError(
                 f"duplicate id '{record.id if not isinstance(record, Translation) else key}' "

@@ -24,7 +24,7 @@ def cache_dir(*parts: str) -> Path:
 
 
 def default_wmt_root() -> Path | None:
-    """The WMT24 folder: ``$ROUTELMT_DATA``, else ``../shared/data/wmt24`` near the cwd or package."""
+    """The WMT24 folder: ``$ROUTELMT_DATA``, else ``../shared/data/wmt24`` near cwd or package."""
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env)

@@ -1,0 +1,74 @@
+"""Argument groups and loaders shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from routelmt.errors import ConfigError
+from routelmt.records import ScoredExample
+
+log = logging.getLogger(__name__)
+
+
+def parse_budgets(text: str) -> list[float]:
+    """``0.1,0.3`` -> [0.1, 0.3]; every budget must lie strictly between 0 and 1."""
+    budgets: list[float] = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise ConfigError(f"--budgets: '{part}' is not a number") from None
+        if not 0.0 < value < 1.0:
+            raise ConfigError(f"--budgets: {part} is outside (0, 1); a budget is a share, e.g. 0.3")
+        budgets.append(value)
+    return budgets
+
+
+def parse_kv(items: list[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag}: expected KEY=VALUE, got '{item}'")
+        out[key.replace("-", "_")] = value
+    return out
+
+
+def add_label_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    group = parser.add_argument_group("labels (which data, which two systems, which metric)")
+    group.add_argument(
+        "-i", "--input", type=Path, help="labelled JSONL from `routelmt data` (skips the rest)"
+    )
+    group.add_argument(
+        "--wmt-root",
+        type=Path,
+        help="WMT system-outputs folder (default: ../shared/data/wmt24, "
+        "else downloaded from the official repository)",
+    )
+    group.add_argument("--pairs", default="en-es", help="comma-separated pairs, or 'all'")
+    group.add_argument("--small", default="Phi-3-Medium", help="small system (backend spec)")
+    group.add_argument("--large", default="GPT-4", help="large system (backend spec)")
+    group.add_argument("--metric", default="chrf", help="quality metric (chrf, bleu, comet, ...)")
+    group.add_argument(
+        "--metric-arg", action="append", metavar="KEY=VALUE", help="metric setting (repeatable)"
+    )
+    group.add_argument("--limit", type=int, help="first N segments of each pair (quick runs)")
+
+
+def load_examples(args: argparse.Namespace) -> list[ScoredExample]:
+    """Labelled examples from ``--input`` or built from the data flags (cached)."""
+    from routelmt.labels import read_labels, wmt_labels
+
+    if args.input is not None:
+        return read_labels(args.input)
+    return wmt_labels(
+        pairs=args.pairs,
+        small=args.small,
+        large=args.large,
+        metric=args.metric,
+        metric_args=parse_kv(args.metric_arg, "--metric-arg"),
+        root=args.wmt_root,
+        limit=args.limit,
+    )
