@@ -50,6 +50,7 @@ def test_cost_share_budget_tracks_spend_not_count() -> None:
     state = pacer.state()
     assert state["spent"] == pytest.approx(charged.sum())
     assert state["budget"]["kind"] == "cost_share"
+    assert state["remaining"] == pytest.approx(0.3 * costs.sum() - charged.sum())
     # without a per-request cost every request weighs cost_large - cost_small
     pacer = Pacer(BudgetSpec(cost_share=0.3, cost_small=1.0, cost_large=10.0))
     decision = next(d for d in (pacer.decide(s) for s in scores) if d.large)

@@ -334,7 +334,11 @@ class Pacer:
             return self._tau
 
     def state(self) -> dict[str, Any]:
-        """Budget state for every response: spend, remaining, threshold, realised shares."""
+        """Budget state for every response: spend, remaining, threshold, realised shares.
+
+        ``remaining`` is ``hard_cap - spent`` under a hard cap, else ``p * seen - spent`` (the
+        allowance to date; negative while the stream is ahead of its budget).
+        """
         with self._lock:
             target_spend = self.p * self._seen_w
             cap = self.spec.hard_cap
@@ -345,7 +349,8 @@ class Pacer:
                 "spent": self._spent,
                 "target_spend": target_spend,
                 "surplus": self._spent - target_spend,
-                "remaining": None if cap is None else max(cap - self._spent, 0.0),
+                # under a hard cap: what is left of it; otherwise the pro-rata allowance now
+                "remaining": (target_spend if cap is None else cap) - self._spent,
                 "threshold": self._tau,
                 "scale": self._scale,
                 "realised_share": self._spent / self._seen_w if self._seen_w else 0.0,

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from routelmt import __version__
 from routelmt.budget.calibration import calibrate_threshold, read_scores, realised_share
 from routelmt.storage import write_json
 
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     calibration = calibrate_threshold(scores, args.budget)
     out = calibration.to_dict()
     out["input"] = str(args.input)
+    out["signature"] = f"routelmt-calibrate|rule:score>=threshold|ties:round-half-up|v{__version__}"
     if args.test:
         _, test_scores = read_scores(args.test)
         share = realised_share(test_scores, calibration.threshold)
