@@ -1,0 +1,145 @@
+"""In-process transformers causal LMs: loading (embedded aliases, folders, GGUF, cached hub ids).
+
+The loaded model is plain ``AutoModelForCausalLM``; feature extraction (``routelmt.features``)
+and, later, generation with a shared prefill reuse the same object, so load it once per process
+(``cached_causal_lm``) and pass it around.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from routelmt.errors import ConfigError, InputError, MissingDependencyError
+from routelmt.models import DEFAULT_MODEL, resolve_model
+
+log = logging.getLogger(__name__)
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was loaded; ``identity`` (name@content-fingerprint) keys caches and router artifacts."""
+
+    spec: str
+    name: str
+    identity: str
+    fingerprint: str
+    kind: str  # alias | gguf | folder | hub
+    folder: str
+    dtype: str
+    device: str
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    has_chat_template: bool
+    load_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def set_cpu_threads(threads: int | None = None) -> int:
+    """Use every core this process may run on, unless the user pinned OMP_NUM_THREADS."""
+    import torch
+
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS"):
+            return torch.get_num_threads()
+        threads = (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        )
+    threads = max(1, int(threads or 1))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def _torch_dtype(dtype: Any) -> Any:
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ConfigError(f"unknown dtype '{dtype}'; expected one of {', '.join(_DTYPES)}")
+    return getattr(torch, dtype)
+
+
+def load_causal_lm(
+    spec: str = DEFAULT_MODEL, *, dtype: Any = "float32", device: str = "cpu"
+) -> tuple[Any, Any, ModelInfo]:
+    """Load (model, tokenizer, info) in eval mode; GGUF sources are converted once and cached.
+
+    ``spec``: an embedded alias (``gemma3-270m``, ``smollm2-135m``), a local model folder, a
+    ``.gguf`` file, or a hub id already in the local Hugging Face cache (nothing is downloaded).
+    """
+    try:
+        import torch  # noqa: F401 - a clear error before anything else
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the transformers backend needs the 'model' extra: "
+            f"pip install 'routelmt[model]' ({exc})"
+        ) from None
+    torch_dtype = _torch_dtype(dtype)
+    set_cpu_threads()
+    start = time.perf_counter()
+    resolved = resolve_model(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved.folder, dtype=torch_dtype, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(
+            f"cannot load a causal LM from this folder ({type(exc).__name__}: {exc})",
+            path=str(resolved.folder),
+        ) from None
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError) as exc:
+        raise ConfigError(f"cannot move the model to device '{device}': {exc}") from None
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        # Features and generation pad on the left and mask the padding, so any id works.
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    text_config = model.config.get_text_config()
+    info = ModelInfo(
+        spec=spec,
+        name=resolved.name,
+        identity=resolved.identity,
+        fingerprint=resolved.fingerprint,
+        kind=resolved.kind,
+        folder=str(resolved.folder),
+        dtype=str(torch_dtype).removeprefix("torch."),
+        device=str(device),
+        num_layers=int(text_config.num_hidden_layers),
+        hidden_size=int(text_config.hidden_size),
+        vocab_size=int(text_config.vocab_size),
+        has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        load_seconds=round(time.perf_counter() - start, 2),
+    )
+    # Feature caching reads the identity from the model, so callers need not pass it around.
+    model.routelmt_identity = info.identity
+    log.info(
+        "loaded %s (%s, %d layers) in %.1fs",
+        info.identity,
+        info.kind,
+        info.num_layers,
+        info.load_seconds,
+    )
+    return model, tokenizer, info
+
+
+@functools.lru_cache(maxsize=2)
+def cached_causal_lm(
+    spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu"
+) -> tuple[Any, Any, ModelInfo]:
+    """``load_causal_lm`` once per process (CLI commands, the server, tests share one copy)."""
+    return load_causal_lm(spec, dtype=dtype, device=device)

@@ -1,0 +1,231 @@
+"""Direction-aware translation prompts: few-shot text for base models, chat templates for
+instruct models.
+
+The router reads the small model's hidden state at the end of *this* prompt, so a router artifact
+is only valid with the template it was trained on: every template has a ``fingerprint()`` (a
+hash of all its text) that caches and artifacts record and check.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from routelmt.errors import ConfigError
+from routelmt.languages import language_name, parse_direction
+from routelmt.records import Segment
+from routelmt.registry import Registry
+from routelmt.storage import stable_hash
+
+# The same three sentences in every language, so any pair of listed languages has examples
+# (German -> Hindi pairs the German and Hindi lines; nothing pivots through English at runtime).
+EXAMPLES: dict[str, tuple[str, str, str]] = {
+    "en": (
+        "Where is the nearest train station?",
+        "Thank you very much for your help.",
+        "The city council approved the new budget on Monday.",
+    ),
+    "es": (
+        "¿Dónde está la estación de tren más cercana?",
+        "Muchas gracias por tu ayuda.",
+        "El ayuntamiento aprobó el nuevo presupuesto el lunes.",
+    ),
+    "de": (
+        "Wo ist der nächste Bahnhof?",
+        "Vielen Dank für deine Hilfe.",
+        "Der Stadtrat hat am Montag den neuen Haushalt verabschiedet.",
+    ),
+    "fr": (
+        "Où est la gare la plus proche ?",
+        "Merci beaucoup pour votre aide.",
+        "Le conseil municipal a approuvé le nouveau budget lundi.",
+    ),
+    "it": (
+        "Dov'è la stazione ferroviaria più vicina?",
+        "Grazie mille per il tuo aiuto.",
+        "Il consiglio comunale ha approvato lunedì il nuovo bilancio.",
+    ),
+    "pt": (
+        "Onde fica a estação de trem mais próxima?",
+        "Muito obrigado pela sua ajuda.",
+        "A câmara municipal aprovou o novo orçamento na segunda-feira.",
+    ),
+    "cs": (
+        "Kde je nejbližší vlakové nádraží?",
+        "Moc děkuji za vaši pomoc.",
+        "Městská rada v pondělí schválila nový rozpočet.",
+    ),
+    "ru": (
+        "Где ближайший железнодорожный вокзал?",
+        "Большое спасибо за вашу помощь.",
+        "Городской совет в понедельник утвердил новый бюджет.",
+    ),
+    "uk": (
+        "Де найближча залізнична станція?",
+        "Щиро дякую за вашу допомогу.",
+        "Міська рада в понеділок затвердила новий бюджет.",
+    ),
+    "is": (
+        "Hvar er næsta lestarstöð?",
+        "Kærar þakkir fyrir hjálpina.",
+        "Borgarstjórn samþykkti nýju fjárhagsáætlunina á mánudag.",
+    ),
+    "hi": (
+        "सबसे नज़दीकी रेलवे स्टेशन कहाँ है?",
+        "आपकी मदद के लिए बहुत-बहुत धन्यवाद।",
+        "नगर परिषद ने सोमवार को नए बजट को मंज़ूरी दी।",
+    ),
+    "zh": (
+        "最近的火车站在哪里？",
+        "非常感谢你的帮助。",
+        "市议会周一批准了新预算。",
+    ),
+    "ja": (
+        "一番近い駅はどこですか？",
+        "助けてくれて本当にありがとうございます。",
+        "市議会は月曜日に新しい予算を承認した。",
+    ),
+}  # fmt: skip
+
+
+class PromptTemplate(ABC):
+    """Turns (source, direction) into the prompt text a model continues with the translation."""
+
+    name: str
+    #: whether the tokenizer should add its own BOS etc. (False when the text already has them)
+    add_special_tokens: bool = True
+
+    @abstractmethod
+    def render(self, source: str, direction: str, tokenizer: Any = None) -> str:
+        """The prompt text; the model's continuation is the translation."""
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """Every piece of text and setting that shapes the prompt (what the fingerprint hashes)."""
+
+    def fingerprint(self) -> str:
+        return stable_hash(type(self).__name__, self.name, self.spec())
+
+    def stop_strings(self, direction: str) -> list[str]:
+        """Where a decoded continuation ends (for generation)."""
+        return []
+
+
+@dataclass
+class FewShotTemplate(PromptTemplate):
+    """Plain-text few-shot prompt for base models (Gemma-3-270M): fixed example pairs, then the
+    source and the target-language label; the continuation is the translation."""
+
+    name: str = "fewshot"
+    header: str = "Translate the following sentences from {src_name} to {tgt_name}.\n\n"
+    line: str = "{src_name}: {source}\n{tgt_name}:"
+    separator: str = "\n\n"
+    shots: int = 3
+    examples: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(EXAMPLES))
+    add_special_tokens: bool = True
+
+    def examples_for(self, direction: str) -> list[tuple[str, str]]:
+        src, tgt = parse_direction(direction)
+        if src not in self.examples or tgt not in self.examples:
+            return []  # zero-shot: no examples for this pair
+        return list(zip(self.examples[src], self.examples[tgt]))[: self.shots]
+
+    def render(self, source: str, direction: str, tokenizer: Any = None) -> str:
+        src, tgt = parse_direction(direction)
+        names = {"src_name": language_name(src), "tgt_name": language_name(tgt)}
+        parts = [self.header.format(**names)]
+        for example_src, example_tgt in self.examples_for(direction):
+            parts.append(self.line.format(source=example_src, **names) + " " + example_tgt)
+            parts.append(self.separator)
+        parts.append(self.line.format(source=source.strip(), **names))
+        return "".join(parts)
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "header": self.header,
+            "line": self.line,
+            "separator": self.separator,
+            "shots": self.shots,
+            "examples": {k: list(v) for k, v in sorted(self.examples.items())},
+            "add_special_tokens": self.add_special_tokens,
+        }
+
+    def stop_strings(self, direction: str) -> list[str]:
+        src = language_name(parse_direction(direction)[0])
+        return [self.separator, f"\n{src}:"]
+
+
+@dataclass
+class ChatTemplate(PromptTemplate):
+    """One user turn through the tokenizer's own chat template, for instruct models (SmolLM2)."""
+
+    name: str = "chat"
+    instruction: str = (
+        "Translate the following text from {src_name} to {tgt_name}. "
+        "Reply with the translation only.\n\n{source}"
+    )
+    system: str | None = None
+    add_special_tokens: bool = False  # the chat template writes the special tokens itself
+
+    def messages(self, source: str, direction: str) -> list[dict[str, str]]:
+        src, tgt = parse_direction(direction)
+        content = self.instruction.format(
+            src_name=language_name(src), tgt_name=language_name(tgt), source=source.strip()
+        )
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        return messages + [{"role": "user", "content": content}]
+
+    def render(self, source: str, direction: str, tokenizer: Any = None) -> str:
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"prompt template '{self.name}' needs a tokenizer with a chat template; this "
+                "model has none (it is probably a base model): use --template fewshot"
+            )
+        return tokenizer.apply_chat_template(
+            self.messages(source, direction), tokenize=False, add_generation_prompt=True
+        )
+
+    def spec(self) -> dict[str, Any]:
+        return {"instruction": self.instruction, "system": self.system}
+
+
+TEMPLATES: Registry[PromptTemplate] = Registry("prompt template")
+TEMPLATES.register("fewshot")(FewShotTemplate)
+TEMPLATES.register("zeroshot")(lambda: FewShotTemplate(name="zeroshot", shots=0))
+TEMPLATES.register("chat")(ChatTemplate)
+
+
+def get_template(name: str | PromptTemplate) -> PromptTemplate:
+    """A registered template by name (an instance passes through)."""
+    if isinstance(name, PromptTemplate):
+        return name
+    return TEMPLATES.create(name)
+
+
+def default_template(tokenizer: Any) -> PromptTemplate:
+    """The chat template for instruct models (the tokenizer has one), few-shot for base models."""
+    return ChatTemplate() if getattr(tokenizer, "chat_template", None) else FewShotTemplate()
+
+
+def resolve_template(name: str | PromptTemplate | None, tokenizer: Any) -> PromptTemplate:
+    """``None`` or ``"auto"`` picks ``default_template``; anything else goes by name."""
+    if name is None or name == "auto":
+        return default_template(tokenizer)
+    return get_template(name)
+
+
+def render_prompts(
+    template: PromptTemplate, segments: Sequence[Segment], tokenizer: Any = None
+) -> list[str]:
+    return [template.render(s.source, s.direction, tokenizer) for s in segments]
+
+
+def encode_prompts(
+    template: PromptTemplate, segments: Sequence[Segment], tokenizer: Any
+) -> list[list[int]]:
+    """Token ids per prompt, unpadded (batching pads on the left later)."""
+    texts = render_prompts(template, segments, tokenizer)
+    encoded = tokenizer(texts, add_special_tokens=template.add_special_tokens)
+    return [list(ids) for ids in encoded["input_ids"]]
