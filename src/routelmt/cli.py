@@ -18,6 +18,7 @@ from routelmt.errors import RouteLMTError
 COMMANDS: list[str] = [
     "data",
     "evaluate",
+    "calibrate",
 ]
 
 log = logging.getLogger("routelmt")
