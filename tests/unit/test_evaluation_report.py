@@ -14,6 +14,7 @@ from routelmt.evaluation.bootstrap import (
     group_weights,
     percentile_interval,
     summarise,
+    weight_chunks,
 )
 from routelmt.records import ScoredExample, Segment
 
@@ -151,3 +152,11 @@ def test_write_report_files(tmp_path, result):
     for key in ("curves", "curves_by_direction"):
         data = paths[key].read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_bootstrap_draws_do_not_depend_on_chunk_size():
+    index, n_groups = group_index([str(i // 2) for i in range(50)])
+    big = np.concatenate(list(weight_chunks(index, n_groups, 30, 5, max_cells=10_000)))
+    small = np.concatenate(list(weight_chunks(index, n_groups, 30, 5, max_cells=120)))
+    assert big.shape == small.shape == (30, 50)
+    np.testing.assert_array_equal(big, small)

@@ -237,7 +237,7 @@ def _evaluate_data(
             b_val = None if b_val is None else b_val[key]
         return summarise(float(p_val[0]), b_val, level, nan_as_inf=nan_as_inf)
 
-    def budget_block(path: Sequence[Any], p: float) -> dict[str, Any]:
+    def budget_block(path: Sequence[Any]) -> dict[str, Any]:
         block: dict[str, Any] = {"k": int(_get(pt, path)["k"][0])}
         for field in BUDGET_FIELDS:
             block[field] = stat([*path, field])
@@ -249,7 +249,7 @@ def _evaluate_data(
         "mean_gain": stat(["mean_gain"]),
         "oracle_auc": stat(["oracle_auc"]),
         "random_auc": stat(["random_auc"]),
-        "oracle": {budget_key(p): budget_block(["oracle", p], p) for p in budgets},
+        "oracle": {budget_key(p): budget_block(["oracle", p]) for p in budgets},
         "random": {budget_key(p): _random_expectations(data, p, severe_delta) for p in budgets},
     }
     routers: dict[str, Any] = {}
@@ -262,7 +262,7 @@ def _evaluate_data(
             "cpt": {
                 format(lvl, "g"): stat([*base, "cpt", lvl], nan_as_inf=True) for lvl in cpt_levels
             },
-            "budgets": {budget_key(p): budget_block([*base, "budgets", p], p) for p in budgets},
+            "budgets": {budget_key(p): budget_block([*base, "budgets", p]) for p in budgets},
         }
     curves = {
         "budgets": [float(x) for x in grid],
