@@ -10,7 +10,22 @@ import pytest
 
 from routelmt.cli import main
 
-WORDS = "the a cat dog house tree runs sleeps big small red blue near far".split()
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "house",
+    "tree",
+    "runs",
+    "sleeps",
+    "big",
+    "small",
+    "red",
+    "blue",
+    "near",
+    "far",
+]
 
 
 def _layout(root: Path, n: int = 40) -> Path:
