@@ -1,0 +1,97 @@
+"""``routelmt serve``: the hybrid translation service (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve hybrid translation over HTTP (OpenAI-compatible)",
+        description="Routes each request to the small or the large translator under a budget. "
+        "Settings: embedded defaults (configs/serve.yaml) <- --config <- flags.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML config (default: the embedded one)")
+    parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--small", help="small backend spec, e.g. hf:gemma3-270m")
+    parser.add_argument("--large", help="large backend spec, e.g. openai:http://h:8000/v1#model")
+    parser.add_argument("--router", help="router name (length, random, routelmt, ...)")
+    parser.add_argument("--budget", type=float, help="share of requests for the large model")
+    parser.add_argument("--hard-cap", type=float, help="absolute ceiling on large-model spend")
+    parser.add_argument(
+        "--budget-store", help="SQLite file holding the budget shared by several replicas"
+    )
+    parser.add_argument("--log", dest="log_path", help="decision log (JSONL)")
+    parser.add_argument("--no-batching", action="store_true", help="one segment per forward pass")
+    parser.add_argument("--max-batch-size", type=int, help="segments per small-model batch")
+    parser.add_argument("--max-wait-ms", type=float, help="how long a batch waits to fill")
+    parser.add_argument("--large-timeout", type=float, help="seconds before a large call fails")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the merged config and exit"
+    )
+    return parser
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    server: dict[str, Any] = {}
+    budget: dict[str, Any] = {}
+    for key in ("host", "port", "log_path", "max_batch_size", "max_wait_ms"):
+        if getattr(args, key, None) is not None:
+            server[key] = getattr(args, key)
+    if args.no_batching:
+        server["batching"] = False
+    if args.small:
+        out["small"] = args.small
+    if args.large:
+        out["large"] = args.large
+    if args.large_timeout is not None:
+        out["large_options"] = {"timeout": args.large_timeout}
+    if args.router:
+        out["router"] = {"name": args.router}
+    if args.budget is not None:
+        budget["share"] = args.budget
+    if args.hard_cap is not None:
+        budget["hard_cap"] = args.hard_cap
+    if args.budget_store:
+        budget["store"] = args.budget_store
+    if server:
+        out["server"] = server
+    if budget:
+        out["budget"] = budget
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from routelmt.serve.config import load_config
+
+    config = load_config(args.config, overrides_from_args(args))
+    if args.print_config:
+        print(json.dumps(config, indent=2))
+        return 0
+    from routelmt.serve.app import create_app
+    from routelmt.serve.runner import serve_forever
+    from routelmt.serve.service import build_service
+
+    service = build_service(config)
+    server = config["server"]
+    log.info(
+        "serving small=%s large=%s router=%s budget=%s on http://%s:%s (log: %s)",
+        service.hybrid.small.name,
+        service.hybrid.large.name,
+        service.router_name,
+        config["budget"]["share"],
+        server["host"],
+        server["port"],
+        server["log_path"],
+    )
+    serve_forever(create_app(service), server["host"], server["port"])
+    return 0

@@ -1,0 +1,407 @@
+"""Request-time routing: score, decide under the budget, translate small or large, fall back.
+
+The library core of the service (no HTTP here). Work is split in stages so a server can batch
+the small-model work across concurrent requests while the large calls run concurrently
+elsewhere:
+
+1. ``stage_small(segments, policies)``: score every segment, let the pacer decide the ``auto``
+   ones, and translate on the small model those that stay small (one batched call);
+2. ``call_large(segment)``: one large call that never raises (text or error);
+3. a failed large call is refunded (``refund``) and translated on the small model
+   (policy ``fallback``), flagged ``fallback=True``.
+
+``translate()`` runs the three stages for a batch in-process.
+
+Shared prefill: when the small translator implements ``SharedPrefillSmall`` and the router
+``FeatureRouter``, the prefill that yields the routing features is also the first decoding step:
+segments that stay small continue from its KV cache instead of being prefilled again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from routelmt.backends.base import Translator
+from routelmt.budget.pacer import Decision
+from routelmt.errors import BackendError, ConfigError, InputError
+from routelmt.records import Segment
+from routelmt.routers.base import Router
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("auto", "small", "large")
+FALLBACK = "fallback"  # internal policy: a failed large call, translated on the small model
+
+
+@runtime_checkable
+class PrefillState(Protocol):
+    """What ``SharedPrefillSmall.prefill`` returns: routing features plus the decoder state."""
+
+    features: np.ndarray  # (n_segments, dim): one feature row per segment, in order
+
+
+@runtime_checkable
+class SharedPrefillSmall(Protocol):
+    """A small translator whose prefill is both the router's input and decoding's first step."""
+
+    def prefill(self, segments: Sequence[Segment]) -> PrefillState:
+        """Prefill the prompts of ``segments``; keep the KV cache for ``generate_from``."""
+        ...
+
+    def generate_from(self, state: PrefillState, indices: Sequence[int]) -> list[str]:
+        """Continue decoding the segments at ``indices`` (positions in the prefilled batch)."""
+        ...
+
+
+@runtime_checkable
+class FeatureRouter(Protocol):
+    """A router that scores precomputed prefill features (the in-model router's head)."""
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        """One score per feature row; higher = more worth sending to the large model."""
+        ...
+
+
+class BudgetPacer(Protocol):
+    """``budget.Pacer`` or the multi-process ``serve.shared_pacer.SQLitePacer``."""
+
+    def decide(self, score: float, cost: float | None = None) -> Decision: ...
+
+    def refund(self, decision: Decision) -> bool: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    # optional: decide_many(scores, costs) -> list[Decision], one call for a batch
+
+
+@dataclass
+class Routed:
+    """A segment after stage 1: its score, decision and (unless it goes large) translation."""
+
+    segment: Segment
+    policy: str
+    score: float | None
+    decision: Decision | None
+    threshold: float | None
+    reason: str
+    translation: str | None
+    route_s: float
+    small_s: float
+    budget: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # the small model failed on this segment
+
+    @property
+    def goes_large(self) -> bool:
+        return self.translation is None and self.error is None
+
+
+@dataclass
+class HybridResult:
+    """What the client sees: the translation, who made it, and why."""
+
+    segment_id: str
+    direction: str
+    translation: str
+    tier: str  # "small" | "large"
+    model: str  # the name of the translator that produced ``translation``
+    policy: str
+    score: float | None
+    threshold: float | None
+    reason: str
+    fallback: bool
+    error: str | None
+    budget: dict[str, Any]
+    timings: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.segment_id,
+            "direction": self.direction,
+            "translation": self.translation,
+            "tier": self.tier,
+            "model": self.model,
+            "policy": self.policy,
+            "score": self.score,
+            "threshold": self.threshold,
+            "reason": self.reason,
+            "fallback": self.fallback,
+            "error": self.error,
+            "budget": self.budget,
+            "timings_ms": {k: round(v * 1000.0, 3) for k, v in self.timings.items()},
+        }
+
+
+def check_policy(policy: str, field_name: str = "policy") -> str:
+    if not isinstance(policy, str) or policy not in POLICIES:
+        expected = ", ".join(POLICIES)
+        raise InputError(f"expected one of {expected}, got {policy!r:.40}", field=field_name)
+    return policy
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+class HybridTranslator:
+    """Routes each segment to ``small`` or ``large`` under ``pacer``'s budget.
+
+    ``cost`` (optional) gives a segment's extra large-model cost for cost budgets (e.g. from its
+    length); ``shared_prefill`` forces (True) or forbids (False) the fast path, default: use it
+    when both the small translator and the router support it. ``large_workers`` bounds the large
+    calls that ``translate()`` runs at once.
+    """
+
+    def __init__(
+        self,
+        small: Translator,
+        large: Translator,
+        router: Router,
+        pacer: BudgetPacer,
+        *,
+        cost: Callable[[Segment], float] | None = None,
+        shared_prefill: bool | None = None,
+        large_workers: int = 8,
+    ) -> None:
+        self.small = small
+        self.large = large
+        self.router = router
+        self.pacer = pacer
+        self.cost = cost
+        can_share = isinstance(small, SharedPrefillSmall) and isinstance(router, FeatureRouter)
+        if shared_prefill and not can_share:
+            raise ConfigError(
+                "shared_prefill=True needs a small translator with prefill/generate_from and a "
+                f"router with score_features; got {type(small).__name__} and "
+                f"{type(router).__name__}"
+            )
+        self.shared_prefill = can_share if shared_prefill is None else bool(shared_prefill)
+        self.large_workers = int(large_workers)
+
+    # -- stage 1 -------------------------------------------------------------------------
+    def stage_small(
+        self, segments: Sequence[Segment], policies: str | Sequence[str] = "auto"
+    ) -> list[Routed]:
+        """Score, decide, and translate on the small model all that do not go large."""
+        n = len(segments)
+        if isinstance(policies, str):
+            policies = [policies] * n
+        if len(policies) != n:
+            raise ValueError(f"{len(policies)} policies for {n} segments")
+        for p in policies:
+            if p != FALLBACK:
+                check_policy(p)
+        if n == 0:
+            return []
+        t0 = time.perf_counter()
+        need_score = [i for i, p in enumerate(policies) if p != FALLBACK]
+        state: Any = None
+        scores = np.full(n, np.nan)
+        prefill_s = 0.0
+        if self.shared_prefill:
+            tp = time.perf_counter()
+            state = self.small.prefill(segments)  # type: ignore[attr-defined]
+            prefill_s = time.perf_counter() - tp
+            if need_score:
+                feats = np.asarray(state.features)[need_score]
+                scores[need_score] = np.asarray(self.router.score_features(feats), dtype=float)  # type: ignore[attr-defined]
+        elif need_score:
+            got = np.asarray(self.router.score([segments[i] for i in need_score]), dtype=float)
+            if got.shape != (len(need_score),):
+                raise ValueError(f"router returned shape {got.shape} for {len(need_score)} items")
+            scores[need_score] = got
+        score_s = time.perf_counter() - t0 - prefill_s
+        decisions: list[Decision | None] = [None] * n
+        pace_s = [0.0] * n
+        # a non-finite score (a router bug) stays small rather than failing the request
+        auto = [i for i, p in enumerate(policies) if p == "auto" and np.isfinite(scores[i])]
+        if auto:
+            tp = time.perf_counter()
+            costs = [self.cost(segments[i]) if self.cost else None for i in auto]
+            if hasattr(self.pacer, "decide_many"):  # one transaction for a shared store
+                made = self.pacer.decide_many([float(scores[i]) for i in auto], costs)
+            else:
+                made = [self.pacer.decide(float(scores[i]), cost=c) for i, c in zip(auto, costs)]
+            each = (time.perf_counter() - tp) / len(auto)
+            for i, d in zip(auto, made, strict=True):
+                decisions[i] = d
+                pace_s[i] = each
+        budget = self.pacer.state()
+        threshold = budget.get("threshold")
+        goes_large = [
+            p == "large" or (d is not None and d.large)
+            for p, d in zip(policies, decisions, strict=True)
+        ]
+        small_idx = [i for i in range(n) if not goes_large[i]]
+        ts = time.perf_counter()
+        by_index: dict[int, str] = {}
+        errors: dict[int, str] = {}
+        if small_idx:
+            try:
+                texts = self._small(segments, small_idx, state)
+                by_index = dict(zip(small_idx, texts, strict=True))
+            except Exception as exc:
+                if len(small_idx) == 1:
+                    errors[small_idx[0]] = f"{type(exc).__name__}: {exc}"
+                else:  # one bad segment must not fail the others batched with it
+                    for i in small_idx:
+                        try:
+                            by_index[i] = self._small(segments, [i], state)[0]
+                        except Exception as exc_i:
+                            errors[i] = f"{type(exc_i).__name__}: {exc_i}"
+        small_s = time.perf_counter() - ts + prefill_s
+        out: list[Routed] = []
+        for i, seg in enumerate(segments):
+            d = decisions[i]
+            p = policies[i]
+            if d is not None:
+                reason = d.reason
+                thr = d.threshold
+            else:
+                reason = {"small": "forced_small", "large": "forced_large", "auto": "invalid_score"}
+                reason = reason.get(p, "fallback")
+                thr = threshold
+            out.append(
+                Routed(
+                    segment=seg,
+                    policy=p,
+                    score=_finite(scores[i]),
+                    decision=d,
+                    threshold=thr,
+                    reason=reason,
+                    translation=by_index.get(i),
+                    route_s=score_s / max(len(need_score), 1) + pace_s[i],
+                    small_s=small_s if i in by_index else 0.0,
+                    budget=budget,
+                    error=errors.get(i),
+                )
+            )
+        return out
+
+    def _small(self, segments: Sequence[Segment], indices: list[int], state: Any) -> list[str]:
+        if self.shared_prefill:
+            texts = self.small.generate_from(state, indices)  # type: ignore[attr-defined]
+        else:
+            texts = self.small.translate([segments[i] for i in indices])
+        if len(texts) != len(indices) or not all(isinstance(t, str) for t in texts):
+            raise BackendError(f"small translator returned {len(texts)} texts for {len(indices)}")
+        return list(texts)
+
+    # -- stage 2 -------------------------------------------------------------------------
+    def call_large(self, segment: Segment) -> tuple[str | None, str | None, float]:
+        """(translation, None, seconds) or (None, error message, seconds); never raises."""
+        t0 = time.perf_counter()
+        try:
+            texts = self.large.translate([segment])
+            if len(texts) != 1 or not isinstance(texts[0], str) or not texts[0].strip():
+                raise ValueError(f"large translator returned {texts!r:.80}")
+            return texts[0], None, time.perf_counter() - t0
+        except Exception as exc:  # any failure means: fall back, do not charge
+            log.warning("large call failed for %s: %s", segment.id, exc)
+            return None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0
+
+    def refund(self, routed: Routed) -> bool:
+        """Give back the budget of a routed segment whose large call failed."""
+        if routed.decision is None:
+            return False
+        return self.pacer.refund(routed.decision)
+
+    # -- assembling ----------------------------------------------------------------------
+    def result(
+        self,
+        routed: Routed,
+        *,
+        large_text: str | None = None,
+        large_s: float = 0.0,
+        error: str | None = None,
+        fallback_text: str | None = None,
+        fallback_s: float = 0.0,
+        total_s: float | None = None,
+    ) -> HybridResult:
+        seg = routed.segment
+        timings = {"route": routed.route_s, "small": routed.small_s + fallback_s}
+        if routed.goes_large:
+            timings["large"] = large_s
+        if large_text is not None:
+            text, tier, model, fb = large_text, "large", self.large.name, False
+        elif routed.translation is not None:
+            text, tier, model, fb = routed.translation, "small", self.small.name, False
+        else:
+            if fallback_text is None:
+                raise ValueError(f"segment {seg.id}: no translation to report")
+            text, tier, model, fb = fallback_text, "small", self.small.name, True
+        timings["total"] = total_s if total_s is not None else sum(timings.values())
+        return HybridResult(
+            segment_id=seg.id,
+            direction=seg.direction,
+            translation=text,
+            tier=tier,
+            model=model,
+            policy=routed.policy,
+            score=routed.score,
+            threshold=routed.threshold,
+            reason=routed.reason,
+            fallback=fb,
+            error=error,
+            budget=routed.budget,
+            timings=timings,
+        )
+
+    def translate(
+        self, segments: Sequence[Segment], *, policy: str | Sequence[str] = "auto"
+    ) -> list[HybridResult]:
+        """Route and translate a batch; failed large calls fall back and are refunded."""
+        t0 = time.perf_counter()
+        routed = self.stage_small(segments, policy)
+        self._raise_small_errors(routed)
+        large_idx = [i for i, r in enumerate(routed) if r.goes_large]
+        large: dict[int, tuple[str | None, str | None, float]] = {}
+        if large_idx:
+            workers = max(1, min(self.large_workers, len(large_idx)))
+            with ThreadPoolExecutor(workers, thread_name_prefix="large") as pool:
+                calls = pool.map(self.call_large, [routed[i].segment for i in large_idx])
+                large = dict(zip(large_idx, calls, strict=True))
+        failed = [i for i in large_idx if large[i][0] is None]
+        fallback: dict[int, tuple[str, float]] = {}
+        if failed:
+            for i in failed:
+                self.refund(routed[i])
+            tf = time.perf_counter()
+            again = self.stage_small([routed[i].segment for i in failed], FALLBACK)
+            self._raise_small_errors(again)
+            each = (time.perf_counter() - tf) / len(failed)
+            fallback = {i: (r.translation or "", each) for i, r in zip(failed, again, strict=True)}
+        total = time.perf_counter() - t0
+        out = []
+        for i, r in enumerate(routed):
+            text, err, secs = large.get(i, (None, None, 0.0))
+            fb_text, fb_s = fallback.get(i, (None, 0.0))
+            out.append(
+                self.result(
+                    r,
+                    large_text=text,
+                    large_s=secs,
+                    error=err,
+                    fallback_text=fb_text,
+                    fallback_s=fb_s,
+                    total_s=total,
+                )
+            )
+        return out
+
+    @staticmethod
+    def _raise_small_errors(routed: Sequence[Routed]) -> None:
+        bad = [r for r in routed if r.error is not None]
+        if bad:
+            raise BackendError(f"small model failed on segment {bad[0].segment.id}: {bad[0].error}")
+
+    def close(self) -> None:
+        self.small.close()
+        self.large.close()

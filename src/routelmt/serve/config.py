@@ -1,0 +1,155 @@
+"""Service configuration: embedded defaults <- YAML file <- command-line overrides.
+
+``DEFAULTS`` is the schema: every key a config may set, with its default. ``configs/serve.yaml``
+ships the same values with comments. An unknown key, or a value of the wrong type, is a
+ConfigError naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from routelmt.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    # first spec that loads is used: the live model when its backend exists, else a replay
+    "small": ["hf:gemma3-270m", "replay:Phi-3-Medium"],
+    "small_options": {},
+    "large": "replay:GPT-4",
+    "large_options": {},
+    "data": {"root": None, "pairs": ["en-es", "en-de"]},
+    "router": {"name": "length"},
+    "budget": {
+        "share": 0.3,
+        "cost_share": None,
+        "cost_small": 0.0,
+        "cost_large": 1.0,
+        "hard_cap": None,
+        "window": 1000,
+        "gain": 0.2,
+        "warmup": 50,
+        "initial_threshold": None,
+        "store": None,
+    },
+    "server": {
+        "host": "127.0.0.1",
+        "port": 8000,
+        "log_path": "routelmt-decisions.jsonl",
+        "batching": True,
+        "max_batch_size": 16,
+        "max_wait_ms": 5.0,
+        "large_concurrency": 64,
+        "max_chars": 4000,
+        "max_items": 64,
+        "directions": ["en-es", "en-de", "en-zh", "en-uk", "en-hi", "en-is"],
+        "default_direction": "en-es",
+        "allow_policy_override": True,
+        "shared_prefill": None,
+    },
+}
+
+# the type each leaf must have (None means: also allowed to be null)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "small": (str, list),
+    "small_options": (dict,),
+    "large": (str,),
+    "large_options": (dict,),
+    "data.root": (str, type(None)),
+    "data.pairs": (list, str, type(None)),
+    "router": (dict,),
+    "budget.share": (float, int, type(None)),
+    "budget.cost_share": (float, int, type(None)),
+    "budget.cost_small": (float, int),
+    "budget.cost_large": (float, int),
+    "budget.hard_cap": (float, int, type(None)),
+    "budget.window": (int,),
+    "budget.gain": (float, int),
+    "budget.warmup": (int,),
+    "budget.initial_threshold": (float, int, type(None)),
+    "budget.store": (str, type(None)),
+    "server.host": (str,),
+    "server.port": (int,),
+    "server.log_path": (str, type(None)),
+    "server.batching": (bool,),
+    "server.max_batch_size": (int,),
+    "server.max_wait_ms": (float, int),
+    "server.large_concurrency": (int,),
+    "server.max_chars": (int,),
+    "server.max_items": (int,),
+    "server.directions": (list, type(None)),
+    "server.default_direction": (str,),
+    "server.allow_policy_override": (bool,),
+    "server.shared_prefill": (bool, type(None)),
+}
+_OPEN = {"small_options", "large_options", "router"}  # free-form option maps
+
+
+def embedded_config_path() -> Path | None:
+    """The shipped ``serve.yaml``: inside the package when installed, else the repo's configs/."""
+    here = Path(__file__).resolve()
+    for candidate in (
+        here.parents[1] / "configs" / "serve.yaml",
+        here.parents[3] / "configs" / "serve.yaml",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], where: str, prefix: str = "") -> None:
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"{where}: unknown key '{dotted}'; known here: {known}")
+        if isinstance(base[key], dict) and dotted not in _OPEN:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: '{dotted}' must be a mapping, got {value!r:.60}")
+            _merge(base[key], value, where, dotted + ".")
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def _check_types(config: dict[str, Any], where: str) -> None:
+    for dotted, kinds in _TYPES.items():
+        value: Any = config
+        for part in dotted.split("."):
+            value = value[part]
+        bad_bool = isinstance(value, bool) and bool not in kinds
+        if bad_bool or not isinstance(value, kinds):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise ConfigError(f"{where}: '{dotted}' must be {names}, got {value!r:.60}")
+    if "name" not in config["router"]:
+        raise ConfigError(f"{where}: 'router.name' is required (e.g. length, random, routelmt)")
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Defaults, then the embedded or given YAML file, then ``overrides`` (same nesting)."""
+    config = copy.deepcopy(DEFAULTS)
+    source = Path(path) if path is not None else embedded_config_path()
+    where = str(source) if source is not None else "defaults"
+    if source is not None:
+        if not source.is_file():
+            raise ConfigError(f"config file not found: {source}")
+        try:
+            data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a mapping at the top level")
+        _merge(config, data, where)
+    if overrides:
+        _merge(config, overrides, "command-line flags")
+        where += " + flags"
+    _check_types(config, where)
+    return config

@@ -1,0 +1,320 @@
+"""The serving core: batching, large calls, fallback, decision log and metrics (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from routelmt.backends.base import Translator
+from routelmt.budget.pacer import BudgetSpec, Pacer
+from routelmt.errors import BackendError, ConfigError
+from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed
+from routelmt.languages import parse_direction
+from routelmt.records import Segment
+from routelmt.serve.batcher import MicroBatcher
+from routelmt.serve.log import DecisionLog
+from routelmt.serve.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+
+def fallback_reason(error: str) -> str:
+    """Metric label for a failed large call."""
+    text = error.lower()
+    if "timed out" in text or "timeout" in text:
+        return "timeout"
+    if "unreachable" in text or "connect" in text:
+        return "unreachable"
+    if "http " in text:
+        return "http_error"
+    return "garbage"
+
+
+class SmallModelError(BackendError):
+    """The small model failed on a segment (it has no fallback)."""
+
+
+class TranslationService:
+    """Owns the hybrid translator and everything around a request.
+
+    Small-model work goes through one ``MicroBatcher`` (concurrent requests share forward
+    passes); large calls run on their own thread pool so a slow endpoint never blocks the small
+    model; every answered segment is in the decision log before its answer leaves.
+    """
+
+    def __init__(
+        self,
+        hybrid: HybridTranslator,
+        *,
+        log_path: str | Path | None = None,
+        batching: bool = True,
+        max_batch_size: int = 16,
+        max_wait_ms: float = 5.0,
+        large_concurrency: int = 64,
+        max_chars: int = 4000,
+        max_items: int = 64,
+        directions: list[str] | None = None,
+        default_direction: str = "en-es",
+        allow_policy_override: bool = True,
+        router_name: str | None = None,
+    ) -> None:
+        self.hybrid = hybrid
+        self.metrics = ServiceMetrics(hybrid.pacer.state)
+        self.batching = batching
+        self.batcher: MicroBatcher[tuple[Segment, str], Routed] = MicroBatcher(
+            self._small_batch,
+            max_batch_size=max_batch_size if batching else 1,
+            max_wait_s=max_wait_ms / 1000.0 if batching else 0.0,
+            on_batch=self._on_batch,
+            name="small-batcher",
+        )
+        self.large_pool = ThreadPoolExecutor(large_concurrency, thread_name_prefix="large")
+        self.log = DecisionLog(log_path) if log_path else None
+        self.max_chars = int(max_chars)
+        self.max_items = int(max_items)
+        self.directions = None if directions is None else [d.lower() for d in directions]
+        for d in [*(self.directions or []), default_direction]:
+            parse_direction(d)
+        self.default_direction = default_direction.lower()
+        self.allow_policy_override = allow_policy_override
+        self.router_name = router_name or getattr(
+            hybrid.router, "name", type(hybrid.router).__name__
+        )
+        self.started = time.time()
+        self._closed = False
+
+    # -- batching ------------------------------------------------------------------------
+    def _small_batch(self, items: list[tuple[Segment, str]]) -> list[Routed]:
+        return self.hybrid.stage_small([s for s, _ in items], [p for _, p in items])
+
+    def _on_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+
+    # -- one request ---------------------------------------------------------------------
+    async def translate(
+        self, segments: list[Segment], policy: str, *, request_id: str, endpoint: str
+    ) -> list[HybridResult]:
+        """Route and translate; raises SmallModelError if the small model failed."""
+        t0 = time.perf_counter()
+        futures = [asyncio.wrap_future(self.batcher.submit((s, policy))) for s in segments]
+        try:
+            routed = await asyncio.gather(*futures)
+        except Exception:
+            self.metrics.errors.inc("routing")
+            raise
+        results = await asyncio.gather(*(self._finish(r, t0) for r in routed))
+        bad = [r for r in results if isinstance(r, str)]
+        if bad:
+            self.metrics.errors.inc("small_model")
+            raise SmallModelError(bad[0])
+        done: list[HybridResult] = results  # type: ignore[assignment]
+        if self.log is not None:
+            records = [
+                self.record(r, seg, request_id=request_id, endpoint=endpoint)
+                for r, seg in zip(done, segments, strict=True)
+            ]
+            await asyncio.wrap_future(self.log.append(records))
+        for r in done:
+            self.metrics.segments.inc(r.tier, r.policy)
+            self.metrics.latency.observe(r.timings["total"], r.tier)
+            self.metrics.route_latency.observe(r.timings["route"])
+        return done
+
+    async def _finish(self, routed: Routed, t0: float) -> HybridResult | str:
+        if routed.error is not None:
+            return f"small model failed on segment {routed.segment.id}: {routed.error}"
+        if not routed.goes_large:
+            self.metrics.model_latency.observe(routed.small_s, "small")
+            return self.hybrid.result(routed, total_s=time.perf_counter() - t0)
+        loop = asyncio.get_running_loop()
+        text, error, large_s = await loop.run_in_executor(
+            self.large_pool, self.hybrid.call_large, routed.segment
+        )
+        self.metrics.model_latency.observe(large_s, "large")
+        if text is not None:
+            return self.hybrid.result(
+                routed, large_text=text, large_s=large_s, total_s=time.perf_counter() - t0
+            )
+        self.hybrid.refund(routed)  # a failed call is not charged
+        self.metrics.fallbacks.inc(fallback_reason(error or ""))
+        again = await asyncio.wrap_future(self.batcher.submit((routed.segment, FALLBACK)))
+        if again.error is not None:
+            return f"large call failed ({error}) and so did the small model: {again.error}"
+        return self.hybrid.result(
+            routed,
+            large_s=large_s,
+            error=error,
+            fallback_text=again.translation,
+            fallback_s=again.small_s,
+            total_s=time.perf_counter() - t0,
+        )
+
+    def record(
+        self, r: HybridResult, segment: Segment, *, request_id: str, endpoint: str
+    ) -> dict[str, Any]:
+        """One decision-log line: what a router retrain needs, and what an audit needs."""
+        return {
+            "id": r.segment_id,
+            "request_id": request_id,
+            "time": round(time.time(), 6),
+            "endpoint": endpoint,
+            "direction": r.direction,
+            "source": segment.source,
+            "router": self.router_name,
+            "score": r.score,
+            "threshold": r.threshold,
+            "policy": r.policy,
+            "decision": r.reason,
+            "tier": r.tier,
+            "model": r.model,
+            "small_model": self.hybrid.small.name,
+            "large_model": self.hybrid.large.name,
+            "fallback": r.fallback,
+            "error": r.error,
+            "translation": r.translation,
+            "latency_ms": round(r.timings["total"] * 1000.0, 3),
+            "timings_ms": {k: round(v * 1000.0, 3) for k, v in r.timings.items()},
+            "budget_spent": r.budget.get("spent"),
+            "budget_requests": r.budget.get("requests"),
+        }
+
+    @staticmethod
+    def new_request_id() -> str:
+        return uuid.uuid4().hex
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "small": self.hybrid.small.name,
+            "large": self.hybrid.large.name,
+            "router": self.router_name,
+            "shared_prefill": self.hybrid.shared_prefill,
+            "batching": {
+                "enabled": self.batching,
+                "max_batch_size": self.batcher.max_batch_size,
+                "batches": self.batcher.batches,
+                "items": self.batcher.items,
+            },
+            "budget": self.hybrid.pacer.state(),
+            "decision_log": str(self.log.path) if self.log else None,
+            "uptime_s": round(time.time() - self.started, 3),
+        }
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.batcher.close()
+        self.large_pool.shutdown(wait=True)
+        if self.log is not None:
+            self.log.close()
+        self.hybrid.close()
+        closer = getattr(self.hybrid.pacer, "close", None)
+        if closer is not None:
+            closer()
+
+
+# -- building from a config ----------------------------------------------------------------
+def _load_backends() -> None:
+    import routelmt.backends.builtin  # noqa: F401
+    import routelmt.backends.openai  # noqa: F401
+
+    try:
+        import routelmt.backends.hf  # noqa: F401
+    except Exception as exc:  # the live backend is optional (torch, transformers)
+        log.debug("hf backend not importable: %s", exc)
+
+
+def make_backend(spec: str, options: dict[str, Any], data: dict[str, Any]) -> Translator:
+    from routelmt.backends.base import BACKENDS
+    from routelmt.backends.resolve import make_translator
+
+    _load_backends()
+    kind, sep, _ = spec.partition(":")
+    if sep and kind in ("hf", "openai", "vllm") and kind not in BACKENDS:
+        raise ConfigError(f"backend '{kind}' is not available in this installation ({spec})")
+    pairs = data.get("pairs")
+    return make_translator(spec, dataset=data.get("root"), pairs=pairs, **options)
+
+
+def first_backend(
+    specs: str | list[str], options: dict[str, Any], data: dict[str, Any]
+) -> Translator:
+    """The first spec that loads; the reasons the others failed are logged."""
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    if not specs:
+        raise ConfigError("'small' must name at least one backend")
+    errors = []
+    for spec in specs:
+        try:
+            return make_backend(spec, options if spec == specs[0] else {}, data)
+        except Exception as exc:
+            errors.append(f"{spec}: {exc}")
+            log.warning("small backend %s unavailable (%s); trying the next one", spec, exc)
+    raise ConfigError("no small backend could be loaded: " + "; ".join(errors))
+
+
+def make_pacer(budget: dict[str, Any]) -> Any:
+    spec = BudgetSpec(
+        share=budget["share"] if budget["cost_share"] is None else None,
+        cost_share=budget["cost_share"],
+        cost_small=budget["cost_small"],
+        cost_large=budget["cost_large"],
+        hard_cap=budget["hard_cap"],
+        window=budget["window"],
+    )
+    options = {
+        "gain": budget["gain"],
+        "warmup": budget["warmup"],
+        "initial_threshold": budget["initial_threshold"],
+    }
+    if budget["store"]:
+        from routelmt.serve.shared_pacer import SQLitePacer
+
+        return SQLitePacer(spec, budget["store"], **options)
+    return Pacer(spec, **options)
+
+
+def build_service(
+    config: dict[str, Any],
+    *,
+    small: Translator | None = None,
+    large: Translator | None = None,
+) -> TranslationService:
+    """Everything the config names; ``small``/``large`` objects replace the configured specs."""
+    from routelmt.routers.base import get_router
+
+    data = config["data"]
+    small = small or first_backend(config["small"], config["small_options"], data)
+    large = large or make_backend(config["large"], config["large_options"], data)
+    router_cfg = dict(config["router"])
+    router_name = router_cfg.pop("name")
+    router = get_router(router_name, **router_cfg)
+    server = config["server"]
+    hybrid = HybridTranslator(
+        small,
+        large,
+        router,
+        make_pacer(config["budget"]),
+        shared_prefill=server["shared_prefill"],
+        large_workers=server["large_concurrency"],
+    )
+    return TranslationService(
+        hybrid,
+        log_path=server["log_path"],
+        batching=server["batching"],
+        max_batch_size=server["max_batch_size"],
+        max_wait_ms=server["max_wait_ms"],
+        large_concurrency=server["large_concurrency"],
+        max_chars=server["max_chars"],
+        max_items=server["max_items"],
+        directions=server["directions"],
+        default_direction=server["default_direction"],
+        allow_policy_override=server["allow_policy_override"],
+        router_name=router_name,
+    )

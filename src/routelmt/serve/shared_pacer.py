@@ -1,0 +1,157 @@
+"""One budget shared by several server processes on one host: the pacer's state in SQLite.
+
+Each replica keeps a local ``budget.Pacer`` as its calculator; the state of record lives in one
+SQLite row. Every decision is a ``BEGIN IMMEDIATE`` transaction (one writer at a time across
+processes): load the row if another replica changed it since we last saw it, decide, store,
+commit. So the share and the hard cap hold across replicas exactly as within one process, and
+sequence numbers stay unique. WAL mode keeps readers (``state()``) off the writers' path.
+For several hosts, keep the state in Redis or a Ray actor instead (see docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from routelmt.budget.pacer import BudgetSpec, Decision, Pacer
+from routelmt.errors import ConfigError
+
+_LOCAL = {"_lock", "_id", "spec"}  # per-process attributes, never shared
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, deque):
+        return {"__deque__": [_encode(v) for v in value], "maxlen": value.maxlen}
+    if isinstance(value, set):
+        return {"__set__": sorted(value)}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and "__deque__" in value:
+        return deque((_decode(v) for v in value["__deque__"]), maxlen=value["maxlen"])
+    if isinstance(value, dict) and "__set__" in value:
+        return set(value["__set__"])
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+class SQLitePacer:
+    """A ``Pacer`` whose state is shared through ``path`` by every process that opens it.
+
+    All replicas must open it with the same budget; a different one is a ConfigError (the
+    first opener's budget wins). Thread-safe within a process, process-safe across them.
+    """
+
+    def __init__(
+        self, spec: BudgetSpec, path: str | Path, *, timeout_s: float = 30.0, **pacer_options: Any
+    ) -> None:
+        self.spec = spec
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._pacer = Pacer(spec, **pacer_options)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._version = -1
+        spec_json = json.dumps(spec.to_dict(), sort_keys=True)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS pacer (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                    "version INTEGER NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL)"
+                )
+                row = self._db.execute("SELECT spec FROM pacer WHERE id = 1").fetchone()
+                if row is None:
+                    self._db.execute(
+                        "INSERT INTO pacer VALUES (1, 0, ?, ?)", (spec_json, self._dump())
+                    )
+                elif row[0] != spec_json:
+                    raise ConfigError(
+                        f"budget store {self.path} holds budget {row[0]}, but this replica was "
+                        f"started with {spec_json}; use the same budget or another store"
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _dump(self) -> str:
+        state = {k: _encode(v) for k, v in vars(self._pacer).items() if k not in _LOCAL}
+        return json.dumps(state, separators=(",", ":"))
+
+    def _load(self, text: str) -> None:
+        for key, value in json.loads(text).items():
+            setattr(self._pacer, key, _decode(value))
+
+    def _sync(self) -> None:
+        """Inside a transaction: pull the shared state unless we wrote it last."""
+        query = "SELECT version, state FROM pacer WHERE id = 1"
+        version, state = self._db.execute(query).fetchone()
+        if version != self._version:
+            self._load(state)
+            self._version = version
+
+    def _transaction(self, fn: Any) -> Any:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._sync()
+                out = fn()
+                self._db.execute(
+                    "UPDATE pacer SET version = version + 1, state = ? WHERE id = 1",
+                    (self._dump(),),
+                )
+                self._db.execute("COMMIT")
+                self._version += 1
+                return out
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._version = -1
+                raise
+
+    def decide(self, score: float, cost: float | None = None) -> Decision:
+        return self._transaction(lambda: self._pacer.decide(score, cost=cost))
+
+    def decide_many(
+        self, scores: Sequence[float], costs: Sequence[float | None] | None = None
+    ) -> list[Decision]:
+        """Several decisions in one transaction (a batch)."""
+        costs = costs if costs is not None else [None] * len(scores)
+        return self._transaction(
+            lambda: [self._pacer.decide(s, cost=c) for s, c in zip(scores, costs, strict=True)]
+        )
+
+    def refund(self, decision: Decision) -> bool:
+        return self._transaction(lambda: self._pacer.refund(decision))
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._sync()
+            finally:
+                self._db.execute("COMMIT")
+            out = self._pacer.state()
+        out["store"] = str(self.path)
+        return out
+
+    @property
+    def threshold(self) -> float | None:
+        return self.state()["threshold"]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

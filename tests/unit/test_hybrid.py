@@ -1,0 +1,162 @@
+"""HybridTranslator: routing share, forced policies, fallback with refund, shared prefill."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from serve_fixtures import Reverse, Upper
+
+from routelmt.backends.base import Translator
+from routelmt.budget import BudgetSpec, Pacer
+from routelmt.errors import BackendError, ConfigError, InputError
+from routelmt.hybrid import FeatureRouter, HybridTranslator, SharedPrefillSmall
+from routelmt.records import Segment
+from routelmt.routers import get_router
+
+
+def segments(n: int, seed: int = 0) -> list[Segment]:
+    rng = np.random.default_rng(seed)
+    return [
+        Segment(id=f"s{i}", direction="en-es", source="w" * int(rng.integers(1, 200)))
+        for i in range(n)
+    ]
+
+
+class Down(Translator):
+    name = "down"
+
+    def translate(self, segments):
+        raise BackendError("endpoint unreachable")
+
+
+def hybrid(large: Translator | None = None, share: float = 0.3, **kw) -> HybridTranslator:
+    pacer = Pacer(BudgetSpec(share=share), warmup=20)
+    return HybridTranslator(Upper(), large or Reverse(), get_router("length"), pacer, **kw)
+
+
+def test_routes_the_budget_share_to_the_large_model_and_longest_first():
+    h = hybrid(share=0.3)
+    segs = segments(600)
+    results = h.translate(segs)
+    large = [r for r in results if r.tier == "large"]
+    share = len(large) / len(results)
+    assert abs(share - 0.3) < 0.05, share
+    for r, s in zip(results, segs, strict=True):
+        expected = s.source[::-1] if r.tier == "large" else s.source.upper()
+        assert r.translation == expected and r.segment_id == s.id
+        assert r.model == ("large-reverse" if r.tier == "large" else "small-upper")
+        assert r.score == len(s.source)
+    # routed segments are longer on average: the router's score was used
+    small_len = np.mean([r.score for r in results if r.tier == "small"])
+    assert np.mean([r.score for r in large]) > small_len
+    assert results[-1].budget["requests"] == 600
+
+
+def test_forced_policies_bypass_the_pacer():
+    h = hybrid()
+    segs = segments(10)
+    assert {r.tier for r in h.translate(segs, policy="large")} == {"large"}
+    assert {r.tier for r in h.translate(segs, policy="small")} == {"small"}
+    mixed = h.translate(segs[:3], policy=["small", "large", "small"])
+    assert [r.tier for r in mixed] == ["small", "large", "small"]
+    assert [r.reason for r in mixed] == ["forced_small", "forced_large", "forced_small"]
+    assert h.pacer.state()["requests"] == 0
+    with pytest.raises(InputError, match="policy"):
+        h.translate(segs[:1], policy="medium")
+
+
+def test_failed_large_calls_fall_back_and_are_refunded():
+    h = hybrid(large=Down(), share=0.5)
+    results = h.translate(segments(100))
+    assert all(r.tier == "small" for r in results)
+    fallbacks = [r for r in results if r.fallback]
+    assert fallbacks, "some segments should have been routed"
+    assert all("unreachable" in r.error for r in fallbacks)
+    assert all(r.reason in ("above_threshold", "warmup") for r in fallbacks)
+    state = h.pacer.state()
+    assert state["refunds"] == len(fallbacks)
+    assert state["spent"] == 0.0 and state["routed"] == 0
+
+
+def test_one_bad_segment_does_not_fail_its_batch_mates():
+    h = hybrid()
+    segs = [
+        Segment(id=str(i), direction="en-es", source=t)
+        for i, t in enumerate(["a", "FAIL-SMALL", "c"])
+    ]
+    routed = h.stage_small(segs, "small")
+    assert [r.translation for r in routed] == ["A", None, "C"]
+    assert routed[1].error and "cannot translate" in routed[1].error
+    with pytest.raises(BackendError, match="segment 1"):
+        h.translate(segs, policy="small")
+
+
+@dataclass
+class State:
+    features: np.ndarray
+
+
+class PrefillSmall(Translator):
+    """Implements the shared-prefill protocol; counts what was prefilled and decoded."""
+
+    name = "prefill-small"
+
+    def __init__(self) -> None:
+        self.prefilled: list[int] = []
+        self.generated: list[list[int]] = []
+        self.translated = 0
+
+    def prefill(self, segments: Sequence[Segment]) -> State:
+        self.prefilled.append(len(segments))
+        feats = np.array([[len(s.source), 1.0] for s in segments])
+        state = State(feats)
+        state.segments = list(segments)  # type: ignore[attr-defined]
+        return state
+
+    def generate_from(self, state: State, indices: Sequence[int]) -> list[str]:
+        self.generated.append(list(indices))
+        return [state.segments[i].source.upper() for i in indices]  # type: ignore[attr-defined]
+
+    def translate(self, segments: Sequence[Segment]) -> list[str]:
+        self.translated += len(segments)
+        return [s.source.upper() for s in segments]
+
+
+class HeadRouter:
+    name = "head"
+
+    def score(self, batch):
+        return np.array([len(s.source) for s in batch], dtype=float)
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        return features[:, 0] * 1.0
+
+
+def test_shared_prefill_continues_decoding_for_those_staying_small():
+    small = PrefillSmall()
+    router = HeadRouter()
+    assert isinstance(small, SharedPrefillSmall) and isinstance(router, FeatureRouter)
+    pacer = Pacer(BudgetSpec(share=0.3), warmup=5)
+    h = HybridTranslator(small, Reverse(), router, pacer)
+    assert h.shared_prefill
+    segs = segments(40, seed=3)
+    fast = h.translate(segs)
+    assert small.prefilled == [40] and small.translated == 0
+    stayed = [i for i, r in enumerate(fast) if r.tier == "small"]
+    assert small.generated == [stayed]
+    # same routing and outputs as the generic path on an identical pacer
+    slow_h = HybridTranslator(
+        PrefillSmall(),
+        Reverse(),
+        router,
+        Pacer(BudgetSpec(share=0.3), warmup=5),
+        shared_prefill=False,
+    )
+    slow = slow_h.translate(segs)
+    assert [r.translation for r in slow] == [r.translation for r in fast]
+    assert [r.tier for r in slow] == [r.tier for r in fast]
+    with pytest.raises(ConfigError, match="shared_prefill"):
+        HybridTranslator(Upper(), Reverse(), get_router("length"), pacer, shared_prefill=True)

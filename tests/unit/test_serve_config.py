@@ -1,0 +1,82 @@
+"""Serve config: the shipped YAML is the schema's defaults; bad keys and types are named."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from routelmt.commands import serve as serve_cmd
+from routelmt.errors import ConfigError
+from routelmt.serve.app import languages_from_instruction
+from routelmt.serve.config import DEFAULTS, load_config
+from routelmt.serve.service import build_service
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_yaml_matches_the_schema_defaults():
+    assert load_config(REPO / "configs" / "serve.yaml") == DEFAULTS
+
+
+def test_unknown_key_and_wrong_type_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  prot: 80\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'server.prot'.*port"):
+        load_config(bad)
+    bad.write_text("budget:\n  share: lots\n")
+    with pytest.raises(ConfigError, match="'budget.share' must be"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_flags_override_the_file(tmp_path):
+    parser = argparse.ArgumentParser()
+    serve_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["serve", "--port", "9001", "--budget", "0.2", "--no-batching", "--large", "x.jsonl"]
+    )
+    config = load_config(None, serve_cmd.overrides_from_args(args))
+    assert config["server"]["port"] == 9001 and config["server"]["batching"] is False
+    assert config["budget"]["share"] == 0.2 and config["large"] == "x.jsonl"
+
+
+def test_build_service_skips_unavailable_small_backends(tmp_path):
+    row = {"segment_id": "a", "system": "s", "text": "A"}
+    (tmp_path / "s.jsonl").write_text(json.dumps(row) + "\n")
+    config = load_config(
+        None,
+        {
+            "small": ["hf:definitely-not-a-model", str(tmp_path / "s.jsonl")],
+            "large": str(tmp_path / "s.jsonl"),
+            "server": {"log_path": None},
+            "budget": {"store": str(tmp_path / "b.sqlite")},
+        },
+    )
+    service = build_service(config)
+    try:
+        assert service.hybrid.small.name == "s"
+        assert service.health()["budget"]["store"] == str(tmp_path / "b.sqlite")
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Translate from English to German.", ("en", "de")),
+        ("translate the text from en into es", ("en", "es")),
+        ("Please translate to Ukrainian", (None, "uk")),
+        ("You are a helpful assistant.", (None, None)),
+    ],
+)
+def test_languages_from_system_message(text, expected):
+    assert languages_from_instruction(text) == expected
+
+
+def test_yaml_is_plain_yaml():
+    assert isinstance(yaml.safe_load((REPO / "configs" / "serve.yaml").read_text()), dict)

@@ -1,0 +1,75 @@
+"""One budget shared by two server processes through SQLite (WAL, BEGIN IMMEDIATE)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from routelmt.budget import BudgetSpec
+from routelmt.errors import ConfigError
+from routelmt.serve.shared_pacer import SQLitePacer
+
+WORKER = """
+import json, sys
+import numpy as np
+from routelmt.budget import BudgetSpec
+from routelmt.serve.shared_pacer import SQLitePacer
+path, seed, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pacer = SQLitePacer(BudgetSpec(share=0.3, hard_cap=float(sys.argv[4])), path, warmup=20)
+rng = np.random.default_rng(seed)
+out = []
+for i in range(n):
+    d = pacer.decide(float(rng.normal()))
+    if d.large and i % 10 == 0:
+        pacer.refund(d)
+        out.append([d.seq, False])
+    else:
+        out.append([d.seq, d.large])
+print(json.dumps(out))
+"""
+
+
+def _run_two(path, n, cap):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(path), str(seed), str(n), str(cap)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    return outs
+
+
+def test_two_processes_share_one_budget(tmp_path):
+    path = tmp_path / "budget.sqlite"
+    n = 400
+    a, b = _run_two(path, n, cap=10_000)
+    seqs = [s for s, _ in a + b]
+    assert sorted(seqs) == list(range(1, 2 * n + 1))  # one global sequence, no decision lost
+    assert {s for s, _ in a}.isdisjoint(s for s, _ in b)
+    state = SQLitePacer(BudgetSpec(share=0.3, hard_cap=10_000), path).state()
+    routed = sum(large for _, large in a + b)
+    assert state["requests"] == 2 * n and state["routed"] == routed == state["spent"]
+    assert abs(state["realised_share"] - 0.3) < 0.05, state["realised_share"]
+    assert state["refunds"] > 0
+
+
+def test_hard_cap_holds_across_processes(tmp_path):
+    path = tmp_path / "budget.sqlite"
+    a, b = _run_two(path, 300, cap=25)
+    state = SQLitePacer(BudgetSpec(share=0.3, hard_cap=25), path).state()
+    assert state["spent"] <= 25 and sum(large for _, large in a + b) == state["spent"]
+    assert state["capped"] > 0
+
+
+def test_a_replica_with_another_budget_is_refused(tmp_path):
+    path = tmp_path / "budget.sqlite"
+    SQLitePacer(BudgetSpec(share=0.3), path).close()
+    with pytest.raises(ConfigError, match="holds budget"):
+        SQLitePacer(BudgetSpec(share=0.5), path)
