@@ -51,8 +51,10 @@ class PrefillState(Protocol):
 class SharedPrefillSmall(Protocol):
     """A small translator whose prefill is both the router's input and decoding's first step."""
 
-    def prefill(self, segments: Sequence[Segment]) -> PrefillState:
-        """Prefill the prompts of ``segments``; keep the KV cache for ``generate_from``."""
+    def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> PrefillState:
+        """Prefill the prompts of ``segments``; ``features`` come from hidden layer ``layer``
+        (the router's; None: the backend's default), and the KV cache is kept for
+        ``generate_from``."""
         ...
 
     def generate_from(self, state: PrefillState, indices: Sequence[int]) -> list[str]:
@@ -62,7 +64,10 @@ class SharedPrefillSmall(Protocol):
 
 @runtime_checkable
 class FeatureRouter(Protocol):
-    """A router that scores precomputed prefill features (the in-model router's head)."""
+    """A router that scores precomputed prefill features (the in-model router's head).
+
+    An optional ``layer: int`` attribute tells the small model which hidden layer to return.
+    """
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         """One score per feature row; higher = more worth sending to the large model."""
@@ -207,7 +212,8 @@ class HybridTranslator:
         prefill_s = 0.0
         if self.shared_prefill:
             tp = time.perf_counter()
-            state = self.small.prefill(segments)  # type: ignore[attr-defined]
+            layer = getattr(self.router, "layer", None)
+            state = self.small.prefill(segments, layer=layer)  # type: ignore[attr-defined]
             prefill_s = time.perf_counter() - tp
             if need_score:
                 feats = np.asarray(state.features)[need_score]

@@ -108,9 +108,11 @@ class PrefillSmall(Translator):
         self.prefilled: list[int] = []
         self.generated: list[list[int]] = []
         self.translated = 0
+        self.layers: list[int | None] = []
 
-    def prefill(self, segments: Sequence[Segment]) -> State:
+    def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> State:
         self.prefilled.append(len(segments))
+        self.layers.append(layer)
         feats = np.array([[len(s.source), 1.0] for s in segments])
         state = State(feats)
         state.segments = list(segments)  # type: ignore[attr-defined]
@@ -127,6 +129,7 @@ class PrefillSmall(Translator):
 
 class HeadRouter:
     name = "head"
+    layer = 7
 
     def score(self, batch):
         return np.array([len(s.source) for s in batch], dtype=float)
@@ -145,6 +148,7 @@ def test_shared_prefill_continues_decoding_for_those_staying_small():
     segs = segments(40, seed=3)
     fast = h.translate(segs)
     assert small.prefilled == [40] and small.translated == 0
+    assert small.layers == [7]  # the router's layer was asked for
     stayed = [i for i, r in enumerate(fast) if r.tier == "small"]
     assert small.generated == [stayed]
     # same routing and outputs as the generic path on an identical pacer

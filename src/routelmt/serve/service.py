@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -230,16 +232,59 @@ def _load_backends() -> None:
         log.debug("hf backend not importable: %s", exc)
 
 
+class ReplayBySource(Translator):
+    """A recorded WMT system that also answers by source text, not only by segment id.
+
+    A client of the service sends text, not WMT ids; with a replay backend (the embedded
+    default where no live model is installed) a WMT24 source sentence is then answered with
+    the recorded translation of that sentence. Any other text is a BackendError that says so.
+    """
+
+    def __init__(self, replay: Translator, segments: list[Segment]) -> None:
+        self.replay = replay
+        self.name = replay.name
+        self._by_source = {(s.direction, s.source.strip()): s.id for s in segments}
+        self._pairs = sorted({s.direction for s in segments})
+
+    def translate(self, segments: Sequence[Segment]) -> list[str]:
+        mapped = []
+        for s in segments:
+            if s.id not in self.replay:  # type: ignore[operator]
+                sid = self._by_source.get((s.direction, s.source.strip()))
+                if sid is None:
+                    raise BackendError(
+                        f"replay system '{self.name}' has no recorded translation of segment "
+                        f"{s.id!r}: it knows only the WMT24 sources of {', '.join(self._pairs)} "
+                        "(send one of them, or serve a live model such as hf:gemma3-270m)"
+                    )
+                s = dataclasses.replace(s, id=sid)
+            mapped.append(s)
+        return self.replay.translate(mapped)
+
+
 def make_backend(spec: str, options: dict[str, Any], data: dict[str, Any]) -> Translator:
     from routelmt.backends.base import BACKENDS
+    from routelmt.backends.replay import ReplayTranslator
     from routelmt.backends.resolve import make_translator
+    from routelmt.datasets.wmt import WMTDataset
 
     _load_backends()
     kind, sep, _ = spec.partition(":")
     if sep and kind in ("hf", "openai", "vllm") and kind not in BACKENDS:
         raise ConfigError(f"backend '{kind}' is not available in this installation ({spec})")
     pairs = data.get("pairs")
-    return make_translator(spec, dataset=data.get("root"), pairs=pairs, **options)
+    if isinstance(pairs, str):
+        pairs = [pairs]
+    is_wmt = not spec.endswith(".jsonl") and (not sep or kind == "replay")
+    if not is_wmt:
+        return make_translator(spec, **options)
+    dataset = WMTDataset(data.get("root"))
+    translator = make_translator(spec, dataset=dataset, pairs=pairs, **options)
+    if not isinstance(translator, ReplayTranslator):
+        return translator
+    chosen = pairs or [p for p in dataset.pairs() if translator.system in dataset.systems(p)]
+    segments = [seg for pair in chosen for seg in dataset.segments(pair, reference=None)]
+    return ReplayBySource(translator, segments)
 
 
 def first_backend(

@@ -1,0 +1,254 @@
+"""Load test of `routelmt serve` on loopback: batching on vs off, side by side.
+
+    python bench/serve_load.py [--requests 2000] [--clients 32] [--time-limit 60]
+
+Two server processes: the front (the service under test) and, as its large model, a second
+instance of our own service reached through the OpenAI-compatible backend. The small model is a
+synthetic cost model (a forward pass costs ``--fwd-ms`` plus ``--per-seg-ms`` per segment, as a
+sleep that releases the GIL), so the numbers measure the serving path, not a model; with the
+live Gemma backend, pass ``--small hf:gemma3-270m`` to the front instead. Prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+
+def _make_synthetic(name: str, fwd_ms: float, per_seg_ms: float, reverse: bool):
+    from routelmt.backends.base import Translator
+
+    class Synthetic(Translator):
+        def __init__(self) -> None:
+            self.name = name
+
+        def translate(self, segments: Sequence) -> list[str]:
+            time.sleep((fwd_ms + per_seg_ms * len(segments)) / 1000.0)
+            return [s.source[::-1] if reverse else s.source.upper() for s in segments]
+
+    return Synthetic()
+
+
+def run_server(args: argparse.Namespace) -> None:
+    """Child process: one service on --port (front or back)."""
+    from routelmt.serve.app import create_app
+    from routelmt.serve.config import load_config
+    from routelmt.serve.runner import serve_forever
+    from routelmt.serve.service import build_service
+
+    if args.role == "back":
+        small = _make_synthetic("large-sim", args.large_ms, 0.0, reverse=True)
+        overrides = {"server": {"log_path": None, "directions": None, "max_batch_size": 64}}
+        service = build_service(load_config(None, overrides), small=small, large=small)
+    else:
+        small = _make_synthetic("small-sim", args.fwd_ms, args.per_seg_ms, reverse=False)
+        overrides = {
+            "large": f"openai:http://127.0.0.1:{args.back_port}/v1#small",
+            "large_options": {"timeout": 10.0, "concurrency": 64},
+            "router": {"name": "length"},
+            "budget": {"share": args.share},
+            "server": {
+                "log_path": args.log,
+                "batching": not args.no_batching,
+                "max_batch_size": 16,
+                "max_wait_ms": 5.0,
+            },
+        }
+        service = build_service(load_config(None, overrides), small=small)
+    serve_forever(create_app(service), "127.0.0.1", args.port, log_level="warning")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = [sys.executable, __file__, "--serve", "--port", str(port), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server {cmd} did not start")
+
+
+SENTENCES = [
+    "The weather is nice today.",
+    "Please send the report before Friday, and copy the whole team on the email.",
+    "Thanks!",
+    "The committee postponed its decision on the new budget until the next quarterly meeting.",
+    "Where is the station?",
+    "Our results suggest that the effect is robust across all the languages we tested.",
+]
+
+
+async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
+    latencies: list[float] = []
+    route_ms: list[float] = []
+    total_ms: list[float] = []
+    tiers = {"small": 0, "large": 0}
+    fallbacks = 0
+    errors = 0
+    counter = iter(range(n))
+    deadline = time.monotonic() + limit_s
+
+    async def client(c: httpx.AsyncClient) -> None:
+        nonlocal errors, fallbacks
+        for i in counter:
+            if time.monotonic() > deadline:
+                return
+            body = {"text": SENTENCES[i % len(SENTENCES)] + f" ({i})", "target_lang": "de"}
+            t0 = time.perf_counter()
+            try:
+                r = await c.post(url + "/v1/translate", json=body)
+                data = r.json()
+                ok = r.status_code == 200
+            except Exception:
+                ok = False
+            latencies.append(time.perf_counter() - t0)
+            if not ok:
+                errors += 1
+                continue
+            tiers[data["tier"]] += 1
+            fallbacks += bool(data["fallback"])
+            route_ms.append(data["timings_ms"]["route"])
+            total_ms.append(data["timings_ms"]["total"])
+
+    t0 = time.perf_counter()
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as c:
+        await asyncio.gather(*(client(c) for _ in range(clients)))
+    wall = time.perf_counter() - t0
+    health = httpx.get(url + "/health", timeout=5).json()
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [float("nan")] * 99
+    done = len(latencies)
+    return {
+        "requests": done,
+        "wall_s": wall,
+        "throughput": done / wall,
+        "p50_ms": q[49] * 1000,
+        "p95_ms": q[94] * 1000,
+        "p99_ms": q[98] * 1000,
+        "errors": errors,
+        "fallbacks": fallbacks,
+        "large_share": tiers["large"] / max(done - errors, 1),
+        "route_ms": statistics.mean(route_ms) if route_ms else float("nan"),
+        "route_share": sum(route_ms) / max(sum(total_ms), 1e-9),
+        "mean_batch": health["batching"]["items"] / max(health["batching"]["batches"], 1),
+    }
+
+
+def microbench_routing(n: int = 5000) -> float:
+    """Router score + pacer decision per request, in-process, microseconds."""
+    from routelmt.budget import BudgetSpec, Pacer
+    from routelmt.records import Segment
+    from routelmt.routers import get_router
+
+    router = get_router("length")
+    pacer = Pacer(BudgetSpec(share=0.3))
+    segs = [Segment(id=str(i), direction="en-de", source=SENTENCES[i % 6]) for i in range(n)]
+    t0 = time.perf_counter()
+    for s in segs:
+        pacer.decide(float(router.score([s])[0]))
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per run")
+    parser.add_argument("--share", type=float, default=0.3)
+    parser.add_argument("--fwd-ms", type=float, default=8.0, help="small model: ms per forward")
+    parser.add_argument("--per-seg-ms", type=float, default=0.5, help="small: ms per segment")
+    parser.add_argument("--large-ms", type=float, default=30.0, help="large model latency")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    # child-process mode
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--role", default="front", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--back-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--no-batching", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--log", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        run_server(args)
+        return
+
+    import tempfile
+
+    common = ["--fwd-ms", str(args.fwd_ms), "--per-seg-ms", str(args.per_seg_ms)]
+    common += ["--large-ms", str(args.large_ms), "--share", str(args.share)]
+    back, back_url = _spawn(["--role", "back", *common])
+    back_port = back_url.rsplit(":", 1)[1]
+    rows = {}
+    try:
+        for label, flag in (("batching on", []), ("batching off", ["--no-batching"])):
+            with tempfile.TemporaryDirectory() as tmp:
+                log = str(Path(tmp) / "decisions.jsonl")
+                extra = ["--role", "front", "--back-port", back_port, "--log", log, *common]
+                front, url = _spawn(extra + flag)
+                try:
+                    rows[label] = asyncio.run(
+                        load(url, args.requests, args.clients, args.time_limit)
+                    )
+                    rows[label]["log_lines"] = Path(log).read_bytes().count(b"\n")
+                finally:
+                    front.terminate()
+                    front.wait(timeout=30)
+    finally:
+        back.terminate()
+        back.wait(timeout=30)
+    micro = microbench_routing()
+
+    keys = [
+        ("requests", "{:.0f}"),
+        ("wall_s", "{:.1f}"),
+        ("throughput", "{:.1f}"),
+        ("p50_ms", "{:.1f}"),
+        ("p95_ms", "{:.1f}"),
+        ("p99_ms", "{:.1f}"),
+        ("errors", "{:.0f}"),
+        ("fallbacks", "{:.0f}"),
+        ("large_share", "{:.3f}"),
+        ("route_ms", "{:.3f}"),
+        ("route_share", "{:.4f}"),
+        ("mean_batch", "{:.2f}"),
+        ("log_lines", "{:.0f}"),
+    ]
+    labels = list(rows)
+    print(
+        f"serve load: {args.clients} clients, target large share {args.share}, small model "
+        f"{args.fwd_ms} ms/forward + {args.per_seg_ms} ms/segment, large {args.large_ms} ms"
+    )
+    print(f"{'metric':<14}" + "".join(f"{lab:>16}" for lab in labels))
+    for key, fmt in keys:
+        print(f"{key:<14}" + "".join(f"{fmt.format(rows[lab][key]):>16}" for lab in labels))
+    ratio = rows["batching on"]["throughput"] / rows["batching off"]["throughput"]
+    print(f"throughput ratio on/off: {ratio:.2f}x")
+    print(f"router (length) + pacer in-process: {micro:.1f} us/request")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": rows, "routing_us": micro}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

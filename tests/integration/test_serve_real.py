@@ -1,0 +1,93 @@
+"""The service on real data: recorded WMT24 systems as both tiers, and the live Gemma model."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from routelmt.backends.base import BACKENDS
+from routelmt.datasets.wmt import WMTDataset
+from routelmt.serve.app import create_app
+from routelmt.serve.config import load_config
+from routelmt.serve.log import read_decision_log
+from routelmt.serve.runner import ServerThread
+from routelmt.serve.service import build_service
+
+pytestmark = pytest.mark.integration
+
+
+def test_embedded_defaults_on_wmt24_replay(wmt_root, tmp_path):
+    data = WMTDataset(wmt_root)
+    segments = data.segments("en-de", reference=None)[:300]
+    small = data.system_outputs("en-de", "Phi-3-Medium")
+    large = data.system_outputs("en-de", "GPT-4")
+    config = load_config(
+        None,
+        {
+            "small": ["replay:Phi-3-Medium"],  # the live model has its own test below
+            "data": {"root": str(wmt_root), "pairs": ["en-de"]},
+            "server": {"log_path": str(tmp_path / "log.jsonl")},
+        },
+    )
+    service = build_service(config)
+    with ServerThread(create_app(service)) as srv:
+        c = httpx.Client(base_url=srv.url, timeout=60)
+        results = []
+        for start in range(0, len(segments), 50):
+            chunk = segments[start : start + 50]
+            body = {"texts": [s.source for s in chunk], "direction": "en-de"}
+            r = c.post("/v1/translate", json=body)
+            assert r.status_code == 200, r.text
+            results += r.json()["results"]
+        for seg, res in zip(segments, results, strict=True):
+            recorded = large if res["tier"] == "large" else small
+            assert res["translation"] == recorded[seg.id]
+        share = sum(r["tier"] == "large" for r in results) / len(results)
+        assert abs(share - 0.3) < 0.04, share
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+        answer = client.chat.completions.create(
+            model="routelmt",
+            messages=[
+                {"role": "system", "content": "Translate from English to German."},
+                {"role": "user", "content": segments[0].source},
+            ],
+        )
+        assert answer.choices[0].message.content in (small[segments[0].id], large[segments[0].id])
+    assert len(read_decision_log(tmp_path / "log.jsonl")) == len(segments) + 1
+
+
+def _live_backend_ready() -> bool:
+    import routelmt.backends.builtin  # noqa: F401
+
+    try:
+        import routelmt.backends.hf  # noqa: F401
+    except Exception:
+        return False
+    return "hf" in BACKENDS
+
+
+@pytest.mark.skipif(not _live_backend_ready(), reason="the hf backend is not registered yet")
+def test_live_gemma_small_model_behind_the_service(wmt_root, tmp_path):
+    data = WMTDataset(wmt_root)
+    segments = data.segments("en-es", reference=None)[:4]
+    config = load_config(
+        None,
+        {
+            "small": "hf:gemma3-270m",
+            "large": "replay:GPT-4",
+            "data": {"root": str(wmt_root), "pairs": ["en-es"]},
+            "server": {"log_path": str(tmp_path / "log.jsonl")},
+        },
+    )
+    service = build_service(config)
+    with ServerThread(create_app(service)) as srv:
+        r = httpx.post(
+            srv.url + "/v1/translate",
+            json={"texts": [s.source for s in segments], "direction": "en-es", "policy": "small"},
+            timeout=600,
+        )
+        assert r.status_code == 200, r.text
+        out = r.json()["results"]
+        assert all(x["tier"] == "small" and x["translation"].strip() for x in out)
+        assert all(x["translation"] != s.source for x, s in zip(out, segments, strict=True))
