@@ -105,10 +105,8 @@ def resolve_model(spec: str) -> ResolvedModel:
                 "not a transformers model folder: config.json is missing", path=str(path)
             )
         return ResolvedModel(path.name, path.resolve(), folder_fingerprint(path), "folder")
-    looks_like_path = (
-        spec.endswith(".gguf") or spec.startswith((".", "/", "~")) or os.sep * 2 in spec
-    )
-    if looks_like_path or spec.count("/") != 1:
+    looks_like_path = spec.endswith(".gguf") or spec.startswith((".", "/", "~"))
+    if looks_like_path or spec.count("/") > 1 or not spec.strip():
         known = ", ".join(sorted(EMBEDDED_MODELS))
         raise InputError(
             f"model not found: no such file or folder, and not an embedded alias ({known})",
@@ -127,9 +125,10 @@ def _resolve_hub(repo_id: str) -> ResolvedModel:
         folder = Path(snapshot_download(repo_id, local_files_only=True))
     except LocalEntryNotFoundError:
         raise InputError(
-            f"'{repo_id}' is neither a local path nor a model in the local Hugging Face cache; "
-            "nothing is downloaded: fetch it first (e.g. `hf download "
-            f"{repo_id}`) or pass a local folder",
+            f"'{repo_id}' is neither a local path, an embedded alias "
+            f"({', '.join(sorted(EMBEDDED_MODELS))}) nor a model in the local Hugging Face "
+            f"cache; nothing is downloaded: fetch it first (`hf download {repo_id}`) or pass "
+            "a local folder",
             path=repo_id,
         ) from None
     except Exception as exc:  # invalid repo id syntax and friends
@@ -158,8 +157,14 @@ def _resolve_gguf_file(path: Path) -> ResolvedModel:
     validate_gguf(path)
     fingerprint = sampled_file_hash(path)
     name = path.name
-    target = cache_dir("models") / f"gguf-{path.stem}-{fingerprint}"
+    models = cache_dir("models")
+    target = models / f"gguf-{path.stem}-{fingerprint}"
     if _read_marker(target) is None:
+        # The same file converted before under another name (e.g. an embedded alias)?
+        for marker_path in sorted(models.glob(f"*/{MARKER}")):
+            marker = _read_marker(marker_path.parent)
+            if marker is not None and marker.get("source_sampled") == fingerprint:
+                return ResolvedModel(name, marker_path.parent, fingerprint, "gguf")
         _convert_atomically(lambda _scratch: path, target, name=name)
     return ResolvedModel(name, target, fingerprint, "gguf")
 
@@ -224,6 +229,7 @@ def _convert_atomically(locate: Callable[[Path], Path], target: Path, *, name: s
                 "name": name,
                 "fingerprint": source_hash[:16],
                 "source_sha256": source_hash,
+                "source_sampled": sampled_file_hash(gguf_path),
                 "transformers": transformers.__version__,
             },
         )
