@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from routelmt.errors import ConfigError, InputError
-from routelmt.heads import RidgeHead, group_kfold
+from routelmt.heads import RidgeHead
+from routelmt.splits import fold_ids
 
 W_TRUE = np.array([1.5, -2.0, 0.0, 0.7, 3.0, -0.4, 1.1, -1.3])
 
@@ -48,7 +49,7 @@ def test_save_load_round_trip(tmp_path) -> None:
 def test_grouped_folds_never_split_a_group() -> None:
     rng = np.random.default_rng(5)
     groups = rng.integers(0, 37, size=300).astype(str)
-    folds = group_kfold(groups, 5, seed=2)
+    folds = fold_ids(groups, 5, seed=2)
     for g in np.unique(groups):
         assert len(np.unique(folds[groups == g])) == 1
     sizes = np.bincount(folds, minlength=5)
