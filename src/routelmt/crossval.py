@@ -55,6 +55,7 @@ def router_scores(
     for name, factory in factories.items():
         started = time.perf_counter()
         probe = factory()
+        probe.prepare(examples)
         if probe.trainable:
             scores[name] = out_of_fold_scores(factory, examples, folds=folds, seed=seed)
         else:

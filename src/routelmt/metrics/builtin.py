@@ -1,3 +1,3 @@
 """Registers the built-in metrics; imported by ``get_metric`` on first use."""
 
-from routelmt.metrics import comet, sacre  # noqa: F401  (registration happens on import)
+from routelmt.metrics import comet, qe, sacre  # noqa: F401  (registration happens on import)

@@ -22,6 +22,10 @@ class Router(ABC):
     trainable: bool = False
     oracle: bool = False
 
+    def prepare(self, batch: Sequence[Segment | ScoredExample]) -> None:  # noqa: B027
+        """Optional: precompute what ``fit``/``score`` will need for these items in one pass
+        (e.g. model features), so cross-validation folds do not recompute them."""
+
     def fit(self, train: Sequence[ScoredExample]) -> Router:
         """Learn from labelled examples; untrained routers return themselves."""
         return self

@@ -14,3 +14,6 @@ ROUTERS.register("random")(RandomRouter)
 ROUTERS.register("length")(LengthRouter)
 ROUTERS.register("gain-oracle")(GainOracleRouter)
 ROUTERS.register("quality-oracle")(QualityOracleRouter)
+
+# These modules register their routers where they are defined; importing them is enough.
+from routelmt.routers import external, inmodel  # noqa: E402, F401

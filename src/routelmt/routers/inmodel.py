@@ -1,0 +1,365 @@
+"""In-model routers: read the small translator's own prefill (method.md section 2).
+
+``routelmt`` fits a linear (ridge) head on the hidden state of the last prompt token to the gain
+g = q_large - q_small; ``routelmt-q`` fits q_small instead and routes low predicted quality
+first (the paper's ablation); ``entropy`` routes by the small model's next-token entropy at the
+end of the prompt. All three share one ``FeatureSource`` per (model, template, pooling), so a
+whole evaluation runs the prefill once per segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routelmt.errors import ConfigError, InputError
+from routelmt.heads import DEFAULT_ALPHAS, RidgeHead
+from routelmt.records import ScoredExample, Segment
+from routelmt.routers.base import ROUTERS, Router
+from routelmt.storage import read_json, stable_hash, write_json
+
+log = logging.getLogger(__name__)
+
+ROUTER_CONFIG = "router.json"
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "gemma3-270m"
+
+
+def _segment(item: Segment | ScoredExample) -> Segment:
+    return item.segment if isinstance(item, ScoredExample) else item
+
+
+class FeatureSource:
+    """Prefill features (every layer + next-token entropy) for any segments, memoised by id.
+
+    The model loads lazily on first use; features are computed for the segments not yet seen
+    and kept in memory (and on disk through ``features.compute_features``' cache).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        template: str | None = None,
+        pooling: str = "last",
+        *,
+        dtype: str = "float32",
+        batch_size: int = 8,
+    ) -> None:
+        self.model_spec = model
+        self.template_name = template
+        self.pooling = pooling
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self._loaded: tuple[Any, Any, Any, Any] | None = None
+        self._rows: dict[str, int] = {}
+        self._layers: dict[int, list[np.ndarray]] = {}
+        self._entropy: list[np.ndarray] = []
+
+    def _load(self) -> tuple[Any, Any, Any, Any]:
+        if self._loaded is None:
+            from routelmt.backends.hf import cached_causal_lm
+            from routelmt.prompts import resolve_template
+
+            model, tokenizer, info = cached_causal_lm(self.model_spec, self.dtype)
+            template = resolve_template(self.template_name, tokenizer)
+            self._loaded = (model, tokenizer, info, template)
+        return self._loaded
+
+    @property
+    def identity(self) -> str:
+        return self._load()[2].identity
+
+    @property
+    def num_layers(self) -> int:
+        return int(self._load()[2].num_layers)
+
+    @property
+    def template(self) -> Any:
+        return self._load()[3]
+
+    def describe(self) -> dict[str, Any]:
+        """What a router artifact must match to be valid with this source."""
+        template = self.template
+        return {
+            "model": self.identity,
+            "model_spec": self.model_spec,
+            "template": template.name,
+            "template_fingerprint": template.fingerprint(),
+            "pooling": self.pooling,
+            "dtype": self.dtype,
+        }
+
+    def ensure(self, items: Sequence[Segment | ScoredExample], *, progress: bool = True) -> None:
+        """Compute features for the items not seen yet, in one batched pass."""
+        from routelmt.features import compute_features
+
+        missing: list[Segment] = []
+        seen: set[str] = set()
+        for item in items:
+            segment = _segment(item)
+            if segment.id not in self._rows and segment.id not in seen:
+                missing.append(segment)
+                seen.add(segment.id)
+        if not missing:
+            return
+        model, tokenizer, _info, template = self._load()
+        feats = compute_features(
+            model,
+            tokenizer,
+            template,
+            missing,
+            layers="all",
+            pooling=self.pooling,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            entropy=True,
+            progress=progress,
+        )
+        offset = len(self._rows)
+        for i, segment in enumerate(missing):
+            self._rows[segment.id] = offset + i
+        for layer, values in feats.layers.items():
+            self._layers.setdefault(layer, []).append(values)
+        assert feats.entropy is not None
+        self._entropy.append(feats.entropy)
+
+    def _index(self, items: Sequence[Segment | ScoredExample]) -> np.ndarray:
+        self.ensure(items)
+        return np.asarray([self._rows[_segment(item).id] for item in items], dtype=np.int64)
+
+    def layer(self, items: Sequence[Segment | ScoredExample], layer: int) -> np.ndarray:
+        """[N, hidden] features of one layer, rows aligned with ``items``."""
+        index = self._index(items)
+        if layer not in self._layers:
+            raise ConfigError(
+                f"layer {layer} out of range: the model has layers 0..{self.num_layers}"
+            )
+        stacked = self._layers[layer]
+        if len(stacked) > 1:
+            self._layers[layer] = stacked = [np.concatenate(stacked)]
+        return stacked[0][index]
+
+    def entropy(self, items: Sequence[Segment | ScoredExample]) -> np.ndarray:
+        index = self._index(items)
+        if len(self._entropy) > 1:
+            self._entropy = [np.concatenate(self._entropy)]
+        return self._entropy[0][index]
+
+
+_SOURCES: dict[tuple[str, str | None, str, str], FeatureSource] = {}
+
+
+def feature_source(
+    model: str = DEFAULT_MODEL,
+    template: str | None = None,
+    pooling: str = "last",
+    dtype: str = "float32",
+) -> FeatureSource:
+    """One shared source per setting, so several routers and CV folds reuse one prefill."""
+    key = (model, template, pooling, dtype)
+    if key not in _SOURCES:
+        _SOURCES[key] = FeatureSource(model, template, pooling, dtype=dtype)
+    return _SOURCES[key]
+
+
+def _targets(examples: Sequence[ScoredExample], target: str) -> np.ndarray:
+    if target == "gain":
+        return np.asarray([ex.gain for ex in examples], dtype=np.float64)
+    return np.asarray([ex.q_small for ex in examples], dtype=np.float64)
+
+
+class RouteLMTRouter(Router):
+    """RouteLMT probe: frozen small model, ridge head on one layer's prefill state.
+
+    ``layer="auto"`` picks the layer (and the ridge penalty) by grouped cross-validation inside
+    the training data only; an int fixes it. ``target="q_small"`` gives RouteLMT-Q, whose score
+    is the negated predicted small-model quality (worse translations go to the large model).
+    """
+
+    name = "routelmt"
+    trainable = True
+    target = "gain"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        template: str | None = None,
+        layer: int | str = "auto",
+        pooling: str = "last",
+        *,
+        alphas: Sequence[float] = DEFAULT_ALPHAS,
+        cv_folds: int = 5,
+        seed: int = 0,
+        dtype: str = "float32",
+        source: FeatureSource | None = None,
+    ) -> None:
+        if pooling not in ("last", "mean"):
+            raise ConfigError(f"unknown pooling '{pooling}'; expected last or mean")
+        if isinstance(layer, str) and layer != "auto":
+            try:
+                layer = int(layer)
+            except ValueError:
+                raise ConfigError(f"layer must be an integer or 'auto', got '{layer}'") from None
+        self.source = source or feature_source(model, template, pooling, dtype)
+        self.layer_setting = layer
+        self.alphas = tuple(float(a) for a in alphas)
+        self.cv_folds = int(cv_folds)
+        self.seed = int(seed)
+        self.head: RidgeHead | None = None
+        self.layer: int | None = None
+        self.layer_cv_mse: dict[int, float] = {}
+        self.train_hash: str | None = None
+        self.metric: str | None = None
+
+    def _candidate_layers(self) -> list[int]:
+        n = self.source.num_layers
+        if self.layer_setting == "auto":
+            return list(range(1, n + 1))
+        layer = int(self.layer_setting)
+        resolved = layer if layer >= 0 else n + 1 + layer
+        if not 0 <= resolved <= n:
+            raise ConfigError(f"layer {layer} out of range: the model has layers 0..{n}")
+        return [resolved]
+
+    def prepare(self, batch: Sequence[Segment | ScoredExample]) -> None:
+        self.source.ensure(batch)
+
+    def fit(self, train: Sequence[ScoredExample]) -> RouteLMTRouter:
+        if not train:
+            raise InputError(f"{self.name}: no training examples")
+        y = _targets(train, self.target)
+        groups = np.asarray([ex.segment.group for ex in train])
+        best: tuple[float, int, RidgeHead] | None = None
+        self.layer_cv_mse = {}
+        for layer in self._candidate_layers():
+            head = RidgeHead().fit(
+                self.source.layer(train, layer),
+                y,
+                groups,
+                self.alphas,
+                n_folds=self.cv_folds,
+                seed=self.seed,
+            )
+            mse = min(head.cv_mse_) if head.cv_mse_ else float("nan")
+            self.layer_cv_mse[layer] = mse
+            if best is None or mse < best[0]:
+                best = (mse, layer, head)
+        assert best is not None
+        _, self.layer, self.head = best
+        self.train_hash = stable_hash([(ex.id, round(float(v), 6)) for ex, v in zip(train, y)])
+        self.metric = train[0].metric
+        log.info("%s: layer %d, alpha %g (n=%d)", self.name, self.layer, self.head.alpha_, len(y))
+        return self
+
+    def predict(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
+        """The head's raw prediction (gain, or small-model quality for RouteLMT-Q)."""
+        if self.head is None or self.layer is None:
+            raise ConfigError(f"router '{self.name}' is not trained; call fit() or load() first")
+        return self.head.predict(self.source.layer(batch, self.layer))
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        """Scores from already computed features of ``self.layer`` (the serving fast path)."""
+        if self.head is None:
+            raise ConfigError(f"router '{self.name}' is not trained; call fit() or load() first")
+        predicted = self.head.predict(features)
+        return predicted if self.target == "gain" else -predicted
+
+    def score(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
+        predicted = self.predict(batch)
+        return predicted if self.target == "gain" else -predicted
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "router": self.name,
+            "format_version": FORMAT_VERSION,
+            "mode": "probe",
+            "target": self.target,
+            "layer": self.layer,
+            "layer_setting": self.layer_setting,
+            "layer_cv_mse": {str(k): v for k, v in self.layer_cv_mse.items()},
+            "metric": self.metric,
+            "training_data_hash": self.train_hash,
+            **self.source.describe(),
+        }
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """``router.json`` (model, template, layer, pooling, metric, data hash) + the head."""
+        if self.head is None:
+            raise ConfigError(f"cannot save router '{self.name}': it is not trained")
+        directory = Path(directory)
+        self.head.save(directory)
+        write_json(directory / ROUTER_CONFIG, self.config())
+        return directory
+
+    @classmethod
+    def load(
+        cls, directory: str | os.PathLike[str], *, source: FeatureSource | None = None
+    ) -> RouteLMTRouter:
+        """Load an artifact; refuses a model or prompt template other than the trained one."""
+        directory = Path(directory)
+        config = read_json(directory / ROUTER_CONFIG)
+        where = str(directory / ROUTER_CONFIG)
+        if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
+            raise InputError("not a RouteLMT in-model router artifact", path=where)
+        if config.get("router") != cls.name:
+            raise InputError(
+                f"this is a '{config.get('router')}' router, not '{cls.name}'", path=where
+            )
+        router = cls(
+            model=config["model_spec"],
+            template=config["template"],
+            layer=config["layer"],
+            pooling=config["pooling"],
+            dtype=config.get("dtype", "float32"),
+            source=source,
+        )
+        have = router.source.describe()
+        for key in ("model", "template_fingerprint", "pooling"):
+            if have[key] != config[key]:
+                raise ConfigError(
+                    f"router artifact {directory} was trained with {key} {config[key]!r} but the "
+                    f"loaded small model gives {have[key]!r}; retrain it for this model/prompt"
+                )
+        router.head = RidgeHead.load(directory)
+        router.layer = int(config["layer"])
+        router.metric = config.get("metric")
+        router.train_hash = config.get("training_data_hash")
+        router.layer_cv_mse = {int(k): v for k, v in config.get("layer_cv_mse", {}).items()}
+        return router
+
+
+class RouteLMTQualityRouter(RouteLMTRouter):
+    """RouteLMT-Q: the same probe trained on q_small (the paper's ablation)."""
+
+    name = "routelmt-q"
+    target = "q_small"
+
+
+class EntropyRouter(Router):
+    """The small model's next-token entropy at the end of the prompt: uncertain goes to L."""
+
+    name = "entropy"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        template: str | None = None,
+        dtype: str = "float32",
+        source: FeatureSource | None = None,
+    ) -> None:
+        self.source = source or feature_source(model, template, "last", dtype)
+
+    def prepare(self, batch: Sequence[Segment | ScoredExample]) -> None:
+        self.source.ensure(batch)
+
+    def score(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
+        return self.source.entropy(batch).astype(np.float64)
+
+
+ROUTERS.register("routelmt")(RouteLMTRouter)
+ROUTERS.register("routelmt-q")(RouteLMTQualityRouter)
+ROUTERS.register("entropy")(EntropyRouter)
