@@ -6,7 +6,8 @@ Two server processes: the front (the service under test) and, as its large model
 instance of our own service reached through the OpenAI-compatible backend. The small model is a
 synthetic cost model (a forward pass costs ``--fwd-ms`` plus ``--per-seg-ms`` per segment, as a
 sleep that releases the GIL), so the numbers measure the serving path, not a model; with the
-live Gemma backend, pass ``--small hf:gemma3-270m`` to the front instead. Prints one table.
+live model, pass ``--small hf:gemma3-270m`` (and ``--router-path`` for a trained in-model
+router; fewer ``--requests`` on a CPU). Prints one table.
 """
 
 from __future__ import annotations
@@ -50,11 +51,15 @@ def run_server(args: argparse.Namespace) -> None:
         overrides = {"server": {"log_path": None, "directions": None, "max_batch_size": 64}}
         service = build_service(load_config(None, overrides), small=small, large=small)
     else:
-        small = _make_synthetic("small-sim", args.fwd_ms, args.per_seg_ms, reverse=False)
+        small = None
+        if not args.small:
+            small = _make_synthetic("small-sim", args.fwd_ms, args.per_seg_ms, reverse=False)
+        router = {"path": args.router_path} if args.router_path else {"name": args.router}
         overrides = {
+            "small": args.small or "unused",
             "large": f"openai:http://127.0.0.1:{args.back_port}/v1#small",
             "large_options": {"timeout": 10.0, "concurrency": 64},
-            "router": {"name": "length"},
+            "router": router,
             "budget": {"share": args.share},
             "server": {
                 "log_path": args.log,
@@ -151,6 +156,7 @@ async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
         "errors": errors,
         "fallbacks": fallbacks,
         "large_share": tiers["large"] / max(done - errors, 1),
+        "server_p50_ms": statistics.median(total_ms) if total_ms else float("nan"),
         "route_ms": statistics.mean(route_ms) if route_ms else float("nan"),
         "route_share": sum(route_ms) / max(sum(total_ms), 1e-9),
         "mean_batch": health["batching"]["items"] / max(health["batching"]["batches"], 1),
@@ -178,9 +184,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per run")
     parser.add_argument("--share", type=float, default=0.3)
-    parser.add_argument("--fwd-ms", type=float, default=8.0, help="small model: ms per forward")
-    parser.add_argument("--per-seg-ms", type=float, default=0.5, help="small: ms per segment")
+    parser.add_argument("--fwd-ms", type=float, default=40.0, help="small model: ms per forward")
+    parser.add_argument("--per-seg-ms", type=float, default=2.0, help="small: ms per segment")
     parser.add_argument("--large-ms", type=float, default=30.0, help="large model latency")
+    parser.add_argument("--small", help="a real small backend for the front (e.g. hf:gemma3-270m)")
+    parser.add_argument("--router", default="length", help="router name (default length)")
+    parser.add_argument("--router-path", help="a trained router artifact folder instead")
     parser.add_argument("--json", type=Path, help="also write the results here")
     # child-process mode
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -198,6 +207,9 @@ def main() -> None:
 
     common = ["--fwd-ms", str(args.fwd_ms), "--per-seg-ms", str(args.per_seg_ms)]
     common += ["--large-ms", str(args.large_ms), "--share", str(args.share)]
+    common += ["--router", args.router]
+    common += ["--small", args.small] if args.small else []
+    common += ["--router-path", args.router_path] if args.router_path else []
     back, back_url = _spawn(["--role", "back", *common])
     back_port = back_url.rsplit(":", 1)[1]
     rows = {}
@@ -227,6 +239,7 @@ def main() -> None:
         ("p50_ms", "{:.1f}"),
         ("p95_ms", "{:.1f}"),
         ("p99_ms", "{:.1f}"),
+        ("server_p50_ms", "{:.1f}"),
         ("errors", "{:.0f}"),
         ("fallbacks", "{:.0f}"),
         ("large_share", "{:.3f}"),
@@ -236,9 +249,10 @@ def main() -> None:
         ("log_lines", "{:.0f}"),
     ]
     labels = list(rows)
+    small_desc = args.small or f"synthetic {args.fwd_ms} ms/forward + {args.per_seg_ms} ms/segment"
     print(
-        f"serve load: {args.clients} clients, target large share {args.share}, small model "
-        f"{args.fwd_ms} ms/forward + {args.per_seg_ms} ms/segment, large {args.large_ms} ms"
+        f"serve load: {args.clients} clients, target large share {args.share}, "
+        f"small {small_desc}, large {args.large_ms} ms, router {args.router_path or args.router}"
     )
     print(f"{'metric':<14}" + "".join(f"{lab:>16}" for lab in labels))
     for key, fmt in keys:

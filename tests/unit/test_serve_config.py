@@ -80,3 +80,18 @@ def test_languages_from_system_message(text, expected):
 
 def test_yaml_is_plain_yaml():
     assert isinstance(yaml.safe_load((REPO / "configs" / "serve.yaml").read_text()), dict)
+
+
+def test_router_from_a_path_names_what_is_wrong(tmp_path):
+    from routelmt.errors import InputError
+    from routelmt.serve.service import make_router
+
+    router, name = make_router({"name": "random", "seed": 3})
+    assert name == "random" and router.seed == 3
+    with pytest.raises(InputError, match="not found"):
+        make_router({"path": str(tmp_path / "nowhere")})
+    (tmp_path / "router.json").write_text(json.dumps({"router": "length"}))
+    with pytest.raises(ConfigError, match="cannot be loaded from a path"):
+        make_router({"path": str(tmp_path)})
+    with pytest.raises(ConfigError, match="'router' needs"):
+        load_config(None, {"router": {"unit": "words"}})

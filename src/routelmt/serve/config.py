@@ -127,8 +127,10 @@ def _check_types(config: dict[str, Any], where: str) -> None:
         if bad_bool or not isinstance(value, kinds):
             names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
             raise ConfigError(f"{where}: '{dotted}' must be {names}, got {value!r:.60}")
-    if "name" not in config["router"]:
-        raise ConfigError(f"{where}: 'router.name' is required (e.g. length, random, routelmt)")
+    if "name" not in config["router"] and "path" not in config["router"]:
+        raise ConfigError(
+            f"{where}: 'router' needs 'name' (e.g. length, random) or 'path' (a trained router)"
+        )
 
 
 def load_config(

@@ -325,6 +325,30 @@ def make_pacer(budget: dict[str, Any]) -> Any:
     return Pacer(spec, **options)
 
 
+def make_router(options: dict[str, Any]) -> tuple[Any, str]:
+    """``{name: length, ...}`` builds a router; ``{path: DIR}`` loads a trained artifact."""
+    from routelmt.routers.base import ROUTERS, get_router
+    from routelmt.storage import read_json
+
+    options = dict(options)
+    path = options.pop("path", None)
+    name = options.pop("name", None)
+    if path is None:
+        if not name:
+            raise ConfigError("router: give 'name' (e.g. length) or 'path' (a trained router)")
+        return get_router(name, **options), name
+    meta = read_json(Path(path) / "router.json")
+    name = name or (meta.get("router") if isinstance(meta, dict) else None)
+    if not name:
+        raise ConfigError(f"router.path {path}: router.json does not say which router it is")
+    import routelmt.routers.builtin  # noqa: F401
+
+    load = getattr(ROUTERS.get(name), "load", None)
+    if load is None:
+        raise ConfigError(f"router '{name}' cannot be loaded from a path (it is not trainable)")
+    return load(path, **options), name
+
+
 def build_service(
     config: dict[str, Any],
     *,
@@ -332,14 +356,10 @@ def build_service(
     large: Translator | None = None,
 ) -> TranslationService:
     """Everything the config names; ``small``/``large`` objects replace the configured specs."""
-    from routelmt.routers.base import get_router
-
     data = config["data"]
     small = small or first_backend(config["small"], config["small_options"], data)
     large = large or make_backend(config["large"], config["large_options"], data)
-    router_cfg = dict(config["router"])
-    router_name = router_cfg.pop("name")
-    router = get_router(router_name, **router_cfg)
+    router, router_name = make_router(config["router"])
     server = config["server"]
     hybrid = HybridTranslator(
         small,
