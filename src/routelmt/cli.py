@@ -18,6 +18,8 @@ from routelmt.errors import RouteLMTError
 COMMANDS: list[str] = [
     "data",
     "evaluate",
+    "featurize",
+    "train",
     "calibrate",
 ]
 

@@ -32,7 +32,37 @@ def parse_kv(items: list[str] | None, flag: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{flag}: expected KEY=VALUE, got '{item}'")
-        out[key.replace("-", "_")] = value
+        out[key.replace("-", "_") if "." not in key else key] = value
+    return out
+
+
+def _coerce(value: str) -> object:
+    """CLI values: ints, floats, booleans and 'none' become Python values; the rest stay strings."""
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def parse_router_args(
+    items: list[str] | None, *, default_router: str | None = None
+) -> dict[str, dict[str, object]]:
+    """``routelmt.layer=9`` -> {"routelmt": {"layer": 9}}; ``layer=9`` goes to default_router."""
+    out: dict[str, dict[str, object]] = {}
+    for key, value in parse_kv(items, "--router-arg").items():
+        router, dot, setting = key.rpartition(".")
+        if not dot:
+            if default_router is None:
+                raise ConfigError(f"--router-arg: name the router, e.g. routelmt.{key}={value}")
+            router, setting = default_router, key
+        out.setdefault(router, {})[setting] = _coerce(value)
     return out
 
 

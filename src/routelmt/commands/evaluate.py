@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
-from routelmt.commands._common import add_label_args, load_examples, parse_budgets
+import numpy as np
+
+from routelmt.commands._common import (
+    add_label_args,
+    load_examples,
+    parse_budgets,
+    parse_router_args,
+)
+from routelmt.errors import ConfigError
 from routelmt.records import write_records
 
 DEFAULT_ROUTERS = "gain-oracle,quality-oracle,random,length"
@@ -25,6 +34,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--routers", default=DEFAULT_ROUTERS, help=f"comma-separated (default: {DEFAULT_ROUTERS})"
     )
+    parser.add_argument(
+        "--router-arg",
+        action="append",
+        metavar="ROUTER.KEY=VALUE",
+        help="router setting, e.g. routelmt.layer=9 or routelmt.pooling=mean (repeatable)",
+    )
+    parser.add_argument(
+        "--router-dir",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a trained router artifact (from `routelmt train`), scored as is (repeatable)",
+    )
     parser.add_argument("--budgets", default="0.1,0.2,0.3,0.4,0.5", help="comma-separated shares")
     parser.add_argument("--folds", type=int, default=5, help="k-fold CV for trainable routers")
     parser.add_argument("--severe-delta", type=float, default=10.0, help="severe-loss threshold")
@@ -38,11 +60,25 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from routelmt.crossval import router_scores
     from routelmt.evaluation import evaluate_routers, write_report
+    from routelmt.routers.artifacts import load_router
 
     budgets = parse_budgets(args.budgets)
     examples = load_examples(args)
     names = [n.strip() for n in args.routers.split(",") if n.strip()]
-    scores, seconds = router_scores(names, examples, folds=args.folds, seed=args.seed)
+    router_args = parse_router_args(args.router_arg)
+    unknown = sorted(set(router_args) - set(names))
+    if unknown:
+        raise ConfigError(f"--router-arg for {', '.join(unknown)}, which is not in --routers")
+    scores, seconds = router_scores(
+        names, examples, folds=args.folds, seed=args.seed, router_args=router_args
+    )
+    for directory in args.router_dir or []:
+        router = load_router(directory)
+        started = time.perf_counter()
+        router.prepare(examples)
+        name = f"{router.name}@{directory.name}"
+        scores[name] = np.asarray(router.score(examples), dtype=float)
+        seconds[name] = time.perf_counter() - started
     result = evaluate_routers(
         examples,
         scores,
@@ -55,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
             "input": str(args.input) if args.input else None,
             "pairs": args.pairs if args.input is None else None,
             "folds": args.folds,
+            "router_args": router_args,
+            "router_dirs": [str(d) for d in args.router_dir or []],
             "router_seconds": seconds,
         },
     )
