@@ -19,6 +19,7 @@ the field (OpenAI's error shape, so the ``openai`` client raises with the messag
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +34,8 @@ from routelmt.hybrid import POLICIES, HybridResult
 from routelmt.languages import LANGUAGE_NAMES, parse_direction
 from routelmt.records import Segment
 from routelmt.serve.service import SmallModelError, TranslationService
+
+log = logging.getLogger(__name__)
 
 _NAME_TO_CODE = {name.lower(): code for code, name in LANGUAGE_NAMES.items()}
 _LANG = r"([A-Za-z]{2,}(?:[-_][A-Za-z]{2})?)"
@@ -345,10 +348,11 @@ def create_app(service: TranslationService, *, close_on_shutdown: bool = True) -
         endpoint = path if path in ENDPOINTS else "other"
         try:
             response = await call_next(request)
-        except Exception:
-            metrics.requests.inc(endpoint, "500")
+        except Exception as exc:  # answered as JSON; the connection stays usable
+            log.exception("internal error on %s", path)
             metrics.errors.inc("internal")
-            raise
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            response = _error(500, message, None, "internal_error")
         metrics.requests.inc(endpoint, str(response.status_code))
         metrics.request_latency.observe(time.perf_counter() - t0, endpoint)
         if response.status_code >= 400:

@@ -91,6 +91,13 @@ class MicroBatcher(Generic[T, R]):
             if first is _STOP:
                 return
             batch, stop = self._collect(first)
+            # a waiter that gave up (cancelled) before its turn is skipped; once running, the
+            # item is processed and its Future resolved exactly once
+            batch = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
+            if not batch:
+                if stop:
+                    return
+                continue
             items = [item for item, _ in batch]
             t0 = time.perf_counter()
             try:

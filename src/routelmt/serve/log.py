@@ -123,15 +123,19 @@ class DecisionLog:
                 except queue.Empty:
                     break
             stop = any(b is _STOP for b in batch)
+            # a cancelled waiter's lines are still written (the decision was made)
             pending = [b for b in batch if b is not _STOP]
+            for _, fut in pending:
+                fut.set_running_or_notify_cancel()
+            pending_futs = [fut for _, fut in pending if not fut.cancelled()]
             if pending:
                 try:
                     self._commit(b"".join(data for data, _ in pending))
                 except BaseException as exc:  # disk full, ...: every waiter learns it
-                    for _, fut in pending:
+                    for fut in pending_futs:
                         fut.set_exception(exc)
                 else:
-                    for _, fut in pending:
+                    for fut in pending_futs:
                         fut.set_result(None)
             if stop:
                 return

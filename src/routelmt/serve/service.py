@@ -101,7 +101,17 @@ class TranslationService:
     async def translate(
         self, segments: list[Segment], policy: str, *, request_id: str, endpoint: str
     ) -> list[HybridResult]:
-        """Route and translate; raises SmallModelError if the small model failed."""
+        """Route and translate; raises SmallModelError if the small model failed.
+
+        Shielded: a client that disconnects does not abort work already under way, so its
+        decisions are still logged and a failed large call is still refunded.
+        """
+        work = self._translate(segments, policy, request_id=request_id, endpoint=endpoint)
+        return await asyncio.shield(asyncio.ensure_future(work))
+
+    async def _translate(
+        self, segments: list[Segment], policy: str, *, request_id: str, endpoint: str
+    ) -> list[HybridResult]:
         t0 = time.perf_counter()
         futures = [asyncio.wrap_future(self.batcher.submit((s, policy))) for s in segments]
         try:
