@@ -88,6 +88,12 @@ def load_causal_lm(
         ) from None
     torch_dtype = _torch_dtype(dtype)
     set_cpu_threads()
+    from routelmt import progress
+
+    if not getattr(progress, "_enabled", True):  # --quiet silences transformers' bars too
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
     start = time.perf_counter()
     resolved = resolve_model(spec)
     try:
