@@ -73,3 +73,29 @@ def test_a_replica_with_another_budget_is_refused(tmp_path):
     SQLitePacer(BudgetSpec(share=0.3), path).close()
     with pytest.raises(ConfigError, match="holds budget"):
         SQLitePacer(BudgetSpec(share=0.5), path)
+
+
+def test_the_store_does_not_change_the_pacers_decisions(tmp_path):
+    """Two handles on one store, alternating, decide exactly as one in-memory Pacer."""
+    import numpy as np
+
+    from routelmt.budget import Pacer
+
+    spec = BudgetSpec(share=0.3, window=50)
+    plain = Pacer(spec, warmup=10)
+    a = SQLitePacer(spec, tmp_path / "b.sqlite", warmup=10)
+    b = SQLitePacer(spec, tmp_path / "b.sqlite", warmup=10)
+    scores = np.random.default_rng(5).normal(size=300)
+    for i, s in enumerate(scores):
+        expected = plain.decide(float(s))
+        got = (a if i % 3 else b).decide(float(s))
+        assert (got.large, got.threshold, got.seq) == (
+            expected.large,
+            expected.threshold,
+            expected.seq,
+        )
+        if got.large and i % 7 == 0:
+            assert (b if i % 3 else a).refund(got) == plain.refund(expected) is True
+    shared, mine = a.state(), plain.state()
+    shared.pop("store")
+    assert shared == mine
