@@ -17,14 +17,6 @@ import yaml
 
 from routelmt.serve.log import DecisionLog, read_decision_log, repair_tail
 
-LAUNCH = (
-    "import argparse, sys\n"
-    "from routelmt.commands import serve\n"
-    "p = argparse.ArgumentParser(); sub = p.add_subparsers()\n"
-    "serve.add_parser(sub)\n"
-    "sys.exit(serve.run(p.parse_args(sys.argv[1:])))\n"
-)
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -52,7 +44,7 @@ def test_log_survives_sigkill_mid_load(tmp_path):
     }
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, "serve", "--config", str(tmp_path / "serve.yaml")],
+        [sys.executable, "-m", "routelmt.cli", "serve", "--config", str(tmp_path / "serve.yaml")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

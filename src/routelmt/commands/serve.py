@@ -24,6 +24,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--small", help="small backend spec, e.g. hf:gemma3-270m")
     parser.add_argument("--large", help="large backend spec, e.g. openai:http://h:8000/v1#model")
     parser.add_argument("--router", help="router name (length, random, routelmt, ...)")
+    parser.add_argument("--router-path", help="a trained router artifact (from routelmt train)")
     parser.add_argument("--budget", type=float, help="share of requests for the large model")
     parser.add_argument("--hard-cap", type=float, help="absolute ceiling on large-model spend")
     parser.add_argument(
@@ -55,8 +56,14 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         out["large"] = args.large
     if args.large_timeout is not None:
         out["large_options"] = {"timeout": args.large_timeout}
+    if args.router and args.router_path:
+        from routelmt.errors import ConfigError
+
+        raise ConfigError("give --router (a name) or --router-path (a trained router), not both")
     if args.router:
         out["router"] = {"name": args.router}
+    if args.router_path:
+        out["router"] = {"path": args.router_path}
     if args.budget is not None:
         budget["share"] = args.budget
     if args.hard_cap is not None:

@@ -337,8 +337,8 @@ def make_pacer(budget: dict[str, Any]) -> Any:
 
 def make_router(options: dict[str, Any]) -> tuple[Any, str]:
     """``{name: length, ...}`` builds a router; ``{path: DIR}`` loads a trained artifact."""
-    from routelmt.routers.base import ROUTERS, get_router
-    from routelmt.storage import read_json
+    from routelmt.routers.artifacts import load_router
+    from routelmt.routers.base import get_router
 
     options = dict(options)
     path = options.pop("path", None)
@@ -347,16 +347,10 @@ def make_router(options: dict[str, Any]) -> tuple[Any, str]:
         if not name:
             raise ConfigError("router: give 'name' (e.g. length) or 'path' (a trained router)")
         return get_router(name, **options), name
-    meta = read_json(Path(path) / "router.json")
-    name = name or (meta.get("router") if isinstance(meta, dict) else None)
-    if not name:
-        raise ConfigError(f"router.path {path}: router.json does not say which router it is")
-    import routelmt.routers.builtin  # noqa: F401
-
-    load = getattr(ROUTERS.get(name), "load", None)
-    if load is None:
-        raise ConfigError(f"router '{name}' cannot be loaded from a path (it is not trainable)")
-    return load(path, **options), name
+    if options:
+        raise ConfigError(f"router.path: a trained router takes no options, got {sorted(options)}")
+    router = load_router(path)
+    return router, getattr(router, "name", None) or name or type(router).__name__
 
 
 def build_service(
