@@ -1,0 +1,125 @@
+"""``routelmt translate``: any backend, resumable per segment, torn last lines repaired."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from routelmt.cli import main
+from routelmt.pipeline import read_partial_translations
+
+SOURCES = ["one cat", "two dogs", "a red house", "the blue tree", "far away"]
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    segments = tmp_path / "segments.jsonl"
+    segments.write_text(
+        "".join(
+            json.dumps({"id": f"s{i}", "direction": "en-es", "source": s}) + "\n"
+            for i, s in enumerate(SOURCES)
+        ),
+        encoding="utf-8",
+    )
+    recorded = tmp_path / "recorded.jsonl"
+    recorded.write_text(
+        "".join(
+            json.dumps({"segment_id": f"s{i}", "system": "Rec", "text": s.upper()}) + "\n"
+            for i, s in enumerate(SOURCES)
+        ),
+        encoding="utf-8",
+    )
+    return segments, recorded
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_translate_writes_records_and_summary(tmp_path, capsys):
+    segments, recorded = _files(tmp_path)
+    out = tmp_path / "out.jsonl"
+    argv = ["-q", "translate", "-i", str(segments), "--backend", str(recorded)]
+    assert main([*argv, "-o", str(out), "--batch-size", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["translated"] == 5 and summary["reused"] == 0 and summary["system"] == "Rec"
+    assert summary["segments_per_s"] > 0
+    rows = _rows(out)
+    assert [r["segment_id"] for r in rows] == [f"s{i}" for i in range(5)]
+    assert rows[2] == {"segment_id": "s2", "system": "Rec", "text": "A RED HOUSE"}
+
+    assert main([*argv, "-o", str(out)]) == 0  # a finished output: nothing to do
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["translated"] == 0 and summary["reused"] == 5
+    assert len(_rows(out)) == 5
+
+
+@pytest.mark.parametrize("torn", ['{"segment_id": "s2", "sys', "\x00\x00\x00\n"])
+def test_resume_after_a_torn_last_line(tmp_path, capsys, torn):
+    segments, recorded = _files(tmp_path)
+    out = tmp_path / "out.jsonl"
+    # two finished records (marked OLD, so a redone one would show) and a write cut short
+    done = [{"segment_id": f"s{i}", "system": "Rec", "text": f"OLD {i}"} for i in (0, 1)]
+    out.write_text("".join(json.dumps(r) + "\n" for r in done) + torn, encoding="utf-8")
+    argv = ["-q", "translate", "-i", str(segments), "--backend", str(recorded), "-o", str(out)]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["reused"] == 2 and summary["translated"] == 3
+    rows = _rows(out)  # every line parses: the torn fragment is gone
+    assert [r["segment_id"] for r in rows] == [f"s{i}" for i in range(5)]
+    assert rows[0]["text"] == "OLD 0" and rows[4]["text"] == "FAR AWAY"
+
+
+def test_corruption_before_the_last_line_is_an_error(tmp_path):
+    out = tmp_path / "out.jsonl"
+    good = json.dumps({"segment_id": "s1", "system": "Rec", "text": "x"})
+    out.write_text("not json\n" + good + "\n", encoding="utf-8")
+    with pytest.raises(Exception, match=r"out.jsonl:1: unreadable translation record"):
+        read_partial_translations(out)
+    assert out.read_text(encoding="utf-8").startswith("not json")  # left untouched
+
+
+def test_text_input_with_direction_and_default_output(tmp_path, capsys):
+    _, recorded = _files(tmp_path)
+    text = tmp_path / "doc.txt"
+    text.write_text("one cat\ntwo dogs\n", encoding="utf-8")
+    lines = [
+        json.dumps({"segment_id": f"doc/{i}", "system": "Rec", "text": f"T{i}"}) for i in (0, 1)
+    ]
+    recorded.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    argv = ["-q", "translate", "-i", str(text), "--backend", str(recorded)]
+    assert main(argv) == 2
+    assert "direction" in capsys.readouterr().err
+    assert main([*argv, "--direction", "en-es"]) == 0
+    out = Path(json.loads(capsys.readouterr().out)["output"])
+    assert out.parent == tmp_path and out.name.startswith("doc.")
+    assert [r["text"] for r in _rows(out)] == ["T0", "T1"]
+
+
+def test_output_of_another_system_is_refused(tmp_path, capsys):
+    segments, recorded = _files(tmp_path)
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"segment_id": "s0", "system": "Other", "text": "x"}) + "\n")
+    argv = ["translate", "-i", str(segments), "--backend", str(recorded), "-o", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "out.jsonl" in err and "'Other', not 'Rec'" in err
+
+
+def test_replay_of_a_wmt_system(tmp_path, capsys):
+    from wmt_layout import make_layout
+
+    root = make_layout(tmp_path / "wmt")
+    segments = tmp_path / "wmt.jsonl"
+    segments.write_text(
+        json.dumps({"id": "wmt24/en-es/1", "direction": "en-es", "source": "The cat sleeps."})
+        + "\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "big.jsonl"
+    argv = ["-q", "translate", "-i", str(segments), "--backend", "replay:Big", "-o", str(out)]
+    assert main([*argv, "--wmt-root", str(root), "--pairs", "en-es"]) == 0
+    assert _rows(out) == [
+        {"segment_id": "wmt24/en-es/1", "system": "Big", "text": "El gato duerme."}
+    ]
