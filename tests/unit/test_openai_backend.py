@@ -61,6 +61,22 @@ def test_slow_endpoint_times_out():
         assert time.perf_counter() - t0 < 2.5
 
 
+def test_a_trickling_answer_times_out_in_total():
+    with FaultyServer("trickle") as srv:
+        backend = OpenAITranslator(base_url=srv.url, model="m", timeout=1.0)
+        t0 = time.perf_counter()
+        with pytest.raises(BackendError, match="timed out"):
+            backend.translate([SEG])
+        assert time.perf_counter() - t0 < 2.0
+
+
+def test_retries_stop_at_the_deadline():
+    with FaultyServer("http-500") as srv:
+        backend = OpenAITranslator(base_url=srv.url, model="m", timeout=5, max_retries=2)
+        with pytest.raises(BackendError, match="HTTP 500"):
+            backend.translate([SEG])
+
+
 @pytest.mark.parametrize(
     ("mode", "message"),
     [

@@ -22,6 +22,15 @@ def server(tmp_path):
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_server():
+    """One server for the many bad-request cases (they change no state)."""
+    service = make_service()
+    srv = serve(service)
+    yield srv, service, None
+    srv.stop()
+
+
 def test_translate_single_and_batch_with_routing_metadata(server):
     srv, service, log_path = server
     c = httpx.Client(base_url=srv.url, timeout=30)
@@ -173,8 +182,8 @@ def test_health_and_metrics(server):
         ),
     ],
 )
-def test_bad_requests_are_4xx_naming_the_field(server, endpoint, body, status, field):
-    srv, service, log_path = server
+def test_bad_requests_are_4xx_naming_the_field(shared_server, endpoint, body, status, field):
+    srv, service, _ = shared_server
     r = httpx.post(srv.url + endpoint, json=body, timeout=30)
     assert r.status_code == status, r.text
     err = r.json()["error"]

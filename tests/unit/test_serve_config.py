@@ -51,7 +51,7 @@ def test_build_service_skips_unavailable_small_backends(tmp_path):
     config = load_config(
         None,
         {
-            "small": ["hf:definitely-not-a-model", str(tmp_path / "s.jsonl")],
+            "small": [str(tmp_path / "missing.jsonl"), str(tmp_path / "s.jsonl")],
             "large": str(tmp_path / "s.jsonl"),
             "server": {"log_path": None},
             "budget": {"store": str(tmp_path / "b.sqlite")},

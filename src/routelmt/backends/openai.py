@@ -8,8 +8,10 @@ back to the small translation instead of returning junk.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -45,7 +47,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
 class OpenAITranslator(Translator):
     """Translates one segment per chat-completion call; a batch runs ``concurrency`` calls at once.
 
-    ``timeout`` bounds each read (and the connect, unless ``connect_timeout`` is set);
+    ``timeout`` bounds each call in total (connect, unless ``connect_timeout`` is set, and the
+    whole answer, however slowly it trickles in, retries included);
     ``max_retries`` retries connection errors and 5xx answers only, never a garbage answer.
     ``send_language_fields`` also sends ``source_lang``/``target_lang`` in the body (RouteLMT's
     own service reads them; strict APIs such as OpenAI's reject unknown fields, so off by
@@ -128,38 +131,49 @@ class OpenAITranslator(Translator):
         return body
 
     def translate_one(self, segment: Segment) -> str:
+        """One call; ``timeout`` bounds it in total (a server that trickles bytes times out)."""
         import httpx
 
         url = f"{self.base_url}/chat/completions"
         where = f"openai backend '{self.name}' ({url}), segment {segment.id!r}"
         body = self.request_body(segment)
+        deadline = time.monotonic() + self.timeout
         attempt = 0
         while True:
             try:
-                response = self._client.post(url, json=body)
+                status, data = self._post(url, body, deadline)
             except httpx.TimeoutException as exc:
-                if attempt < self.max_retries:
-                    attempt += 1
-                    continue
-                raise BackendError(f"{where}: timed out ({type(exc).__name__})") from None
+                error = BackendError(f"{where}: timed out ({type(exc).__name__})")
             except httpx.HTTPError as exc:
-                if attempt < self.max_retries:
-                    attempt += 1
-                    continue
-                raise BackendError(f"{where}: unreachable ({type(exc).__name__}: {exc})") from None
-            if response.status_code >= 500 and attempt < self.max_retries:
-                attempt += 1
-                continue
-            return self._parse(response, where)
+                error = BackendError(f"{where}: unreachable ({type(exc).__name__}: {exc})")
+            else:
+                if status < 500 or attempt >= self.max_retries:
+                    return self._parse(status, data, where)
+                error = BackendError(f"{where}: HTTP {status}")
+            if attempt >= self.max_retries or time.monotonic() >= deadline:
+                raise error
+            attempt += 1
+
+    def _post(self, url: str, body: dict[str, Any], deadline: float) -> tuple[int, bytes]:
+        import httpx
+
+        with self._client.stream("POST", url, json=body) as response:
+            chunks = []
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the answer did not arrive within the timeout")
+            return response.status_code, b"".join(chunks)
 
     @staticmethod
-    def _parse(response: Any, where: str) -> str:
-        if response.status_code != 200:
-            raise BackendError(f"{where}: HTTP {response.status_code}: {response.text[:200]!r}")
+    def _parse(status: int, body: bytes, where: str) -> str:
+        text = body.decode("utf-8", errors="replace")
+        if status != 200:
+            raise BackendError(f"{where}: HTTP {status}: {text[:200]!r}")
         try:
-            data = response.json()
+            data = json.loads(text)
         except ValueError:
-            raise BackendError(f"{where}: the body is not JSON: {response.text[:80]!r}") from None
+            raise BackendError(f"{where}: the body is not JSON: {text[:80]!r}") from None
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise BackendError(f"{where}: malformed answer: no 'choices' list")

@@ -297,6 +297,16 @@ def make_backend(spec: str, options: dict[str, Any], data: dict[str, Any]) -> Tr
     return ReplayBySource(translator, segments)
 
 
+def warm_up(translator: Translator) -> Translator:
+    """Load a lazily loading model now: a missing model fails at startup, not on a request."""
+    load = getattr(translator, "load", None)
+    if callable(load):
+        load()
+    elif isinstance(getattr(type(translator), "generator", None), property):
+        translator.generator  # noqa: B018  (the hf backend loads on first access)
+    return translator
+
+
 def first_backend(
     specs: str | list[str], options: dict[str, Any], data: dict[str, Any]
 ) -> Translator:
@@ -307,7 +317,7 @@ def first_backend(
     errors = []
     for spec in specs:
         try:
-            return make_backend(spec, options if spec == specs[0] else {}, data)
+            return warm_up(make_backend(spec, options if spec == specs[0] else {}, data))
         except Exception as exc:
             errors.append(f"{spec}: {exc}")
             log.warning("small backend %s unavailable (%s); trying the next one", spec, exc)
