@@ -11,6 +11,7 @@ asked for), and the forward pass stops after the deepest requested layer (a forw
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -128,12 +129,13 @@ def _pool(hidden: Any, mask: Any, pooling: str) -> Any:
 
 
 def _entropy_of_last(model: Any, last_hidden: Any) -> Any:
+    """Entropy (nats) of the next-token distribution from each row's last hidden state."""
     import torch
 
     head = model.get_output_embeddings()
     if head is None:
         raise ConfigError("the next-token entropy needs a model with an LM head")
-    logits = head(last_hidden[:, -1, :]).float()  # one position only, not the whole prompt
+    logits = head(last_hidden).float()  # one position per row, not the whole prompt
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
@@ -151,6 +153,34 @@ def prefill_batch(
     entropy: bool = False,
 ) -> tuple[dict[int, Any], Any]:
     """One left-padded batch: pooled states per requested layer, and the entropy if asked."""
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    captured, ent, _ = _hooked_forward(
+        model,
+        {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids},
+        layers,
+        pool=lambda hidden, _layer: _pool(hidden, attention_mask, pooling),
+        last=lambda hidden: hidden[:, -1, :],  # left padding: the last column is the last token
+        entropy=entropy,
+    )
+    return captured, ent
+
+
+def _hooked_forward(
+    model: Any,
+    forward_kwargs: dict[str, Any],
+    layers: Sequence[int],
+    *,
+    pool: Any,
+    last: Any,
+    entropy: bool = False,
+    cache: Any = None,
+) -> tuple[dict[int, Any], Any, bool]:
+    """Run the decoder body, pooling the requested layers and stopping after the deepest one.
+
+    ``pool(hidden, layer)`` reduces [batch, time, hidden] to [batch, hidden]; ``last`` picks each
+    row's last real token (for the entropy). With ``cache`` the key/value states are written into
+    it (a prefix to reuse). Returns (pooled per layer, entropy or None, whether it stopped early).
+    """
     import torch
 
     body = _decoder(model)
@@ -160,11 +190,10 @@ def prefill_batch(
     deepest = n_layers if entropy else max(need)
     captured: dict[int, Any] = {}
     handles = []
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
     def pre_hook(_module: Any, args: tuple, kwargs: dict) -> None:
         hidden = args[0] if args else kwargs["hidden_states"]
-        captured[0] = _pool(hidden, attention_mask, pooling)
+        captured[0] = pool(hidden, 0)
         if deepest == 0:
             raise _EarlyExit
 
@@ -172,12 +201,13 @@ def prefill_batch(
         def hook(_module: Any, _args: Any, output: Any) -> None:
             hidden = output[0] if isinstance(output, tuple | list) else output
             if index in need:
-                captured[index] = _pool(hidden, attention_mask, pooling)
+                captured[index] = pool(hidden, index)
             if index == deepest:
                 raise _EarlyExit
 
         return hook
 
+    stopped = False
     try:
         if 0 in need:
             handles.append(blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True))
@@ -191,27 +221,131 @@ def prefill_batch(
                     handles.append(blocks[index - 1].register_forward_hook(make_hook(index)))
         with torch.inference_mode():
             try:
-                output = body(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    use_cache=False,
-                )
+                output = body(**forward_kwargs, past_key_values=cache, use_cache=cache is not None)
             except _EarlyExit:
                 output = None
+                stopped = True
             ent = None
             if output is not None:
-                last = output.last_hidden_state
+                final = output.last_hidden_state
                 if n_layers in need:
-                    captured[n_layers] = _pool(last, attention_mask, pooling)
+                    captured[n_layers] = pool(final, n_layers)
                 if entropy:
-                    ent = _entropy_of_last(model, last)
+                    ent = _entropy_of_last(model, last(final))
     finally:
         for handle in handles:
             handle.remove()
     missing = [i for i in need if i not in captured]
     if missing:
         raise RuntimeError(f"layers {missing} were not captured (unexpected model structure)")
+    return captured, ent, stopped
+
+
+def _common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix that every row shares, leaving each row at least one token."""
+    first = rows[0]
+    length = min(len(row) for row in rows) - 1
+    for row in rows[1:]:
+        limit = min(length, len(row))
+        i = 0
+        while i < limit and row[i] == first[i]:
+            i += 1
+        length = i
+        if length == 0:
+            break
+    return max(length, 0)
+
+
+MIN_SHARED_PREFIX = 8  # tokens; below this a prefix pass is not worth its bookkeeping
+
+
+class _SharedPrefix:
+    """The KV cache (and pooled sums) of a prompt prefix that many prompts share.
+
+    Few-shot and chat templates put the same instructions and examples in front of every
+    source of a direction; computing them once and prefilling only each prompt's own tail gives
+    the same hidden states (attention is causal) for a fraction of the tokens.
+    """
+
+    def __init__(
+        self, model: Any, prefix: Sequence[int], layers: Sequence[int], *, entropy: bool = False
+    ) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        # The tails run as deep as the prefix's cache must reach: to the top for the entropy.
+        layers = sorted(set(layers) | ({num_layers_of(model)} if entropy else set()))
+        self.length = len(prefix)
+        self.cache = DynamicCache(config=model.config)
+        ids = torch.tensor([list(prefix)], dtype=torch.long, device=next(model.parameters()).device)
+        self.sums, _, _ = _hooked_forward(
+            model,
+            {
+                "input_ids": ids,
+                "attention_mask": torch.ones_like(ids),
+                "position_ids": torch.arange(self.length, device=ids.device)[None, :],
+            },
+            layers,
+            pool=lambda hidden, _layer: hidden.float().sum(1),
+            last=lambda hidden: hidden[:, -1, :],
+            cache=self.cache,
+        )
+
+    def expanded(self, batch: int) -> Any:
+        cache = copy.deepcopy(self.cache)
+        if batch > 1:
+            cache.batch_repeat_interleave(batch)
+        return cache
+
+
+def prefill_with_prefix(
+    model: Any,
+    prefix: _SharedPrefix,
+    tails: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    pooling: str = "last",
+    *,
+    entropy: bool = False,
+    pad_id: int = 0,
+) -> tuple[dict[int, Any], Any]:
+    """Prefill right-padded prompt tails after a shared prefix; same outputs as the full prompts."""
+    import torch
+
+    device = next(model.parameters()).device
+    width = max(len(tail) for tail in tails)
+    input_ids = torch.full((len(tails), width), pad_id, dtype=torch.long)
+    tail_mask = torch.zeros((len(tails), width), dtype=torch.long)
+    for row, tail in enumerate(tails):
+        input_ids[row, : len(tail)] = torch.tensor(list(tail), dtype=torch.long)
+        tail_mask[row, : len(tail)] = 1
+    input_ids, tail_mask = input_ids.to(device), tail_mask.to(device)
+    lengths = tail_mask.sum(1)
+    rows = torch.arange(len(tails), device=device)
+    attention_mask = torch.cat(
+        [torch.ones((len(tails), prefix.length), dtype=torch.long, device=device), tail_mask], 1
+    )
+    position_ids = (prefix.length + torch.arange(width, device=device))[None, :].expand(
+        len(tails), -1
+    )
+
+    def pool(hidden: Any, layer: int) -> Any:
+        if pooling == "last":
+            return hidden[rows, lengths - 1, :].float().clone()
+        # Mean over the whole prompt: this tail's states plus the prefix's sum at the same layer.
+        keep = tail_mask.bool().unsqueeze(-1)
+        total = torch.where(keep, hidden.float(), torch.zeros((), dtype=torch.float32)).sum(1)
+        return (total + prefix.sums[layer]) / (lengths + prefix.length).unsqueeze(-1)
+
+    need = sorted(set(layers))
+    captured, ent, _ = _hooked_forward(
+        model,
+        {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids},
+        need,
+        pool=pool,
+        last=lambda hidden: hidden[rows, lengths - 1, :],
+        entropy=entropy,
+        cache=prefix.expanded(len(tails)),
+    )
     return captured, ent
 
 
@@ -260,6 +394,26 @@ def cache_key(
     )
 
 
+def _prefix_groups(
+    model: Any, segments: Sequence[Segment], encoded: Sequence[Sequence[int]], enabled: bool
+) -> list[tuple[list[int], int]]:
+    """Rows grouped by direction, each with the length of the token prefix its prompts share
+    (0: prefill whole prompts, when sharing is off, too short, or past a sliding window)."""
+    by_direction: dict[str, list[int]] = {}
+    for i, segment in enumerate(segments):
+        by_direction.setdefault(segment.direction, []).append(i)
+    config = model.config.get_text_config()
+    window = getattr(config, "sliding_window", None) or 0
+    groups: list[tuple[list[int], int]] = []
+    for rows in by_direction.values():
+        prefix_len = _common_prefix_length([encoded[i] for i in rows]) if enabled else 0
+        longest = max(len(encoded[i]) for i in rows)
+        if len(rows) < 2 or prefix_len < MIN_SHARED_PREFIX or (window and longest > window):
+            prefix_len = 0
+        groups.append((rows, prefix_len))
+    return groups
+
+
 def compute_features(
     model: Any,
     tokenizer: Any,
@@ -273,8 +427,14 @@ def compute_features(
     progress: bool = True,
     cache: bool = True,
     identity: str | None = None,
+    shared_prefix: bool = True,
 ) -> Features:
-    """Batched prefill features for ``segments`` (cached on disk by model, prompt and data)."""
+    """Batched prefill features for ``segments`` (cached on disk by model, prompt and data).
+
+    ``shared_prefix``: prompts of one direction share the template's instructions and examples;
+    that prefix is prefilled once per direction and only each prompt's tail per segment (about a
+    third of the tokens with the few-shot template). The features are the same either way.
+    """
     import torch
 
     if pooling not in POOLINGS:
@@ -324,24 +484,45 @@ def compute_features(
         return Features(layers=out, segment_ids=ids, entropy=ent_out, meta=meta)
     encoded = encode_prompts(template, segs, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    # Longest first: similar lengths share a batch (little padding), and memory peaks early.
-    order = sorted(range(len(segs)), key=lambda i: -len(encoded[i]))
     device = next(model.parameters()).device
     bar = _bar(len(segs), progress)
+
+    def store(rows: list[int], pooled: dict[int, Any], ent: Any) -> None:
+        index = np.asarray(rows)
+        for layer, values in pooled.items():
+            out[layer][index] = values.to(torch.float32).cpu().numpy()
+        if ent_out is not None and ent is not None:
+            ent_out[index] = ent.cpu().numpy()
+        if bar is not None:
+            bar.update(len(rows))
+
     try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            input_ids, mask = _pad_left([encoded[i] for i in rows], pad_id)
-            pooled, ent = prefill_batch(
-                model, input_ids.to(device), mask.to(device), wanted, pooling, entropy=entropy
+        for rows, prefix_len in _prefix_groups(model, segs, encoded, shared_prefix):
+            # Longest first: similar lengths share a batch (little padding), memory peaks early.
+            rows = sorted(rows, key=lambda i: -len(encoded[i]))
+            prefix = (
+                _SharedPrefix(model, encoded[rows[0]][:prefix_len], wanted, entropy=entropy)
+                if prefix_len
+                else None
             )
-            index = np.asarray(rows)
-            for layer, values in pooled.items():
-                out[layer][index] = values.to(torch.float32).cpu().numpy()
-            if ent_out is not None and ent is not None:
-                ent_out[index] = ent.cpu().numpy()
-            if bar is not None:
-                bar.update(len(rows))
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start : start + batch_size]
+                if prefix is not None:
+                    tails = [encoded[i][prefix_len:] for i in batch]
+                    pooled, ent = prefill_with_prefix(
+                        model, prefix, tails, wanted, pooling, entropy=entropy, pad_id=pad_id
+                    )
+                else:
+                    input_ids, mask = _pad_left([encoded[i] for i in batch], pad_id)
+                    pooled, ent = prefill_batch(
+                        model,
+                        input_ids.to(device),
+                        mask.to(device),
+                        wanted,
+                        pooling,
+                        entropy=entropy,
+                    )
+                store(batch, pooled, ent)
     finally:
         if bar is not None:
             bar.close()

@@ -286,3 +286,29 @@ def test_featurize_command_on_a_model_folder(tokenizer, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["from_cache"] is True
     with pytest.raises(ConfigError, match="layer 9 is out of range"):
         featurize.run(parser.parse_args([*argv[:-5], "--layers", "9"]))
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_shared_prefix_gives_the_same_features(tokenizer, segments, pooling):
+    """The template prefix is prefilled once per direction; features and entropy are unchanged."""
+    from routelmt.features import _prefix_groups, encode_prompts
+
+    model = _tiny_model("llama")  # no sliding window: the prefix path is taken
+    template = FewShotTemplate(shots=2)
+    mixed = segments + [
+        Segment(id=f"d{i}", direction="en-de", source=s) for i, s in enumerate(SOURCES[:3])
+    ]
+    encoded = encode_prompts(template, mixed, tokenizer)
+    groups = _prefix_groups(model, mixed, encoded, True)
+    assert len(groups) == 2 and all(prefix_len > 20 for _, prefix_len in groups)
+    kwargs = dict(layers="all", pooling=pooling, entropy=True, batch_size=3, progress=False)
+    shared = compute_features(model, tokenizer, template, mixed, cache=False, **kwargs)
+    plain = compute_features(
+        model, tokenizer, template, mixed, cache=False, shared_prefix=False, **kwargs
+    )
+    for layer in plain.layers:
+        np.testing.assert_allclose(shared.layers[layer], plain.layers[layer], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(shared.entropy, plain.entropy, atol=1e-4, rtol=1e-4)
+    # A prompt longer than a sliding window falls back to whole-prompt prefill.
+    windowed = _tiny_model("gemma3")
+    assert all(prefix_len == 0 for _, prefix_len in _prefix_groups(windowed, mixed, encoded, True))
