@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 ROUTER_CONFIG = "router.json"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "gemma3-270m"
+CHUNK = 500  # segments per feature pass (and per cache file)
 
 
 def _segment(item: Segment | ScoredExample) -> Segment:
@@ -108,24 +109,27 @@ class FeatureSource:
         if not missing:
             return
         model, tokenizer, _info, template = self._load()
-        feats = compute_features(
-            model,
-            tokenizer,
-            template,
-            missing,
-            layers="all",
-            pooling=self.pooling,  # type: ignore[arg-type]
-            batch_size=self.batch_size,
-            entropy=True,
-            progress=progress,
-        )
-        offset = len(self._rows)
-        for i, segment in enumerate(missing):
-            self._rows[segment.id] = offset + i
-        for layer, values in feats.layers.items():
-            self._layers.setdefault(layer, []).append(values)
-        assert feats.entropy is not None
-        self._entropy.append(feats.entropy)
+        # Chunks are cached on disk one by one, so an interrupted run resumes where it stopped.
+        for start in range(0, len(missing), CHUNK):
+            chunk = missing[start : start + CHUNK]
+            feats = compute_features(
+                model,
+                tokenizer,
+                template,
+                chunk,
+                layers="all",
+                pooling=self.pooling,  # type: ignore[arg-type]
+                batch_size=self.batch_size,
+                entropy=True,
+                progress=progress,
+            )
+            offset = len(self._rows)
+            for i, segment in enumerate(chunk):
+                self._rows[segment.id] = offset + i
+            for layer, values in feats.layers.items():
+                self._layers.setdefault(layer, []).append(values)
+            assert feats.entropy is not None
+            self._entropy.append(feats.entropy)
 
     def _index(self, items: Sequence[Segment | ScoredExample]) -> np.ndarray:
         self.ensure(items)
