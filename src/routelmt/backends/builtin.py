@@ -1,3 +1,6 @@
 """Imports the built-in backends so that they register themselves."""
 
-from routelmt.backends import replay  # noqa: F401
+from routelmt.backends import (
+    hf,  # noqa: F401
+    replay,  # noqa: F401
+)

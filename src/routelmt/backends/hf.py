@@ -11,11 +11,14 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from routelmt.backends.base import BACKENDS, Translator
 from routelmt.errors import ConfigError, InputError, MissingDependencyError
 from routelmt.models import DEFAULT_MODEL, resolve_model
+from routelmt.records import Segment
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +152,98 @@ def cached_causal_lm(
 ) -> tuple[Any, Any, ModelInfo]:
     """``load_causal_lm`` once per process (CLI commands, the server, tests share one copy)."""
     return load_causal_lm(spec, dtype=dtype, device=device)
+
+
+@BACKENDS.register("hf")
+class HFTranslator(Translator):
+    """A live transformers model as a translator (``hf:<model spec>``), with shared prefill.
+
+    Loads lazily (once per process, ``cached_causal_lm``) on first use; ``model``/``tokenizer``
+    inject an already loaded pair instead (tests, or a caller that holds the model). Greedy by
+    default, beam search with ``num_beams > 1``. After each call ``last_stats`` holds the token
+    counts and seconds (``generation.GenerationStats``). ``prefill``/``generate_from`` make it a
+    ``hybrid.SharedPrefillSmall``: the router's features come from the prefill that decoding
+    continues from.
+    """
+
+    def __init__(
+        self,
+        spec: str = DEFAULT_MODEL,
+        *,
+        template: Any = "auto",
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,
+        max_length_ratio: float = 2.0,
+        num_beams: int = 1,
+        dtype: str = "float32",
+        device: str = "cpu",
+        stop_at_newline: bool | None = None,
+        model: Any = None,
+        tokenizer: Any = None,
+        name: str | None = None,
+    ) -> None:
+        if (model is None) != (tokenizer is None):
+            raise ConfigError("pass both model and tokenizer, or neither")
+        if dtype not in _DTYPES:
+            raise ConfigError(f"unknown dtype '{dtype}'; expected one of {', '.join(_DTYPES)}")
+        self.spec = spec
+        self.name = name or f"hf:{spec}"
+        self.dtype = dtype
+        self.device = device
+        self._template_setting = template
+        self._options = {
+            "batch_size": int(batch_size),
+            "max_new_tokens": max_new_tokens,
+            "max_length_ratio": float(max_length_ratio),
+            "num_beams": int(num_beams),
+            "stop_at_newline": stop_at_newline,
+        }
+        self._model = model
+        self._tokenizer = tokenizer
+        self._generator: Any = None
+        if model is not None:
+            self._build()
+
+    def _build(self) -> Any:
+        from routelmt.generation import LMGenerator
+        from routelmt.prompts import resolve_template
+
+        if self._generator is None:
+            if self._model is None:
+                # the routers load with (spec, dtype): the same key shares one copy on CPU
+                where = () if self.device == "cpu" else (self.device,)
+                self._model, self._tokenizer, _ = cached_causal_lm(self.spec, self.dtype, *where)
+            template = resolve_template(self._template_setting, self._tokenizer)
+            self._generator = LMGenerator(self._model, self._tokenizer, template, **self._options)
+        return self._generator
+
+    @property
+    def generator(self) -> Any:
+        """The ``generation.LMGenerator`` (loads the model on first use)."""
+        return self._build()
+
+    @property
+    def template(self) -> Any:
+        return self._build().template
+
+    @property
+    def last_stats(self) -> Any:
+        """``GenerationStats`` of the last translate/generate_from call."""
+        if self._generator is None:
+            from routelmt.generation import GenerationStats
+
+            return GenerationStats()
+        return self._generator.last_stats
+
+    def translate(self, segments: Sequence[Segment]) -> list[str]:
+        return self._build().translate(segments)
+
+    def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> Any:
+        """Features at ``layer`` (None: the final-norm output) plus the KV cache to continue."""
+        return self._build().prefill(segments, layer=layer)
+
+    def generate_from(self, state: Any, indices: Sequence[int]) -> list[str]:
+        return self._build().generate_from(state, indices)
+
+    def close(self) -> None:
+        self._generator = None

@@ -1,0 +1,445 @@
+"""Translation with an in-process causal LM, whose prefill is shared with the router.
+
+Decoding is a plain loop over the model's KV cache (no ``generate()`` for greedy), because the
+in-model router reads the hidden state of the very prefill that starts decoding: ``prefill``
+runs one forward over the prompts and keeps the cache, the next-token logits and the feature
+row of each prompt; ``generate_from`` continues greedy decoding for the chosen rows only. A
+segment that stays on the small model therefore costs one prefill, not two.
+
+``translate`` is ``prefill`` + ``generate_from`` on every row, chunk by chunk, so both paths run
+the same code. Prompts are left-padded (position ids from the attention mask, as in
+``routelmt.features``); a row stops at EOS, at a stop string (the few-shot template's next
+example, or a newline when the source is one line) or at its own length limit (a multiple of the
+source length), and finished rows leave the batch at once, so one long row does not make the
+others decode past their end.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from routelmt.errors import ConfigError
+from routelmt.features import _decoder, _pad_left, num_layers_of, resolve_layers
+from routelmt.prompts import FewShotTemplate, PromptTemplate, encode_prompts
+from routelmt.records import Segment
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_NEW_TOKENS = 512
+DEFAULT_LENGTH_RATIO = 2.0
+LENGTH_SLACK = 16  # new tokens allowed beyond ratio x source tokens (short sources, punctuation)
+
+
+@dataclass
+class GenerationStats:
+    """Token counts and seconds of the last call, for throughput reports."""
+
+    segments: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    batches: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.prefill_s + self.decode_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "seconds": self.seconds}
+
+
+@dataclass
+class _Chunk:
+    """One prefilled batch: its KV cache and what decoding needs to continue every row."""
+
+    rows: list[int]  # positions of these rows in the prefilled segment list
+    cache: Any
+    mask: Any  # (B, T) attention mask of the prompts (left padding = 0)
+    next_pos: Any  # (B,) position id of each row's first new token
+    logits: Any  # (B, V) next-token logits at the end of each prompt
+    prompt_tokens: list[int]
+
+
+@dataclass
+class HFPrefillState:
+    """What ``prefill`` returns (``hybrid.PrefillState``): features plus the decoder state.
+
+    Holds the KV cache until it is dropped; ``generate_from`` never changes it, so rows may be
+    decoded in several calls (the hybrid translator retries a failed batch row by row).
+    """
+
+    segments: list[Segment]
+    features: np.ndarray  # (n, hidden) last-token state at ``layer``; (n, 0) when not asked
+    layer: int | None
+    prefill_s: float
+    prompt_tokens: int
+    chunks: list[_Chunk] = field(repr=False, default_factory=list)
+    where: list[tuple[int, int]] = field(repr=False, default_factory=list)  # -> (chunk, row)
+    owner: int = 0  # id() of the generator that made it
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for value in (
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+        getattr(model.config, "eos_token_id", None),
+        tokenizer.eos_token_id,
+    ):
+        if value is None:
+            continue
+        ids.update(int(v) for v in (value if isinstance(value, list | tuple) else [value]))
+    return ids
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """The translation before the first stop string (leading whitespace is not a stop).
+
+    Returns (text, whether a stop string was found).
+    """
+    lead = len(text) - len(text.lstrip())
+    cut = min((p for p in (text.find(s, lead) for s in stops if s) if p >= 0), default=-1)
+    if cut < 0:
+        return text.strip(), False
+    return text[:cut].strip(), True
+
+
+class LMGenerator:
+    """Batched greedy (or beam) translation with one causal LM and one prompt template.
+
+    ``max_new_tokens`` caps every row; each row's own limit is ``ceil(max_length_ratio x source
+    tokens) + 16`` under that cap. ``stop_at_newline`` (default: for few-shot templates) ends a
+    one-line source's translation at the first newline, where a base model starts another line.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        template: PromptTemplate,
+        *,
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,
+        max_length_ratio: float = DEFAULT_LENGTH_RATIO,
+        num_beams: int = 1,
+        stop_at_newline: bool | None = None,
+        default_layer: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if num_beams < 1:
+            raise ConfigError(f"num_beams must be at least 1, got {num_beams}")
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not max_length_ratio > 0:
+            raise ConfigError(f"max_length_ratio must be positive, got {max_length_ratio}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.batch_size = int(batch_size)
+        self.max_new_tokens = int(max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+        self.max_length_ratio = float(max_length_ratio)
+        self.num_beams = int(num_beams)
+        self.stop_at_newline = (
+            isinstance(template, FewShotTemplate) if stop_at_newline is None else stop_at_newline
+        )
+        self.num_layers = num_layers_of(model)
+        self.default_layer = self.num_layers if default_layer is None else default_layer
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.device = next(model.parameters()).device
+        self.last_stats = GenerationStats()
+
+    # -- per-segment settings -------------------------------------------------------------
+    def stops_for(self, segment: Segment) -> list[str]:
+        stops = list(self.template.stop_strings(segment.direction))
+        if self.stop_at_newline and "\n" not in segment.source.strip():
+            stops.append("\n")
+        return stops
+
+    def limit_for(self, segment: Segment) -> int:
+        """New tokens allowed for this segment (relative to its source length, capped)."""
+        n = len(self.tokenizer(segment.source.strip(), add_special_tokens=False)["input_ids"])
+        return max(1, min(self.max_new_tokens, math.ceil(self.max_length_ratio * n) + LENGTH_SLACK))
+
+    # -- prefill --------------------------------------------------------------------------
+    def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> HFPrefillState:
+        """One forward per chunk of prompts: features at ``layer`` (None: the default layer, the
+        final-norm output) and the KV cache that ``generate_from`` continues from."""
+        wanted = self.default_layer if layer is None else layer
+        return self._prefill(segments, resolve_layers([wanted], self.num_layers)[0])
+
+    def _prefill(self, segments: Sequence[Segment], layer: int | None) -> HFPrefillState:
+        segs = list(segments)
+        encoded = encode_prompts(self.template, segs, self.tokenizer) if segs else []
+        hidden = int(self.model.config.get_text_config().hidden_size)
+        features = np.zeros((len(segs), hidden if layer is not None else 0), dtype=np.float32)
+        order = sorted(range(len(segs)), key=lambda i: -len(encoded[i]))
+        state = HFPrefillState(
+            segments=segs,
+            features=features,
+            layer=layer,
+            prefill_s=0.0,
+            prompt_tokens=sum(len(e) for e in encoded),
+            where=[(0, 0)] * len(segs),
+            owner=id(self),
+        )
+        start = time.perf_counter()
+        for first in range(0, len(order), self.batch_size):
+            rows = order[first : first + self.batch_size]
+            chunk, pooled = self._prefill_chunk([encoded[i] for i in rows], layer)
+            chunk.rows = rows
+            for r, i in enumerate(rows):
+                state.where[i] = (len(state.chunks), r)
+            if pooled is not None:
+                features[np.asarray(rows)] = pooled
+            state.chunks.append(chunk)
+        state.prefill_s = time.perf_counter() - start
+        return state
+
+    def _prefill_chunk(self, batch: list[list[int]], layer: int | None) -> tuple[_Chunk, Any]:
+        import torch
+
+        input_ids, mask = _pad_left(batch, self.pad_id)
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        captured: dict[str, Any] = {}
+        handles = self._capture_hooks(layer, captured)
+        try:
+            with torch.inference_mode():
+                out = self.model(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    position_ids=position_ids,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+        finally:
+            for handle in handles:
+                handle.remove()
+        pooled = None
+        if layer is not None:
+            pooled = captured["state"].to(torch.float32).cpu().numpy()
+        chunk = _Chunk(
+            rows=[],
+            cache=out.cache,
+            mask=mask,
+            next_pos=mask.sum(-1),
+            logits=out.logits[:, -1, :],
+            prompt_tokens=[len(ids) for ids in batch],
+        )
+        return chunk, pooled
+
+    def _capture_hooks(self, layer: int | None, captured: dict[str, Any]) -> list[Any]:
+        """Hooks that keep the last position's state of ``layer`` (features.py's numbering)."""
+        if layer is None:
+            return []
+        body = _decoder(self.model)
+
+        def keep(hidden: Any) -> None:
+            # left padding: the last column is every row's last prompt token
+            captured["state"] = hidden[:, -1, :].float().clone()
+
+        if layer == 0:
+
+            def pre_hook(_module: Any, args: tuple, kwargs: dict) -> None:
+                keep(args[0] if args else kwargs["hidden_states"])
+
+            return [body.layers[0].register_forward_pre_hook(pre_hook, with_kwargs=True)]
+        if layer < self.num_layers:
+            module = body.layers[layer - 1]
+        else:
+            module = getattr(body, "norm", None)
+            if module is None:
+                raise ConfigError(f"cannot find the final norm of {type(body).__name__}")
+
+        def hook(_module: Any, _args: Any, output: Any) -> None:
+            keep(output[0] if isinstance(output, tuple | list) else output)
+
+        return [module.register_forward_hook(hook)]
+
+    # -- decoding -------------------------------------------------------------------------
+    def generate_from(self, state: HFPrefillState, indices: Sequence[int]) -> list[str]:
+        """Greedy continuation of the prefilled segments at ``indices`` (in that order)."""
+        if state.owner != id(self):
+            raise ConfigError("this prefill state was made by another model or translator")
+        indices = [int(i) for i in indices]
+        n = len(state.segments)
+        bad = [i for i in indices if not 0 <= i < n]
+        if bad:
+            raise IndexError(f"indices {bad} are outside the prefilled batch of {n}")
+        stats = GenerationStats(segments=len(indices))
+        for i in indices:
+            c, r = state.where[i]
+            stats.prompt_tokens += state.chunks[c].prompt_tokens[r]
+        out: dict[int, str] = {}
+        start = time.perf_counter()
+        if self.num_beams > 1:  # beam search re-runs the prompts (the cache holds one hypothesis)
+            stats.prompt_tokens = 0  # counted by _beam, which prefills again
+            texts = self._beam([state.segments[i] for i in indices], stats)
+            self.last_stats = stats
+            return texts
+        by_chunk: dict[int, list[int]] = {}
+        for i in indices:
+            by_chunk.setdefault(state.where[i][0], []).append(i)
+        for c, members in by_chunk.items():
+            chunk = state.chunks[c]
+            rows = [state.where[i][1] for i in members]
+            texts, generated = self._decode(chunk, rows, [state.segments[i] for i in members])
+            out.update(zip(members, texts, strict=True))
+            stats.generated_tokens += generated
+            stats.batches += 1
+        stats.decode_s = time.perf_counter() - start
+        self.last_stats = stats
+        return [out[i] for i in indices]
+
+    def _decode(
+        self, chunk: _Chunk, rows: list[int], segments: list[Segment]
+    ) -> tuple[list[str], int]:
+        import torch
+
+        keep = torch.tensor(rows, dtype=torch.long, device=self.device)
+        cache = _select_rows(chunk.cache, keep)
+        mask = chunk.mask[keep]
+        pos = chunk.next_pos[keep]
+        logits = chunk.logits[keep]
+        limits = [self.limit_for(s) for s in segments]
+        stops = [self.stops_for(s) for s in segments]
+        generated: list[list[int]] = [[] for _ in rows]
+        active = list(range(len(rows)))  # active batch row -> output slot
+        with torch.inference_mode():
+            while active:
+                tokens = logits.argmax(-1)
+                still: list[int] = []
+                for a, slot in enumerate(active):
+                    token = int(tokens[a])
+                    if token in self.eos_ids:
+                        continue
+                    generated[slot].append(token)
+                    if len(generated[slot]) >= limits[slot]:
+                        continue
+                    if stops[slot] and self._has_stop(generated[slot], stops[slot]):
+                        continue
+                    still.append(a)
+                if not still:
+                    break
+                if len(still) < len(active):
+                    sub = torch.tensor(still, dtype=torch.long, device=self.device)
+                    cache.batch_select_indices(sub)
+                    mask, pos, tokens = mask[sub], pos[sub], tokens[sub]
+                    active = [active[a] for a in still]
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                out = self.model(
+                    input_ids=tokens[:, None],
+                    attention_mask=mask,
+                    position_ids=pos[:, None],
+                    cache=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                cache = out.cache
+                logits = out.logits[:, -1, :]
+                pos = pos + 1
+        texts = [
+            cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stop)[0]
+            for ids, stop in zip(generated, stops, strict=True)
+        ]
+        return texts, sum(len(ids) for ids in generated)
+
+    def _has_stop(self, ids: list[int], stops: list[str]) -> bool:
+        return cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stops)[1]
+
+    # -- whole translations ---------------------------------------------------------------
+    def translate(self, segments: Sequence[Segment]) -> list[str]:
+        """Translate in length-sorted chunks of ``batch_size`` (prefill, then decode each)."""
+        segs = list(segments)
+        stats = GenerationStats(segments=len(segs))
+        out: list[str] = [""] * len(segs)
+        if not segs:
+            self.last_stats = stats
+            return out
+        if self.num_beams > 1:
+            out = self._beam(segs, stats)
+            self.last_stats = stats
+            return out
+        encoded_len = [len(ids) for ids in encode_prompts(self.template, segs, self.tokenizer)]
+        order = sorted(range(len(segs)), key=lambda i: -encoded_len[i])
+        for first in range(0, len(order), self.batch_size):
+            rows = order[first : first + self.batch_size]
+            t0 = time.perf_counter()
+            state = self._prefill([segs[i] for i in rows], None)
+            t1 = time.perf_counter()
+            texts = self.generate_from(state, range(len(rows)))
+            stats.decode_s += time.perf_counter() - t1
+            stats.prefill_s += t1 - t0
+            stats.prompt_tokens += state.prompt_tokens
+            stats.generated_tokens += self.last_stats.generated_tokens
+            stats.batches += 1
+            for i, text in zip(rows, texts, strict=True):
+                out[i] = text
+        self.last_stats = stats
+        return out
+
+    def _beam(self, segs: list[Segment], stats: GenerationStats) -> list[str]:
+        import torch
+        from transformers import GenerationConfig
+
+        encoded = encode_prompts(self.template, segs, self.tokenizer)
+        order = sorted(range(len(segs)), key=lambda i: -len(encoded[i]))
+        out: list[str] = [""] * len(segs)
+        for first in range(0, len(order), self.batch_size):
+            rows = order[first : first + self.batch_size]
+            t0 = time.perf_counter()
+            input_ids, mask = _pad_left([encoded[i] for i in rows], self.pad_id)
+            limits = [self.limit_for(segs[i]) for i in rows]
+            stops = [self.stops_for(segs[i]) for i in rows]
+            config = GenerationConfig(
+                num_beams=self.num_beams,
+                do_sample=False,
+                max_new_tokens=max(limits),
+                pad_token_id=self.pad_id,
+                eos_token_id=sorted(self.eos_ids) or None,
+                stop_strings=sorted({s for row in stops for s in row}) or None,
+            )
+            with torch.inference_mode():
+                result = self.model.generate(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    generation_config=config,
+                    tokenizer=self.tokenizer,
+                )
+            new = result[:, input_ids.shape[1] :].tolist()
+            for i, ids, limit, stop in zip(rows, new, limits, stops, strict=True):
+                ends = self.eos_ids | {self.pad_id}  # finished beams are padded after their end
+                cut = next((k for k, t in enumerate(ids) if t in ends), len(ids))
+                ids = ids[: min(cut, limit)]
+                out[i] = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stop)[0]
+                stats.generated_tokens += len(ids)
+            stats.prompt_tokens += int(mask.sum())
+            stats.decode_s += time.perf_counter() - t0
+            stats.batches += 1
+        return out
+
+
+def _select_rows(cache: Any, rows: Any) -> Any:
+    """A new cache with only ``rows`` of the batch; ``cache`` itself is left unchanged.
+
+    The transformers cache layers (full and sliding-window) keep per-batch tensors only in
+    ``keys``/``values`` and reassign (never write into) them, so shallow copies of the layer
+    objects whose tensors are then indexed (a copy) are independent of the original.
+    """
+    new = copy.copy(cache)
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        raise ConfigError(f"unsupported KV cache type {type(cache).__name__} for shared prefill")
+    new.layers = [copy.copy(layer) for layer in layers]
+    new.batch_select_indices(rows)
+    return new
