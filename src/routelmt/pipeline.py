@@ -307,10 +307,11 @@ class TranslateResult:
         return self.tokens / self.seconds if self.tokens and self.seconds > 0 else None
 
 
-def _token_count(translator: Translator) -> int | None:
-    """Generated tokens so far, for backends that count them (``generated_tokens``)."""
-    value = getattr(translator, "generated_tokens", None)
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def _batch_tokens(translator: Translator) -> int | None:
+    """Tokens the last ``translate`` call generated, for backends that report them
+    (``last_stats.generated_tokens``, as the transformers backend does)."""
+    value = getattr(getattr(translator, "last_stats", None), "generated_tokens", None)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def translate_resumable(
@@ -351,7 +352,7 @@ def translate_resumable(
     if done:
         log.info("%s: %d of %d segments already translated", path, len(done), len(segments))
     started = time.perf_counter()
-    tokens_before = _token_count(translator)
+    tokens: int | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
         progress = bar(desc=desc or f"translate {translator.name}", total=len(todo), unit="seg")
@@ -371,18 +372,13 @@ def translate_resumable(
                 handle.flush()
                 os.fsync(handle.fileno())
                 progress.update(len(batch))
-                tokens_now = _token_count(translator)
-                if tokens_now is not None and tokens_before is not None:
+                batch_tokens = _batch_tokens(translator)
+                if batch_tokens is not None:
+                    tokens = (tokens or 0) + batch_tokens
                     elapsed = max(time.perf_counter() - started, 1e-9)
-                    progress.set_postfix(tok_s=f"{(tokens_now - tokens_before) / elapsed:.1f}")
+                    progress.set_postfix(tok_s=f"{tokens / elapsed:.1f}")
         finally:
             progress.close()
-    tokens_after = _token_count(translator)
-    tokens = (
-        tokens_after - tokens_before
-        if tokens_after is not None and tokens_before is not None
-        else None
-    )
     return TranslateResult(
         texts=[done[s.id] for s in segments],
         reused=len(segments) - len(todo),
@@ -484,9 +480,12 @@ def _now() -> str:
 
 
 def slug(spec: str) -> str:
-    """A folder name for a system spec (``hf:gemma3-270m`` -> ``hf-gemma3-270m``)."""
-    text = re.sub(r"[^A-Za-z0-9._-]+", "-", spec).strip("-.") or "system"
-    return text if text == spec else f"{text}-{stable_hash(spec, length=6)}"
+    """A folder name for a system spec: ``hf:gemma3-270m`` -> ``hf-gemma3-270m``, ``replay:GPT-4``
+    -> ``GPT-4``; specs with other odd characters (URLs, paths) get a short hash."""
+    kind, sep, argument = spec.partition(":")
+    plain = (argument if sep and kind == "replay" else spec).replace(":", "-")
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", plain).strip("-.") or "system"
+    return text if text == plain else f"{text}-{stable_hash(spec, length=6)}"
 
 
 # -- the benchmark ---------------------------------------------------------------------------

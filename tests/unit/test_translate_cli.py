@@ -123,3 +123,81 @@ def test_replay_of_a_wmt_system(tmp_path, capsys):
     assert _rows(out) == [
         {"segment_id": "wmt24/en-es/1", "system": "Big", "text": "El gato duerme."}
     ]
+
+
+class _Counted:
+    """A backend that reports the tokens it generated, as the transformers backend does."""
+
+    name = "Fake"
+
+    def __init__(self) -> None:
+        self.last_stats = None
+
+    def translate(self, segments):
+        from types import SimpleNamespace
+
+        self.last_stats = SimpleNamespace(generated_tokens=3 * len(segments))
+        return [s.source[::-1] for s in segments]
+
+
+def test_tokens_per_second_when_the_backend_counts_tokens(tmp_path):
+    from routelmt.datasets.plain import load_segments
+    from routelmt.pipeline import translate_resumable
+
+    segments_path, _ = _files(tmp_path)
+    segments = load_segments(segments_path)
+    result = translate_resumable(_Counted(), segments, tmp_path / "o.jsonl", batch_size=2)
+    assert result.tokens == 15 and result.tokens_per_second > 0
+    assert result.texts == [s[::-1] for s in SOURCES]
+
+
+SLOW_CLI = """
+import os, sys, time
+from routelmt.backends.base import BACKENDS, Translator
+
+@BACKENDS.register("slow")
+class Slow(Translator):
+    def __init__(self, spec, **options):
+        self.name = "slow"
+    def translate(self, segments):
+        time.sleep(float(os.environ.get("SLOW_SLEEP", "0.02")))
+        return [s.source.upper() for s in segments]
+
+from routelmt.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigkill_mid_run_then_rerun_finishes_without_redoing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    text = tmp_path / "many.txt"
+    text.write_text("".join(f"line {i}\n" for i in range(400)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    argv = ["-q", "translate", "-i", str(text), "--direction", "en-es", "-o", str(out)]
+    argv += ["--backend", "slow:x", "--batch-size", "1"]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *argv])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= 20:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
+    before = [json.loads(line) for line in out.read_bytes().split(b"\n")[:-1]]
+    assert 20 <= len(before) < 400
+
+    env = {**os.environ, "SLOW_SLEEP": "0"}  # the rest at full speed
+    command = [sys.executable, "-c", SLOW_CLI, *argv]
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["reused"] == len(before) and summary["translated"] == 400 - len(before)
+    rows = _rows(out)
+    assert [r["segment_id"] for r in rows] == [f"many/{i}" for i in range(400)]
+    assert rows[: len(before)] == before
