@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/routelmt evaluate --pairs all --small Phi-3-Medium --large GPT-4 --budgets 0.1,0.2,0.3,0.5 -o runs/default
+	$(BIN)/routelmt bench configs/default.yaml
 
 test: setup
 	$(BIN)/ruff check src tests bench
