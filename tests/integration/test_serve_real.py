@@ -67,14 +67,35 @@ def _live_backend_ready() -> bool:
     return "hf" in BACKENDS
 
 
-@pytest.mark.skipif(not _live_backend_ready(), reason="the hf backend is not registered yet")
-def test_live_gemma_small_model_behind_the_service(wmt_root, tmp_path):
+class _LastLayerHead:
+    """A stand-in for the trained in-model router: scores prefill features (norm of the state)."""
+
+    name = "feature-norm"
+    layer = 6
+
+    def score(self, batch):  # the generic path; never used when the prefill is shared
+        raise AssertionError("the shared-prefill path should score features")
+
+    def score_features(self, features):
+        import numpy as np
+
+        return np.linalg.norm(np.asarray(features, dtype=float), axis=1)
+
+
+def _short_segments(wmt_root, n):
     data = WMTDataset(wmt_root)
-    segments = data.segments("en-es", reference=None)[:4]
+    segs = data.segments("en-es", reference=None)[:200]
+    return sorted(segs, key=lambda s: len(s.source))[:n]
+
+
+@pytest.mark.skipif(not _live_backend_ready(), reason="the hf backend is not registered")
+def test_live_gemma_small_model_behind_the_service(wmt_root, tmp_path):
+    segments = _short_segments(wmt_root, 3)
     config = load_config(
         None,
         {
             "small": "hf:gemma3-270m",
+            "small_options": {"max_new_tokens": 32},
             "large": "replay:GPT-4",
             "data": {"root": str(wmt_root), "pairs": ["en-es"]},
             "server": {"log_path": str(tmp_path / "log.jsonl")},
@@ -82,12 +103,35 @@ def test_live_gemma_small_model_behind_the_service(wmt_root, tmp_path):
     )
     service = build_service(config)
     with ServerThread(create_app(service)) as srv:
-        r = httpx.post(
-            srv.url + "/v1/translate",
-            json={"texts": [s.source for s in segments], "direction": "en-es", "policy": "small"},
-            timeout=600,
-        )
+        body = {"texts": [s.source for s in segments], "direction": "en-es", "policy": "small"}
+        r = httpx.post(srv.url + "/v1/translate", json=body, timeout=600)
         assert r.status_code == 200, r.text
         out = r.json()["results"]
-        assert all(x["tier"] == "small" and x["translation"].strip() for x in out)
-        assert all(x["translation"] != s.source for x, s in zip(out, segments, strict=True))
+        assert all(x["model"] == "hf:gemma3-270m" and x["translation"].strip() for x in out)
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+        answer = client.chat.completions.create(
+            model="small",
+            messages=[{"role": "user", "content": segments[0].source}],
+            extra_body={"target_lang": "es"},
+        )
+        assert answer.choices[0].message.content == out[0]["translation"]  # greedy: same text
+    assert len(read_decision_log(tmp_path / "log.jsonl")) == 4
+
+
+@pytest.mark.skipif(not _live_backend_ready(), reason="the hf backend is not registered")
+def test_live_shared_prefill_matches_the_generic_path(wmt_root):
+    """Prefill once, score the features, continue decoding the small ones from the KV cache."""
+    from routelmt.backends.replay import ReplayTranslator
+    from routelmt.budget import BudgetSpec, Pacer
+    from routelmt.hybrid import HybridTranslator
+
+    segments = _short_segments(wmt_root, 4)
+    small = BACKENDS.create("hf", spec="gemma3-270m", max_new_tokens=32)
+    large = ReplayTranslator("GPT-4", dataset=WMTDataset(wmt_root), pairs="en-es")
+    h = HybridTranslator(small, large, _LastLayerHead(), Pacer(BudgetSpec(share=0.5)))
+    assert h.shared_prefill
+    fast = h.translate(segments, policy=["small", "large", "small", "small"])
+    assert [r.tier for r in fast] == ["small", "large", "small", "small"]
+    assert all(r.score is not None and r.score > 0 for r in fast)  # scored from features
+    generic = [small.translate([s])[0] for s in segments]
+    assert [fast[i].translation for i in (0, 2, 3)] == [generic[i] for i in (0, 2, 3)]
