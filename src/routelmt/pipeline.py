@@ -13,8 +13,10 @@ earlier ones, then ``--set key=value`` flags in order, then ``--full`` (no per-p
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
+import importlib
 import json
 import logging
 import os
@@ -234,8 +236,14 @@ def load_bench_config(
     _check_types(config, where)
     if isinstance(config["large"], str):
         config["large"] = [config["large"]]
-    if config["small"] in config["large"]:
-        raise ConfigError(f"{where}: the small system '{config['small']}' is also in 'large'")
+    folders: dict[str, str] = {}
+    for spec in [config["small"], *config["large"]]:
+        if slug(spec) in folders:
+            raise ConfigError(
+                f"{where}: '{spec}' and '{folders[slug(spec)]}' name the same system; "
+                "list each system once (small is not also a large system)"
+            )
+        folders[slug(spec)] = spec
     return config
 
 
@@ -288,6 +296,35 @@ def read_partial_translations(path: str | os.PathLike[str]) -> list[Translation]
     return records
 
 
+def source_hash(segment: Segment) -> str:
+    """What a translation depends on in its segment: the direction and the source text."""
+    return stable_hash(segment.direction, segment.source, length=12)
+
+
+def salvage_translations(
+    carried: Path, segments: Sequence[Segment], system: str, path: Path
+) -> int:
+    """Seed ``path`` with the translations in ``carried`` (an earlier job's output, same system
+    and settings) whose segment is still in ``segments`` with the same direction and source;
+    returns how many. Unreadable lines are skipped: this only saves work."""
+    wanted = {s.id: source_hash(s) for s in segments}
+    kept: dict[str, dict[str, Any]] = {}
+    with open(carried, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(row, dict) or row.get("system") != system:
+                continue
+            sid, text = row.get("segment_id"), row.get("text")
+            if isinstance(text, str) and sid in wanted and row.get("source_hash") == wanted[sid]:
+                kept.setdefault(sid, row)
+    write_records(path, kept.values())
+    carried.unlink()
+    return len(kept)
+
+
 @dataclass
 class TranslateResult:
     """Outputs aligned with the input segments, and what this run did."""
@@ -321,11 +358,13 @@ def translate_resumable(
     *,
     batch_size: int = 16,
     desc: str | None = None,
+    source_hashes: bool = False,
 ) -> TranslateResult:
     """Translate what ``path`` does not hold yet, appending each batch durably (flush + fsync).
 
     Records in ``path`` by another system, or for segments not in ``segments``, are an error:
-    the file belongs to a different job.
+    the file belongs to a different job. ``source_hashes`` adds each segment's
+    ``source_hash`` to its record, so a later job can tell which translations still apply.
     """
     path = Path(path)
     if batch_size <= 0:
@@ -367,6 +406,8 @@ def translate_resumable(
                     )
                 for segment, text in zip(batch, texts):
                     record = {"segment_id": segment.id, "system": translator.name, "text": text}
+                    if source_hashes:
+                        record["source_hash"] = source_hash(segment)
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                     done[segment.id] = text
                 handle.flush()
@@ -418,7 +459,11 @@ class StageRunner:
         depends: Sequence[str],
         outputs: Sequence[str],
         work: Callable[[Path], dict[str, Any] | None],
+        *,
+        carry: Sequence[str] = (),
     ) -> StageRecord:
+        """``carry``: outputs kept as ``carried-<name>`` when only upstream stages changed (the
+        stage's own settings are the same), for work that can salvage part of them."""
         directory = self.output / name
         upstream = {dep: self.hashes[dep] for dep in depends}
         digest = stable_hash(PIPELINE_FORMAT, name, dict(settings), upstream)
@@ -437,7 +482,20 @@ class StageRunner:
             return record
         if previous is not None and previous.get("hash") != digest:
             log.info("stage %s: inputs changed, recomputing", name)
-            shutil.rmtree(directory)  # ours: it holds a stage.json
+            same = _canonical(previous.get("settings")) == _canonical(dict(settings))
+            keep = set()
+            for out in carry if same else ():
+                if (directory / out).exists():
+                    os.replace(directory / out, directory / f"carried-{out}")
+                if (directory / f"carried-{out}").exists():
+                    keep.add(f"carried-{out}")
+            for child in directory.iterdir():  # ours: the folder holds a stage.json
+                if child.name in keep:
+                    continue
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         elif previous is not None and previous.get("status") != "complete":
             log.info("stage %s: resuming an interrupted run", name)
         started_at = _now()
@@ -463,6 +521,10 @@ class StageRunner:
         record = StageRecord(name, "ran", seconds, digest, directory, info)
         self.records.append(record)
         return record
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _read_stage(path: Path) -> dict[str, Any] | None:
@@ -509,6 +571,10 @@ def _check_backend(spec: str, label: str) -> None:
     from routelmt.backends.base import BACKENDS
 
     kind, sep, argument = spec.partition(":")
+    if sep and kind not in BACKENDS and re.fullmatch(r"[a-z][a-z0-9_]*", kind):
+        # a backend module that the built-ins do not import registers itself on import
+        with contextlib.suppress(ModuleNotFoundError):
+            importlib.import_module(f"routelmt.backends.{kind}")
     if spec.endswith(".jsonl") and not (sep and kind in BACKENDS):
         if not Path(spec).is_file():
             raise ConfigError(f"'{label}': recorded translations file not found: {spec}")
@@ -575,10 +641,7 @@ def run_bench(
 ) -> BenchResult:
     """Run (or resume) every stage of a validated config (``load_bench_config``)."""
     from routelmt.backends.resolve import make_translator as default_make_translator
-    from routelmt.crossval import router_scores
     from routelmt.datasets.wmt import WMTDataset
-    from routelmt.evaluation import evaluate_routers, write_report
-    from routelmt.labels import score_pairs
     from routelmt.metrics.base import get_metric
 
     make = make_translator or default_make_translator
@@ -609,6 +672,44 @@ def run_bench(
     for pair in pairs:
         if pair not in known:
             raise ConfigError(f"'data.pairs': unknown pair '{pair}'; known: {', '.join(known)}")
+    with _exclusive(output):
+        return _run_stages(config, output, dataset, pairs, make, begun)
+
+
+@contextlib.contextmanager
+def _exclusive(output: Path) -> Any:
+    """One run per output folder: two runs appending to the same files would interleave."""
+    import fcntl
+
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another routelmt bench is running on {output}; wait for it or use --output"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_stages(
+    config: dict[str, Any],
+    output: Path,
+    dataset: Any,
+    pairs: list[str],
+    make: Callable[..., Translator],
+    begun: float,
+) -> BenchResult:
+    from routelmt.crossval import router_scores
+    from routelmt.evaluation import evaluate_routers, write_report
+    from routelmt.labels import score_pairs
+    from routelmt.metrics.base import get_metric
+
+    data_cfg = config["data"]
+    systems = {"small": config["small"]} | {f"large:{spec}": spec for spec in config["large"]}
     runner = StageRunner(output)
 
     # data
@@ -648,16 +749,25 @@ def run_bench(
 
         def translate_stage(directory: Path, spec: str = spec, options: Any = options):
             translator = make(spec, dataset=dataset, pairs=pairs, **options)
+            out = directory / "translations.jsonl"
+            carried = directory / "carried-translations.jsonl"
+            salvaged = None
+            if carried.exists():
+                salvaged = salvage_translations(carried, segments, translator.name, out)
+                log.info("%s: %d translations still apply to the new data", spec, salvaged)
             try:
                 done = translate_resumable(
                     translator,
                     segments,
-                    directory / "translations.jsonl",
+                    out,
                     batch_size=config["translate"]["batch_size"],
+                    source_hashes=True,
                 )
             finally:
                 translator.close()
             info = {"system": translator.name, "segments": len(segments)}
+            if salvaged is not None:
+                info["salvaged"] = salvaged
             info |= {"translated": done.translated, "reused": done.reused}
             info |= {"seconds": round(done.seconds, 3)}
             if done.segments_per_second:
@@ -667,7 +777,14 @@ def run_bench(
             return info
 
         settings = _system_settings(spec, options, dataset, pairs)
-        runner.run(tname, settings, ["data"], ["translations.jsonl"], translate_stage)
+        runner.run(
+            tname,
+            settings,
+            ["data"],
+            ["translations.jsonl"],
+            translate_stage,
+            carry=["translations.jsonl"],
+        )
         by_id = {
             t.segment_id: t
             for t in read_records(output / tname / "translations.jsonl", Translation)

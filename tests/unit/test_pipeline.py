@@ -139,15 +139,36 @@ def test_interrupted_translation_resumes_per_segment(tmp_path, corpus):
         assert resumed.results[large]["routers"] == clean.results[large]["routers"]
 
 
-def test_translate_stage_restarts_when_its_inputs_change(tmp_path, corpus):
+def test_changed_data_recomputes_but_salvages_translations(tmp_path, corpus):
     config = load_bench_config([_config(tmp_path, corpus)], output=tmp_path / "run")
-    run_bench(config)
     config["data"]["limit"] = 10
-    again = run_bench(config)
+    run_bench(config)
+    config["data"]["limit"] = 20  # e.g. the default subset, then --full
+    redone: list[str] = []
+
+    def counting(spec, **kwargs):
+        inner = make_translator(spec, **kwargs)
+        return _Counting(inner, redone if spec == "Large" else [], None)
+
+    again = run_bench(config, make_translator=counting)
     assert {r.status for r in again.stages} == {"ran"}
+    stage = {r.name: r for r in again.stages}["translate/Large"]
+    assert stage.info["salvaged"] == 10 and stage.info["translated"] == 10
+    assert redone == [f"wmt24/en-es/{i}" for i in range(10, 20)]
     lines = (tmp_path / "run" / "translate" / "Large" / "translations.jsonl").read_text()
-    assert len(lines.splitlines()) == 10
-    assert again.results["Large"]["n"] == 10
+    assert len(lines.splitlines()) == 20
+    assert again.results["Large"]["n"] == 20
+    clean = run_bench({**config, "output": str(tmp_path / "clean")})
+    assert clean.results["Large"]["routers"] == again.results["Large"]["routers"]
+
+    # a changed source text is translated again, never served from the old output
+    source = corpus / "txt" / "sources" / "en-es.txt"
+    lines_src = source.read_text(encoding="utf-8").splitlines()
+    lines_src[3] = "a brand new sentence"
+    source.write_text("\n".join(lines_src) + "\n", encoding="utf-8")
+    redone.clear()
+    run_bench(config, make_translator=counting)
+    assert redone == ["wmt24/en-es/3"]
 
 
 def test_precedence_files_then_sets_then_full(tmp_path, corpus):
@@ -225,3 +246,11 @@ def test_stage_hash_covers_upstream(tmp_path):
     third.run("a", {"x": 2}, [], ["out"], work("a"))
     third.run("b", {}, ["a"], ["out"], work("b"))
     assert calls == ["a", "b", "a", "b", "b"]
+
+
+def test_two_runs_on_one_output_are_refused(tmp_path, corpus):
+    config = load_bench_config([_config(tmp_path, corpus)], output=tmp_path / "run")
+    busy = pytest.raises(ConfigError, match="another routelmt bench is running")
+    with pipeline._exclusive(tmp_path / "run"), busy:
+        run_bench(config)
+    assert run_bench(config).results["Large"]["n"] == 20  # free again afterwards
