@@ -597,10 +597,16 @@ def _router_args(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return args
 
 
+def _local_txt(dataset: Any) -> Path | None:
+    """The local WMT folder whose files may be edited in place; None for downloads (a
+    download is fixed by its URL, and its files appear only after the first run)."""
+    return None if getattr(dataset, "remote", False) else Path(getattr(dataset, "txt", ""))
+
+
 def _data_settings(dataset: Any, pairs: list[str], data: Mapping[str, Any]) -> dict[str, Any]:
     files = []
-    txt = Path(getattr(dataset, "txt", ""))
-    for pair in pairs:
+    txt = _local_txt(dataset)
+    for pair in pairs if txt is not None else ():
         rels = [f"sources/{pair}.txt", f"references/{pair}.{data['reference']}.txt"]
         rels += [f"documents/{pair}.docs"]
         for rel in rels:
@@ -610,6 +616,7 @@ def _data_settings(dataset: Any, pairs: list[str], data: Mapping[str, Any]) -> d
                 files.append([rel, stat.st_size, stat.st_mtime_ns])
     return {
         "root": str(getattr(dataset, "root", "")),
+        "url": getattr(dataset, "base_url", None) if txt is None else None,
         "pairs": pairs,
         "limit": data["limit"],
         "reference": data["reference"],
@@ -624,9 +631,8 @@ def _system_settings(spec: str, options: Mapping[str, Any], dataset: Any, pairs:
     if spec.endswith(".jsonl") and Path(spec).is_file():
         stat = Path(spec).stat()
         settings["file"] = [str(Path(spec).resolve()), stat.st_size, stat.st_mtime_ns]
-    elif system:  # recorded WMT outputs may be edited in place: key on their stat
-        txt = Path(getattr(dataset, "txt", ""))
-        for pair in pairs:
+    elif system and (txt := _local_txt(dataset)) is not None:
+        for pair in pairs:  # recorded WMT outputs may be edited in place: key on their stat
             path = txt / "system-outputs" / pair / f"{system}.txt"
             if path.is_file():
                 stat = path.stat()
