@@ -119,8 +119,10 @@ def test_errors_are_clear() -> None:
         guarded_allocation(GAIN, 1.5, guard_scores=GUARD, guard_threshold=1.0)
     bad = GUARD.copy()
     bad[2] = math.nan
-    with pytest.raises(InputError, match="finite"):
+    with pytest.raises(InputError, match="position 2"):
         guarded_allocation(GAIN, 0.3, guard_scores=bad, guard_threshold=1.0)
+    with pytest.raises(InputError, match="request 2; must be finite"):
+        guarded_allocation(GAIN, 0.3, guard_scores=lambda idx: bad[idx], guard_threshold=1.0)
     with pytest.raises(InputError, match="shape"):
         guarded_allocation(GAIN, 0.3, guard_scores=lambda idx: [1.0], guard_threshold=1.0)
     with pytest.raises(ConfigError, match="quantile"):

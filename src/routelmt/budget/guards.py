@@ -109,18 +109,19 @@ class GuardResult:
         }
 
 
-def _guard_values(values: Any, expected: int, name: str) -> np.ndarray:
+def _guard_values(values: Any, batch: np.ndarray) -> np.ndarray:
     arr = np.asarray(values, dtype=float)
-    if arr.shape != (expected,):
+    if arr.shape != batch.shape:
         raise InputError(
-            f"the guard returned shape {arr.shape} for {expected} candidates; expected "
-            f"({expected},)",
-            field=name,
+            f"the guard returned shape {arr.shape} for {batch.size} candidates; expected "
+            f"({batch.size},)",
+            field="guard_scores",
         )
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise InputError(
-            f"guard score {arr[bad[0]]} for candidate {int(bad[0])}; must be finite", field=name
+            f"guard score {arr[bad[0]]} for request {int(batch[bad[0]])}; must be finite",
+            field="guard_scores",
         )
     return arr
 
@@ -161,7 +162,7 @@ def guarded_allocation(
         fn: GuardFn = guard_scores
         table = None
     else:
-        table = np.asarray(guard_scores, dtype=float)
+        table = as_scores(guard_scores, "guard_scores")
         if table.shape != (n,):
             raise InputError(
                 f"guard_scores has shape {table.shape} but there are {n} gain scores; expected "
@@ -179,7 +180,7 @@ def guarded_allocation(
         batch = order[pos : pos + (k - accepted)]
         pos += batch.size
         started = time.perf_counter()
-        values = _guard_values(fn(batch), batch.size, "guard_scores")
+        values = _guard_values(fn(batch), batch)
         if table is None:
             seconds += time.perf_counter() - started
         veto = values >= tau
