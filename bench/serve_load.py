@@ -96,6 +96,15 @@ def _spawn(extra: list[str]) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"server {cmd} did not start")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 SENTENCES = [
     "The weather is nice today.",
     "Please send the report before Friday, and copy the whole team on the email.",
@@ -140,7 +149,7 @@ async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
 
     t0 = time.perf_counter()
     limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as c:
+    async with httpx.AsyncClient(timeout=600, limits=limits) as c:
         await asyncio.gather(*(client(c) for _ in range(clients)))
     wall = time.perf_counter() - t0
     health = httpx.get(url + "/health", timeout=5).json()
@@ -225,11 +234,9 @@ def main() -> None:
                     )
                     rows[label]["log_lines"] = Path(log).read_bytes().count(b"\n")
                 finally:
-                    front.terminate()
-                    front.wait(timeout=30)
+                    _stop(front)
     finally:
-        back.terminate()
-        back.wait(timeout=30)
+        _stop(back)
     micro = microbench_routing()
 
     keys = [
