@@ -654,6 +654,7 @@ def run_bench(
     config = copy.deepcopy(dict(config))
     begun = time.perf_counter()
     output = Path(config["output"] or Path("runs") / config["name"])
+    config["output"] = str(output)
     data_cfg = config["data"]
     if data_cfg["root"] is not None and not Path(data_cfg["root"]).exists():
         raise ConfigError(f"'data.root': folder not found: {data_cfg['root']}")
