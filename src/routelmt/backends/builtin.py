@@ -2,5 +2,6 @@
 
 from routelmt.backends import (
     hf,  # noqa: F401
+    openai,  # noqa: F401
     replay,  # noqa: F401
 )
