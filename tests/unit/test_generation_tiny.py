@@ -203,3 +203,50 @@ def test_registered_backend_loads_a_model_folder_lazily(tokenizer, segments, tmp
     assert tr._generator is None  # nothing loaded yet
     out = tr.translate(segments[:2])
     assert len(out) == 2 and tr.last_stats.generated_tokens <= 8
+
+
+class _HeadRouter:
+    """A feature router over the tiny model's layer 2 (score = first feature)."""
+
+    name = "head"
+    layer = 2
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(features)[:, 0].astype(float)
+
+    def score(self, batch):  # the generic path: features from a separate prefill
+        feats = compute_features(
+            self.model, self.tokenizer, self.template, batch, layers=[2], progress=False,
+            cache=False,
+        )  # fmt: skip
+        return self.score_features(feats.layers[2])
+
+
+def test_hybrid_translator_shares_the_prefill(model, tokenizer, segments):
+    from routelmt.backends.base import Translator
+    from routelmt.budget import BudgetSpec, Pacer
+    from routelmt.hybrid import HybridTranslator
+
+    class Large(Translator):  # marks its outputs
+        name = "large"
+
+        def translate(self, segs):
+            return [f"LARGE {s.id}" for s in segs]
+
+    router = _HeadRouter()
+    fast_small = _translator(model, tokenizer)
+    router.model, router.tokenizer, router.template = model, tokenizer, fast_small.template
+    pacer = Pacer(BudgetSpec(share=0.4), warmup=2)
+    fast = HybridTranslator(fast_small, Large(), router, pacer)
+    assert fast.shared_prefill
+    slow = HybridTranslator(
+        _translator(model, tokenizer), Large(), router, Pacer(BudgetSpec(share=0.4), warmup=2),
+        shared_prefill=False,
+    )  # fmt: skip
+    a, b = fast.translate(segments), slow.translate(segments)
+    assert [r.tier for r in a] == [r.tier for r in b]
+    assert "small" in {r.tier for r in a}  # some rows continue from the shared prefill
+    assert [r.score for r in a] == pytest.approx([r.score for r in b], abs=1e-6)
+    assert [r.translation for r in a] == [r.translation for r in b]
+    plain = fast_small.translate(segments)
+    assert all(r.translation == plain[i] for i, r in enumerate(a) if r.tier == "small")
