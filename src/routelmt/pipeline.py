@@ -199,9 +199,25 @@ def parse_set(item: str) -> dict[str, Any]:
     return out
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs/ folder that ships with the source tree: name -> path."""
+    folder = Path(__file__).resolve().parents[2] / "configs"
+    found = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    return {p.stem: p for p in found if p.stem != "serve"}  # serve.yaml configures the server
+
+
+def _resolve_config(path: Path) -> Path:
+    """A file path, or the bare name of a shipped config (``default``, ``in-model``, ...)."""
+    if path.is_file() or path.suffix or len(path.parts) != 1:
+        return path
+    return shipped_configs().get(str(path), path)
+
+
 def _read_yaml(path: Path) -> Mapping[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        shipped = ", ".join(shipped_configs())
+        hint = f" (or a shipped config by name: {shipped})" if shipped else ""
+        raise ConfigError(f"config file not found: {path}{hint}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -223,8 +239,9 @@ def load_bench_config(
     """Defaults <- each file in order <- each ``--set`` in order <- ``--full`` / ``--output``."""
     config = copy.deepcopy(DEFAULTS)
     sources = []
-    for path in paths:
-        _merge(config, _read_yaml(Path(path)), str(path))
+    for given in paths:
+        path = _resolve_config(Path(given))
+        _merge(config, _read_yaml(path), str(path))
         sources.append(str(path))
     for item in sets:
         _merge(config, parse_set(item), f"--set {item}")

@@ -171,6 +171,14 @@ def test_changed_data_recomputes_but_salvages_translations(tmp_path, corpus):
     assert redone == ["wmt24/en-es/3"]
 
 
+def test_shipped_configs_load_by_name():
+    assert load_bench_config(["default"])["data"]["limit"] > 0
+    assert load_bench_config(["default"], full=True)["data"]["limit"] is None
+    in_model = load_bench_config(["in-model"])
+    assert in_model["small"].startswith("hf:") and len(in_model["large"]) == 2
+    assert load_bench_config(["paper-table"])["data"]["pairs"] == "all"
+
+
 def test_precedence_files_then_sets_then_full(tmp_path, corpus):
     base = _config(tmp_path, corpus)
     over = tmp_path / "over.yaml"
@@ -207,6 +215,8 @@ def test_missing_files_are_clear_errors(tmp_path, corpus, capsys):
     missing = tmp_path / "nope.yaml"
     assert main(["bench", str(missing)]) == 2
     assert f"config file not found: {missing}" in capsys.readouterr().err
+    assert main(["bench", "nosuch"]) == 2
+    assert "shipped config by name: default, in-model, paper-table" in capsys.readouterr().err
 
     config = _config(tmp_path, corpus)
     gone = tmp_path / "gone"

@@ -17,7 +17,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "translation per segment. Precedence, lowest first: built-in defaults, CONFIG, each "
         "--config in order, each --set in order, then --full and --output.",
     )
-    parser.add_argument("config", type=Path, help="YAML config, e.g. configs/default.yaml")
+    parser.add_argument(
+        "config",
+        type=Path,
+        help="YAML config, or a shipped one by name: default, in-model, paper-table",
+    )
     parser.add_argument(
         "--config",
         dest="more_configs",
