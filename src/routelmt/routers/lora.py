@@ -1,0 +1,631 @@
+"""RouteLMT, paper-faithful mode: LoRA on the small model trained jointly with the gain head.
+
+The router adapts the small translator S with LoRA (rank 8, alpha 32, every linear layer of the
+decoder blocks) and fits a linear head on the last-prompt-token hidden state of one layer, with
+MSE on the z-scored gain (method.md section 2). Only the prefill up to that layer runs, in
+training as in scoring: no LM head, and the blocks above the layer are not even copied.
+
+The base model is never touched. ``cached_causal_lm`` shares one model per process (the feature
+extractor, the probe and the translator all use it), so the router owns a private copy of the
+blocks it needs (embedding weights are shared read-only, without gradients) and injects the
+adapter there. Consequence for serving: the routing prefill runs on *adapted* weights, so it
+cannot be the first step of the small model's translation the way the probe's prefill is; a
+request kept on S needs a second, base-weight prefill before decoding. ``bench/probe_vs_lora.py``
+measures that cost per segment.
+
+``max_length`` keeps the *end* of over-long prompts (left truncation): the state of the last
+prompt token is what the head reads, and the end holds the source and the target-language cue,
+whereas the cut part is the header and the few-shot examples.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routelmt.errors import ConfigError, InputError
+from routelmt.records import ScoredExample, Segment
+from routelmt.routers.base import ROUTERS, Router
+from routelmt.storage import atomic_open, read_json, stable_hash, write_json
+
+log = logging.getLogger(__name__)
+
+ROUTER_CONFIG = "router.json"
+WEIGHTS_FILE = "lora.safetensors"
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "gemma3-270m"
+TARGETS = ("gain", "q_small")
+
+
+def _segment(item: Segment | ScoredExample) -> Segment:
+    return item.segment if isinstance(item, ScoredExample) else item
+
+
+def subsample_by_group(
+    examples: Sequence[ScoredExample], max_n: int | None, seed: int = 0
+) -> list[ScoredExample]:
+    """``max_n`` examples taken group by group in a seeded random order (only the last group
+    drawn may be cut), so a CPU-sized subset still spans many sources; input order is kept."""
+    if max_n is None or max_n >= len(examples):
+        return list(examples)
+    if max_n < 1:
+        raise ConfigError(f"max_train must be positive, got {max_n}")
+    groups = sorted({ex.segment.group for ex in examples})
+    order = np.random.default_rng(seed).permutation(len(groups))
+    members: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        members.setdefault(ex.segment.group, []).append(i)
+    chosen: list[int] = []
+    for g in order:
+        if len(chosen) >= max_n:
+            break
+        chosen.extend(members[groups[g]])
+    return [examples[i] for i in sorted(chosen[:max_n])]
+
+
+class _AdaptedBody:
+    """A private copy of the decoder blocks 1..layer of the base model, with LoRA injected.
+
+    Embedding weights are shared with the base model as gradient-free views of the same storage
+    (they are the bulk of a small model's parameters); everything the adapter touches is copied.
+    """
+
+    def __init__(
+        self, model: Any, layer: int, rank: int, alpha: float, dropout: float, seed: int
+    ) -> None:
+        import torch
+        from peft import LoraConfig, inject_adapter_in_model
+
+        from routelmt.features import _decoder
+
+        base_body = _decoder(model)
+        blocks = base_body.layers
+        memo: dict[int, Any] = {}
+        for index in range(layer, len(blocks)):  # blocks above the layer: not copied, dropped
+            memo[id(blocks[index])] = blocks[index]
+        embed = (
+            base_body.get_input_embeddings() if hasattr(base_body, "get_input_embeddings") else None
+        )
+        if embed is not None:
+            for param in embed.parameters(recurse=True):
+                memo[id(param)] = torch.nn.Parameter(param.detach(), requires_grad=False)
+        body = copy.deepcopy(base_body, memo)
+        body.layers = torch.nn.ModuleList(list(body.layers)[:layer])
+        for param in body.parameters():
+            param.requires_grad_(False)
+        names = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, module in body.layers.named_modules()
+                if isinstance(module, torch.nn.Linear)
+            }
+        )
+        if not names:
+            raise ConfigError(f"no linear layers found in the decoder blocks of {type(model)}")
+        config = LoraConfig(
+            r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=names, bias="none"
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            body = inject_adapter_in_model(config, body)
+        self.body = body
+        self.layer = layer
+        self.num_layers = len(blocks)
+        self.target_modules = names
+
+    def lora_parameters(self) -> dict[str, Any]:
+        return {n: p for n, p in self.body.named_parameters() if "lora_" in n}
+
+    def forward(self, input_ids: Any, attention_mask: Any, pooling: str) -> Any:
+        """Pooled hidden state of ``self.layer`` ([batch, hidden] float32), with autograd."""
+        from routelmt.features import _pool
+
+        captured: dict[str, Any] = {}
+        handle = None
+        if self.layer < self.num_layers:  # intermediate layer: the block output, before the norm
+
+            def hook(_module: Any, _args: Any, output: Any) -> None:
+                captured["h"] = output[0] if isinstance(output, tuple | list) else output
+
+            handle = self.body.layers[self.layer - 1].register_forward_hook(hook)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        try:
+            out = self.body(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+            )
+        finally:
+            if handle is not None:
+                handle.remove()
+        hidden = captured["h"] if handle is not None else out.last_hidden_state
+        return _pool(hidden, attention_mask, pooling) if pooling == "mean" else hidden[:, -1, :]
+
+
+class RouteLMTLoRARouter(Router):
+    """RouteLMT with LoRA (rank 8, alpha 32, all block linears) + linear head, MSE on the gain.
+
+    ``layer``: the hidden state read by the head (1..L, negative from the end; -1 = the last
+    layer after the final norm). ``steps`` fixes the number of optimiser steps; otherwise
+    ``epochs`` passes over the (``max_train``-subsampled) training set. ``lm`` passes an already
+    loaded ``(model, tokenizer)`` instead of loading ``model`` (tests, custom models).
+    """
+
+    name = "routelmt-lora"
+    trainable = True
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        template: str | None = None,
+        layer: int | str = -1,
+        pooling: str = "last",
+        *,
+        target: str = "gain",
+        rank: int = 8,
+        alpha: float = 32.0,
+        dropout: float = 0.05,
+        lr: float = 1e-4,
+        head_lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        batch_size: int = 8,
+        epochs: int = 1,
+        steps: int | None = None,
+        max_train: int | None = None,
+        max_length: int = 512,
+        grad_clip: float = 1.0,
+        seed: int = 0,
+        dtype: str = "float32",
+        score_batch_size: int = 8,
+        progress: bool = True,
+        lm: tuple[Any, Any] | None = None,
+    ) -> None:
+        if pooling not in ("last", "mean"):
+            raise ConfigError(f"unknown pooling '{pooling}'; expected last or mean")
+        if target not in TARGETS:
+            raise ConfigError(f"unknown target '{target}'; expected one of {', '.join(TARGETS)}")
+        try:
+            layer = int(layer)
+        except (TypeError, ValueError):
+            raise ConfigError(f"layer must be an integer (e.g. -1 = last), got '{layer}'") from None
+        for what, value in (
+            ("rank", rank),
+            ("batch_size", batch_size),
+            ("epochs", epochs),
+            ("max_length", max_length),
+            ("score_batch_size", score_batch_size),
+        ):
+            if int(value) < 1:
+                raise ConfigError(f"{what} must be at least 1, got {value}")
+        if steps is not None and int(steps) < 1:
+            raise ConfigError(f"steps must be at least 1, got {steps}")
+        self.model_spec = model
+        self.template_name = template
+        self.layer_setting = layer
+        self.pooling = pooling
+        self.target = target
+        self.rank, self.alpha, self.dropout = int(rank), float(alpha), float(dropout)
+        self.lr, self.head_lr, self.weight_decay = float(lr), float(head_lr), float(weight_decay)
+        self.batch_size, self.epochs = int(batch_size), int(epochs)
+        self.steps = None if steps is None else int(steps)
+        self.max_train = None if max_train is None else int(max_train)
+        self.max_length, self.grad_clip = int(max_length), float(grad_clip)
+        self.seed, self.dtype = int(seed), dtype
+        self.score_batch_size = int(score_batch_size)
+        self.progress = progress
+        self._lm = lm
+        self._loaded: tuple[Any, Any, str, Any] | None = None
+        self._adapted: _AdaptedBody | None = None
+        self._head: Any = None
+        self.layer: int | None = None
+        self.feature_mean: np.ndarray | None = None
+        self.feature_std: np.ndarray | None = None
+        self.target_mean = 0.0
+        self.target_std = 1.0
+        self.metric: str | None = None
+        self.train_hash: str | None = None
+        self.train_info: dict[str, Any] = {}
+
+    # --- model, template, identity -------------------------------------------------------------
+
+    def _load(self) -> tuple[Any, Any, str, Any]:
+        if self._loaded is None:
+            from routelmt.prompts import resolve_template
+
+            if self._lm is not None:
+                model, tokenizer = self._lm
+                identity = getattr(model, "routelmt_identity", None) or type(model).__name__
+            else:
+                from routelmt.backends.hf import cached_causal_lm
+
+                model, tokenizer, info = cached_causal_lm(self.model_spec, self.dtype)
+                identity = info.identity
+            self._loaded = (
+                model,
+                tokenizer,
+                identity,
+                resolve_template(self.template_name, tokenizer),
+            )
+        return self._loaded
+
+    def describe(self) -> dict[str, Any]:
+        """What a saved artifact must match to be valid with the loaded model and prompt."""
+        _model, _tok, identity, template = self._load()
+        return {
+            "model": identity,
+            "model_spec": self.model_spec,
+            "template": template.name,
+            "template_fingerprint": template.fingerprint(),
+            "pooling": self.pooling,
+            "dtype": self.dtype,
+        }
+
+    def _resolve_layer(self) -> int:
+        from routelmt.features import num_layers_of
+
+        n = num_layers_of(self._load()[0])
+        layer = self.layer_setting if self.layer_setting >= 0 else n + 1 + self.layer_setting
+        if not 1 <= layer <= n:
+            raise ConfigError(
+                f"layer {self.layer_setting} out of range for LoRA routing: expected 1..{n} or "
+                f"-{n}..-1 (layer 0, the embedding output, has no adapted block before it)"
+            )
+        return layer
+
+    def _build(self, layer: int) -> None:
+        import torch
+
+        model = self._load()[0]
+        self.layer = layer
+        self._adapted = _AdaptedBody(model, layer, self.rank, self.alpha, self.dropout, self.seed)
+        hidden = int(model.config.get_text_config().hidden_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 1)
+            self._head = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self._head.weight)
+        torch.nn.init.zeros_(self._head.bias)
+
+    def _encode(self, items: Sequence[Segment | ScoredExample]) -> list[list[int]]:
+        from routelmt.prompts import encode_prompts
+
+        _model, tokenizer, _identity, template = self._load()
+        encoded = encode_prompts(template, [_segment(i) for i in items], tokenizer)
+        return [ids[-self.max_length :] for ids in encoded]  # keep the end: see module docstring
+
+    def _features(self, batch_ids: Sequence[Sequence[int]]) -> Any:
+        """Standardised pooled states of the adapted prefill for one batch (with autograd)."""
+        import torch
+
+        from routelmt.features import _pad_left
+
+        assert self._adapted is not None and self.feature_mean is not None
+        tokenizer = self._load()[1]
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        input_ids, mask = _pad_left(batch_ids, pad_id)
+        pooled = self._adapted.forward(input_ids, mask, self.pooling).float()
+        mean = torch.as_tensor(self.feature_mean, dtype=torch.float32)
+        std = torch.as_tensor(self.feature_std, dtype=torch.float32)
+        return (pooled - mean) / std
+
+    # --- training ------------------------------------------------------------------------------
+
+    def _batches(self, lengths: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
+        """Shuffled batches of similar lengths (less padding): sort within chunks of 16 batches."""
+        order = rng.permutation(len(lengths))
+        chunk = self.batch_size * 16
+        batches: list[np.ndarray] = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[np.argsort([-lengths[i] for i in part], kind="stable")]
+            batches.extend(
+                part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)
+            )
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def fit(self, train: Sequence[ScoredExample]) -> RouteLMTLoRARouter:
+        import torch
+
+        if not train:
+            raise InputError(f"{self.name}: no training examples")
+        started = time.perf_counter()
+        chosen = subsample_by_group(train, self.max_train, self.seed)
+        y = np.asarray(
+            [ex.gain if self.target == "gain" else ex.q_small for ex in chosen], dtype=np.float64
+        )
+        if not np.all(np.isfinite(y)):
+            raise InputError(f"{self.name}: training targets contain NaN or infinite values")
+        self.target_mean = float(y.mean())
+        self.target_std = float(y.std()) if y.std() > 1e-12 else 1.0
+        z = torch.as_tensor((y - self.target_mean) / self.target_std, dtype=torch.float32)
+        self._build(self._resolve_layer())
+        assert self._adapted is not None
+        encoded = self._encode(chosen)
+        lengths = [len(ids) for ids in encoded]
+        rng = np.random.default_rng(self.seed)
+        self._set_feature_stats(encoded, rng)
+
+        per_epoch = math.ceil(len(chosen) / self.batch_size)
+        total = self.steps if self.steps is not None else per_epoch * self.epochs
+        lora_params = list(self._adapted.lora_parameters().values())
+        for param in lora_params:
+            param.requires_grad_(True)
+        optimiser = torch.optim.AdamW(
+            [
+                {"params": lora_params, "lr": self.lr},
+                {"params": list(self._head.parameters()), "lr": self.head_lr},
+            ],
+            weight_decay=self.weight_decay,
+        )
+        trainable = lora_params + list(self._head.parameters())
+        losses: list[float] = []
+        bar = self._bar(total)
+        self._adapted.body.train()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed + 2)  # LoRA dropout
+                step = 0
+                while step < total:
+                    for rows in self._batches(lengths, rng):
+                        if step >= total:
+                            break
+                        feats = self._features([encoded[i] for i in rows])
+                        pred = self._head(feats).squeeze(-1)
+                        loss = torch.nn.functional.mse_loss(pred, z[rows])
+                        optimiser.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if self.grad_clip > 0:
+                            torch.nn.utils.clip_grad_norm_(trainable, self.grad_clip)
+                        optimiser.step()
+                        losses.append(float(loss.detach()))
+                        step += 1
+                        if bar is not None:
+                            bar.update(1)
+                            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        finally:
+            self._adapted.body.eval()
+            for param in lora_params:
+                param.requires_grad_(False)
+            if bar is not None:
+                bar.close()
+        self.metric = chosen[0].metric
+        self.train_hash = stable_hash([(ex.id, round(float(v), 6)) for ex, v in zip(chosen, y)])
+        self.train_info = {
+            "n_train": len(chosen),
+            "n_given": len(train),
+            "steps": len(losses),
+            "seconds": round(time.perf_counter() - started, 2),
+            "loss_first": losses[0] if losses else None,
+            "loss_last20": float(np.mean(losses[-20:])) if losses else None,
+        }
+        self.losses = losses
+        log.info(
+            "%s: layer %d, %d steps on %d examples in %.1fs (loss %.3f -> %.3f)",
+            self.name,
+            self.layer,
+            len(losses),
+            len(chosen),
+            self.train_info["seconds"],
+            losses[0] if losses else math.nan,
+            self.train_info["loss_last20"] or math.nan,
+        )
+        return self
+
+    def _set_feature_stats(
+        self, encoded: Sequence[Sequence[int]], rng: np.random.Generator
+    ) -> None:
+        """Feature mean/std from up to 64 training prompts under the initial (identity) adapter,
+        so the head sees standardised inputs and one learning rate suits every model."""
+        sample = rng.permutation(len(encoded))[:64]
+        self.feature_mean = np.zeros(1, dtype=np.float32)
+        self.feature_std = np.ones(1, dtype=np.float32)
+        pooled = self._predict_raw([encoded[i] for i in sample], standardise=False)
+        self.feature_mean = pooled.mean(0).astype(np.float32)
+        std = pooled.std(0)
+        std[std < 1e-6] = 1.0
+        self.feature_std = std.astype(np.float32)
+
+    # --- scoring -------------------------------------------------------------------------------
+
+    def _predict_raw(
+        self, encoded: Sequence[Sequence[int]], *, standardise: bool = True
+    ) -> np.ndarray:
+        """Head outputs (z units), or the pooled features themselves when ``standardise=False``."""
+        import torch
+
+        assert self._adapted is not None
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        out: np.ndarray | None = None
+        self._adapted.body.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), self.score_batch_size):
+                rows = order[start : start + self.score_batch_size]
+                feats = self._features([encoded[i] for i in rows])
+                values = (self._head(feats).squeeze(-1) if standardise else feats).numpy()
+                if out is None:
+                    out = np.zeros((len(encoded),) + values.shape[1:], dtype=np.float64)
+                out[np.asarray(rows)] = values
+        return out if out is not None else np.zeros(0)
+
+    def predict(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
+        """Predicted gain (or q_small for ``target='q_small'``) in the target's own units."""
+        if self._adapted is None or self._head is None:
+            raise ConfigError(f"router '{self.name}' is not trained; call fit() or load() first")
+        if not batch:
+            return np.zeros(0)
+        z = self._predict_raw(self._encode(batch))
+        return z * self.target_std + self.target_mean
+
+    def score(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
+        predicted = self.predict(batch)
+        return predicted if self.target == "gain" else -predicted
+
+    def _bar(self, total: int) -> Any:
+        if not self.progress:
+            return None
+        from routelmt.progress import bar
+
+        return bar(desc=f"{self.name} training", total=total, unit="step")
+
+    # --- artifacts -----------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        assert self._adapted is not None
+        return {
+            "router": self.name,
+            "format_version": FORMAT_VERSION,
+            "mode": "lora",
+            "target": self.target,
+            "layer": self.layer,
+            "layer_setting": self.layer_setting,
+            "lora": {
+                "rank": self.rank,
+                "alpha": self.alpha,
+                "dropout": self.dropout,
+                "target_modules": self._adapted.target_modules,
+            },
+            "training": {
+                "lr": self.lr,
+                "head_lr": self.head_lr,
+                "weight_decay": self.weight_decay,
+                "batch_size": self.batch_size,
+                "epochs": self.epochs,
+                "steps": self.steps,
+                "max_train": self.max_train,
+                "grad_clip": self.grad_clip,
+                "seed": self.seed,
+                **self.train_info,
+            },
+            "max_length": self.max_length,
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+            "metric": self.metric,
+            "training_data_hash": self.train_hash,
+            **self.describe(),
+        }
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """``lora.safetensors`` (adapter, head, feature statistics) + ``router.json``."""
+        import torch
+        from safetensors.torch import save
+
+        if self._adapted is None or self._head is None:
+            raise ConfigError(f"cannot save router '{self.name}': it is not trained")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            f"lora.{name}": p.detach().contiguous().clone()
+            for name, p in self._adapted.lora_parameters().items()
+        }
+        tensors["head.weight"] = self._head.weight.detach().clone()
+        tensors["head.bias"] = self._head.bias.detach().clone()
+        tensors["feature_mean"] = torch.as_tensor(self.feature_mean)
+        tensors["feature_std"] = torch.as_tensor(self.feature_std)
+        with atomic_open(directory / WEIGHTS_FILE, "wb") as handle:
+            handle.write(save(tensors))
+        write_json(directory / ROUTER_CONFIG, self.config())
+        return directory
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        model: str | None = None,
+        template: str | None = None,
+        lm: tuple[Any, Any] | None = None,
+        progress: bool = True,
+    ) -> RouteLMTLoRARouter:
+        """Load an artifact; refuses a model or prompt template other than the trained one."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        where = str(directory / ROUTER_CONFIG)
+        config = read_json(directory / ROUTER_CONFIG)
+        if not isinstance(config, dict) or config.get("mode") != "lora":
+            raise InputError(
+                "not a RouteLMT LoRA router artifact (expected mode 'lora')", path=where
+            )
+        if config.get("format_version") != FORMAT_VERSION:
+            raise InputError(
+                f"unsupported format_version {config.get('format_version')!r}; this routelmt "
+                f"reads version {FORMAT_VERSION}",
+                path=where,
+            )
+        lora, training = config["lora"], config["training"]
+        router = cls(
+            model=model or config["model_spec"],
+            template=template or config["template"],
+            layer=config["layer"],
+            pooling=config["pooling"],
+            target=config["target"],
+            rank=lora["rank"],
+            alpha=lora["alpha"],
+            dropout=lora["dropout"],
+            max_length=config["max_length"],
+            seed=training.get("seed", 0),
+            dtype=config.get("dtype", "float32"),
+            progress=progress,
+            lm=lm,
+        )
+        have = router.describe()
+        for key in ("model", "template_fingerprint", "pooling"):
+            if have[key] != config[key]:
+                raise ConfigError(
+                    f"router artifact {directory} was trained with {key} {config[key]!r} but the "
+                    f"loaded small model/prompt gives {have[key]!r}; retrain it for this "
+                    "model/prompt"
+                )
+        weights = directory / WEIGHTS_FILE
+        if not weights.exists():
+            raise InputError("file not found", path=str(weights))
+        try:
+            tensors = load_file(str(weights))
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"unreadable safetensors file ({exc})", path=str(weights)) from None
+        router._build(int(config["layer"]))
+        assert router._adapted is not None
+        params = router._adapted.lora_parameters()
+        missing = [n for n in params if f"lora.{n}" not in tensors]
+        missing += [
+            n
+            for n in ("head.weight", "head.bias", "feature_mean", "feature_std")
+            if n not in tensors
+        ]
+        if missing:
+            raise InputError(
+                f"missing tensors {missing[:5]} ({len(missing)} in all)", path=str(weights)
+            )
+        try:
+            for name, param in params.items():
+                param.data.copy_(tensors[f"lora.{name}"])
+            router._head.weight.data.copy_(tensors["head.weight"])
+            router._head.bias.data.copy_(tensors["head.bias"])
+        except RuntimeError as exc:
+            raise InputError(
+                f"tensor shapes do not fit the model ({exc})", path=str(weights)
+            ) from None
+        router.feature_mean = tensors["feature_mean"].numpy()
+        router.feature_std = tensors["feature_std"].numpy()
+        router.target_mean = float(config["target_mean"])
+        router.target_std = float(config["target_std"])
+        router.metric = config.get("metric")
+        router.train_hash = config.get("training_data_hash")
+        router.train_info = {
+            k: training[k]
+            for k in ("n_train", "n_given", "steps", "seconds", "loss_first", "loss_last20")
+            if k in training
+        }
+        return router
+
+
+ROUTERS.register("routelmt-lora")(RouteLMTLoRARouter)

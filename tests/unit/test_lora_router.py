@@ -1,0 +1,182 @@
+"""The LoRA mode of RouteLMT on a tiny random 2-layer model (seconds, no real weights)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from routelmt.errors import ConfigError  # noqa: E402
+from routelmt.records import ScoredExample, Segment  # noqa: E402
+from routelmt.routers.base import get_router  # noqa: E402
+from routelmt.routers.lora import RouteLMTLoRARouter, subsample_by_group  # noqa: E402
+
+WORDS = ["alpha", "beta", "gamma", "delta", "river", "city", "house", "green", "quick", "slow"]
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3}
+    for char in sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:.,;!?- \n")):
+        vocab[char] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
+
+
+def _tiny_model(kind: str = "llama", identity: str = "tiny@test"):
+    torch.manual_seed(0)
+    common = dict(
+        vocab_size=80,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    if kind == "llama":
+        config = transformers.LlamaConfig(**common)
+    else:
+        config = transformers.Gemma3TextConfig(
+            **common, head_dim=8, sliding_window=16, query_pre_attn_scalar=8
+        )
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    model.routelmt_identity = identity
+    return model
+
+
+def _examples(n: int = 48, seed: int = 0) -> list[ScoredExample]:
+    """Gain = 10 x (number of words) + noise: learnable from the prompt, different per source."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        k = int(rng.integers(1, 7))
+        source = " ".join(rng.choice(WORDS, size=k))
+        gain = 10.0 * k + rng.normal(0, 1)
+        segment = Segment(id=f"s{i}", direction="en-de", source=source, source_id=f"g{i // 2}")
+        out.append(ScoredExample(segment, "S", "L", "x", "y", "chrf", 50.0, 50.0 + gain))
+    return out
+
+
+def _router(lm, **kwargs) -> RouteLMTLoRARouter:
+    settings = dict(template="zeroshot", lm=lm, progress=False, seed=0, batch_size=8)
+    settings.update(kwargs)
+    return RouteLMTLoRARouter(**settings)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: one thread is ~10x faster than two when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma3"])
+def lm(request):
+    return _tiny_model(request.param), _tokenizer()
+
+
+def _base_states(model, tokenizer, texts):
+    enc = tokenizer(texts[:3], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return [h.clone() for h in model(**enc, output_hidden_states=True).hidden_states]
+
+
+def test_training_reduces_error_and_leaves_base_model_unchanged(lm):
+    model, tokenizer = lm
+    examples = _examples()
+    texts = [ex.segment.source for ex in examples]
+    before = _base_states(model, tokenizer, texts)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    router = _router(lm, lr=1e-3, head_lr=1e-2, steps=60, dropout=0.0)
+    gains = np.asarray([ex.gain for ex in examples])
+    untrained_mse = np.mean((gains.mean() - gains) ** 2)  # a zero head predicts the mean
+    router.fit(examples)
+    mse = np.mean((router.predict(examples) - gains) ** 2)
+    assert mse < 0.5 * untrained_mse
+    assert np.mean(router.losses[-10:]) < np.mean(router.losses[:10])
+    lora_b = [p for n, p in router._adapted.lora_parameters().items() if "lora_B" in n]
+    assert lora_b and all(float(p.abs().sum()) > 0 for p in lora_b)  # the adapter learnt too
+
+    after = _base_states(model, tokenizer, texts)
+    for a, b in zip(before, after):
+        assert torch.equal(a, b)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    for name, param in model.named_parameters():
+        assert torch.equal(param, params[name]), name
+    assert not any("lora" in n for n, _ in model.named_modules())
+
+
+def test_save_load_round_trip_identical_scores(lm, tmp_path):
+    examples = _examples(24)
+    router = _router(lm, steps=3, layer=1, pooling="mean").fit(examples)
+    scores = router.score(examples)
+    router.save(tmp_path / "r")
+    config = json.loads((tmp_path / "r" / "router.json").read_text())
+    assert config["model"] == "tiny@test" and config["layer"] == 1
+    assert config["lora"]["rank"] == 8 and config["lora"]["alpha"] == 32
+    assert set(config["lora"]["target_modules"]) >= {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert set(config["lora"]["target_modules"]) >= {"gate_proj", "up_proj", "down_proj"}
+    loaded = RouteLMTLoRARouter.load(tmp_path / "r", lm=lm, progress=False)
+    np.testing.assert_array_equal(loaded.score(examples), scores)
+    assert loaded.train_hash == router.train_hash
+
+
+def test_load_refuses_other_template_or_model(lm, tmp_path):
+    router = _router(lm, steps=1).fit(_examples(16))
+    router.save(tmp_path / "r")
+    with pytest.raises(ConfigError, match="template_fingerprint"):
+        RouteLMTLoRARouter.load(tmp_path / "r", lm=lm, template="fewshot")
+    other = (_tiny_model(identity="other@test"), lm[1])
+    with pytest.raises(ConfigError, match="model"):
+        RouteLMTLoRARouter.load(tmp_path / "r", lm=other)
+
+
+def test_q_small_target_scores_low_quality_first(lm):
+    examples = _examples(16)
+    router = _router(lm, steps=2, target="q_small").fit(examples)
+    np.testing.assert_allclose(router.score(examples), -router.predict(examples))
+
+
+def test_bad_settings_and_untrained(lm):
+    with pytest.raises(ConfigError, match="layer"):
+        _router(lm, layer=0).fit(_examples(8))
+    with pytest.raises(ConfigError, match="layer"):
+        _router(lm, layer=5).fit(_examples(8))
+    with pytest.raises(ConfigError, match="not trained"):
+        _router(lm).score(_examples(2))
+    with pytest.raises(ConfigError, match="pooling"):
+        _router(lm, pooling="max")
+
+
+def test_registered_and_subsample_keeps_groups():
+    assert isinstance(get_router("routelmt-lora", lm=(None, None)), RouteLMTLoRARouter)
+    examples = _examples(40)
+    picked = subsample_by_group(examples, 11, seed=3)
+    assert len(picked) == 11
+    assert picked == subsample_by_group(examples, 11, seed=3)
+    assert len(subsample_by_group(examples, 100)) == 40
+
+
+def test_long_prompts_keep_their_end(lm):
+    router = _router(lm, max_length=5)
+    ids = router._encode([Segment(id="a", direction="en-de", source="alpha beta gamma")])[0]
+    full = _router(lm)._encode([Segment(id="a", direction="en-de", source="alpha beta gamma")])[0]
+    assert ids == full[-5:]
