@@ -21,6 +21,9 @@ COMMANDS: list[str] = [
     "featurize",
     "train",
     "calibrate",
+    "translate",
+    "bench",
+    "serve",
 ]
 
 log = logging.getLogger("routelmt")

@@ -221,7 +221,7 @@ def _hooked_forward(
                     handles.append(blocks[index - 1].register_forward_hook(make_hook(index)))
         with torch.inference_mode():
             try:
-                output = body(**forward_kwargs, past_key_values=cache, use_cache=cache is not None)
+                output = body(**forward_kwargs, cache=cache, use_cache=cache is not None)
             except _EarlyExit:
                 output = None
                 stopped = True

@@ -37,9 +37,8 @@ def _standardise_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _ridge_path(Xs: np.ndarray, yc: np.ndarray, alphas: Sequence[float]) -> np.ndarray:
     """Coefficients for every alpha at once from one decomposition.
 
-    Tall data (n > d, e.g. thousands of segments x 640 hidden units) uses the eigendecomposition
-    of the d x d Gram matrix, several times faster than a thin SVD of X; wide data uses the SVD:
-    w = V diag(s / (s^2 + a)) U^T y, which is the same solution.
+    An eigendecomposition of the smaller Gram matrix (d x d for tall data, n x n for wide) is
+    several times faster than a thin SVD of X and gives the same ridge solutions.
     """
     alphas_arr = np.asarray(alphas, dtype=np.float64)
     n, d = Xs.shape
@@ -49,10 +48,12 @@ def _ridge_path(Xs: np.ndarray, yc: np.ndarray, alphas: Sequence[float]) -> np.n
         vty = V.T @ (Xs.T @ yc)
         factors = 1.0 / (eigvals[None, :] + alphas_arr[:, None])  # (n_alphas, d)
         return (factors * vty[None, :]) @ V.T
-    U, s, Vt = np.linalg.svd(Xs, full_matrices=False)
+    # Wide data: the same solution from the n x n kernel, w = X^T (X X^T + a I)^-1 y.
+    eigvals, U = np.linalg.eigh(Xs @ Xs.T)
+    eigvals = np.clip(eigvals, 0.0, None)
     uty = U.T @ yc
-    factors = s[None, :] / (s[None, :] ** 2 + alphas_arr[:, None])  # (n_alphas, rank)
-    return (factors * uty[None, :]) @ Vt  # (n_alphas, n_features)
+    factors = 1.0 / (eigvals[None, :] + alphas_arr[:, None])  # (n_alphas, n)
+    return ((factors * uty[None, :]) @ U.T) @ Xs  # (n_alphas, n_features)
 
 
 def _as_matrix(X: np.ndarray, what: str = "X") -> np.ndarray:

@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from routelmt.commands.evaluate import _summary, _table
+    from routelmt.evaluation.report import summary, summary_table
     from routelmt.pipeline import load_bench_config, run_bench
 
     config = load_bench_config(
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                 {"stage": r.name, "status": r.status, "seconds": round(r.seconds, 3)}
                 for r in result.stages
             ],
-            "results": {large: _summary(res) for large, res in result.results.items()},
+            "results": {large: summary(res) for large, res in result.results.items()},
         }
         print(json.dumps(summary, indent=2))
         return 0
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(result.stages)} stages, {ran} ran, total {result.seconds:.1f}s")
     for large, res in result.results.items():
         print(f"\nsmall = {config['small']}, large = {large}")
-        print(_table(res))
+        print(summary_table(res))
         if large in result.reports:
             print(f"report: {result.reports[large]}")
     print(f"\nconfig: {Path(result.output) / 'report' / 'config.yaml'}")

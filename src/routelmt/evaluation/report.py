@@ -182,3 +182,40 @@ def write_report(
     with atomic_open(paths["report"]) as handle:
         handle.write(render_markdown(result, figures))
     return paths
+
+
+def summary(result: dict) -> dict:
+    """The headline numbers per router at each budget (what the CLI prints with ``--json``)."""
+    out: dict = {"n": result["n"], "metric": result["metric"], "routers": {}}
+    for name, router in result["routers"].items():
+        row = {"spearman": router["spearman"]["value"], "apgr": router["apgr"]["value"]}
+        for key, cell in router["budgets"].items():
+            row[f"p={key}"] = {metric: cell[metric]["value"] for metric in BUDGET_METRICS}
+        out["routers"][name] = row
+    return out
+
+
+BUDGET_METRICS = ("hit_rate", "mean_delta", "hybrid_quality", "severe_loss")
+
+
+def summary_table(result: dict) -> str:
+    """A compact text table for terminals: one row per router and budget."""
+    head = f"{'router':<22}{'p':>5}{'Spearman':>10}{'HitRate':>9}{'MeanDelta':>11}"
+    head += f"{'Hybrid':>9}{'Severe%':>9}{'APGR':>7}"
+    lines = [f"n = {result['n']}, metric = {result['metric']}", head, "-" * len(head)]
+
+    def fmt(value: float | None, width: int, digits: int) -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+    for name, router in result["routers"].items():
+        for key, cell in router["budgets"].items():
+            lines.append(
+                f"{name:<22}{key:>5}"
+                + fmt(router["spearman"]["value"], 10, 3)
+                + fmt(cell["hit_rate"]["value"], 9, 2)
+                + fmt(cell["mean_delta"]["value"], 11, 2)
+                + fmt(cell["hybrid_quality"]["value"], 9, 2)
+                + fmt(cell["severe_loss"]["value"], 9, 2)
+                + fmt(router["apgr"]["value"], 7, 3)
+            )
+    return "\n".join(lines)
