@@ -13,19 +13,24 @@ chrF); gain g = chrF(large) - chrF(small); severe loss = routed with g < -10 chr
 - Oracle guard (reference only, not deployable): the true q_small.
 
 All pairs are pooled into one allocation (the top 30% of all segments), as ``routelmt evaluate``
-does. Each guard threshold is fitted on the training folds of the fold its request is in, by
-two rules: ``q0.8`` (the 0.8 quantile of the training guard scores), and ``chosen`` (on the
-training folds, the threshold with the lowest severe-loss rate whose MeanDelta@p is at most
-``--max-drop`` chrF below no guard; ``budget.guards.choose_guard_threshold``). The gain scores
-used for ``chosen`` are inner cross-fitted on the training folds (routers with the outer fold's
-layer), so the test fold never informs its own threshold. Guard cost: evaluations per request
-(the share of requests whose guard score was needed) and measured seconds per request
-(predict: the quality head on the candidates' already-computed features; hypo: one qe-embed
-pass without cache, plus one small-model decode that is not timed here). 95% intervals: group
-bootstrap over source segments with the routing held fixed.
+does, or with ``--per-pair`` each direction gets its own budget p (and its own thresholds; the
+paper evaluates per direction). Each guard threshold is fitted on the training folds of the
+fold its request is in (per direction with ``--per-pair``), by two rules: ``q0.8`` (the 0.8
+quantile of the training guard scores), and ``chosen`` (on the training folds, the threshold
+with the lowest severe-loss rate whose MeanDelta@p is at most ``--max-drop`` chrF below no
+guard; ``budget.guards.choose_guard_threshold``). The gain scores used for ``chosen`` are inner
+cross-fitted on the training folds (routers with the outer fold's layer), so the test fold never
+informs its own threshold. Guard cost: evaluations per request (the share of requests whose
+guard score was needed) and measured seconds per request (predict: the quality head on the
+candidates' already-computed features; hypo: one qe-embed pass without cache, plus one
+small-model decode that is not timed here). 95% intervals: group bootstrap over source
+segments with the routing held fixed.
 
     python bench/guards.py [--pairs all] [--p 0.3] [--gain-router routelmt]
-        [--quality-router routelmt-q] [--max-drop 0.5] [-o OUT.json]
+        [--quality-router routelmt-q] [--max-drop 0.5] [--limit N] [--per-pair] [-o OUT.json]
+
+Set OMP_NUM_THREADS=1 on a busy machine: multi-threaded BLAS under contention made each ridge
+fit here 20x slower (1.6 s vs 32 s for a 400 x 640 fit).
 """
 
 from __future__ import annotations
@@ -55,7 +60,9 @@ SEVERE = 10.0
 BOOTSTRAP = 1000
 
 
-def align_feature_chunks(probe: Router, examples: list[ScoredExample]) -> None:
+def align_feature_chunks(
+    probe: Router, examples: list[ScoredExample], limit: int | None = None
+) -> None:
     """Prefill a subset in the chunk layout of a full all-pairs run, so its cached chunks hit.
 
     In-model features are cached per chunk of ``CHUNK`` segments of the order they were asked
@@ -68,7 +75,7 @@ def align_feature_chunks(probe: Router, examples: list[ScoredExample]) -> None:
         return
     from routelmt.routers.inmodel import CHUNK
 
-    full = wmt_labels(pairs="all", small="Phi-3-Medium", large="GPT-4", metric="chrf")
+    full = wmt_labels(pairs="all", small="Phi-3-Medium", large="GPT-4", metric="chrf", limit=limit)
     wanted = {ex.id for ex in examples}
     chunks = sorted({i // CHUNK for i, ex in enumerate(full) if ex.id in wanted})
     if len(wanted) == len(full) or not chunks:
@@ -79,12 +86,15 @@ def align_feature_chunks(probe: Router, examples: list[ScoredExample]) -> None:
 
 
 def cross_fit(
-    name: str, examples: list[ScoredExample], folds: list[tuple[np.ndarray, np.ndarray]]
+    name: str,
+    examples: list[ScoredExample],
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    limit: int | None = None,
 ) -> tuple[np.ndarray, list[Router | None], float]:
     """Out-of-fold scores, the fitted router of each fold, and seconds taken (prepare included)."""
     started = time.perf_counter()
     probe = get_router(name)
-    align_feature_chunks(probe, examples)
+    align_feature_chunks(probe, examples, limit)
     probe.prepare(examples)  # one prefill over the whole set (the feature cache's key)
     scores = np.full(len(examples), np.nan)
     routers: list[Router | None] = []
@@ -146,6 +156,14 @@ def row_metrics(
     }
 
 
+def _spread(values: list[float]) -> str:
+    arr = np.asarray(values, dtype=float)
+    finite = arr[np.isfinite(arr)]
+    text = f"{finite.min():.2f}..{finite.max():.2f}" if finite.size else "-"
+    off = int((~np.isfinite(arr)).sum())
+    return text + (f" ({off} of {arr.size} inf: no guard)" if off else "")
+
+
 def ci(values: np.ndarray) -> list[float]:
     lo, hi = np.quantile(values, [0.025, 0.975])
     return [float(lo), float(hi)]
@@ -154,7 +172,11 @@ def ci(values: np.ndarray) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", default="all", help="'all' or a comma list, e.g. en-es")
+    parser.add_argument("--limit", type=int, help="first N segments of each pair (quick runs)")
     parser.add_argument("--p", type=float, default=0.3)
+    parser.add_argument(
+        "--per-pair", action="store_true", help="a budget p within each direction (paper style)"
+    )
     parser.add_argument("--gain-router", default="routelmt")
     parser.add_argument("--quality-router", default="routelmt-q")
     parser.add_argument("--folds", type=int, default=5)
@@ -167,19 +189,18 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     log = logging.getLogger("bench.guards")
 
-    examples = wmt_labels(pairs=args.pairs, small="Phi-3-Medium", large="GPT-4", metric="chrf")
+    examples = wmt_labels(
+        pairs=args.pairs, small="Phi-3-Medium", large="GPT-4", metric="chrf", limit=args.limit
+    )
     n = len(examples)
     gains = np.array([ex.gain for ex in examples])
     q_small = np.array([ex.q_small for ex in examples])
     groups = [ex.segment.group for ex in examples]
     folds = group_kfold(examples, k=args.folds, seed=0)
-    fold_of = np.empty(n, dtype=int)
-    for f, (_, test_idx) in enumerate(folds):
-        fold_of[test_idx] = f
     log.info("%d labelled examples, %d folds", n, len(folds))
 
-    gain_scores, gain_routers, gain_s = cross_fit(args.gain_router, examples, folds)
-    q_scores, q_routers, q_s = cross_fit(args.quality_router, examples, folds)
+    gain_scores, gain_routers, gain_s = cross_fit(args.gain_router, examples, folds, args.limit)
+    q_scores, q_routers, q_s = cross_fit(args.quality_router, examples, folds, args.limit)
     pred_q = -q_scores  # the quality routers score -(predicted q_small)
     log.info(
         "out-of-fold scores: %s %.0fs, %s %.0fs", args.gain_router, gain_s, args.quality_router, q_s
@@ -213,44 +234,64 @@ def main() -> int:
         "oracle q_small (ref.)": q_small,
     }
     w = bootstrap_weights(groups, BOOTSTRAP)
+    # allocation units: one pooled budget, or (--per-pair) a budget p within each direction
+    directions = np.array([ex.segment.direction for ex in examples])
+    units = [np.flatnonzero(directions == d) for d in np.unique(directions)]
+    if not args.per_pair:
+        units = [np.arange(n)]
+
+    def allocate(margin: np.ndarray | None, leave: bool = False) -> GuardResult:
+        routed = np.zeros(n, dtype=bool)
+        vetoed, examined, budget = [], [], 0
+        for unit in units:
+            r = guarded_allocation(
+                gain_scores[unit],
+                args.p,
+                guard_scores=None if margin is None else margin[unit],
+                guard_threshold=None if margin is None else 0.0,
+                leave_unused=leave,
+            )
+            routed[unit[r.routed]] = True
+            vetoed.append(unit[r.vetoed])
+            examined.append(unit[r.examined])
+            budget += r.budget
+        return GuardResult(routed, np.concatenate(vetoed), np.concatenate(examined), budget)
+
     rows: list[dict[str, Any]] = []
-    base = guarded_allocation(gain_scores, args.p)
-    rows.append({"guard": "none", "rule": "-", **row_metrics(base, gains, q_small, w)})
+    rows.append({"guard": "none", "rule": "-", **row_metrics(allocate(None), gains, q_small, w)})
     thresholds: dict[str, dict[str, list[float]]] = {}
     for guard_name, values in guards.items():
         for rule in (f"q{args.quantile:g}", "chosen"):
-            taus = []
-            for f, (train_idx, _) in enumerate(folds):
+            taus = np.full(n, np.nan)  # each request's threshold: from its fold's training data
+            fold_taus = []
+            for f, (train_idx, test_idx) in enumerate(folds):
                 train_values = (
                     inner_pred_q[f] if guard_name == "quality-predict" else values[train_idx]
                 )
-                if rule == "chosen":
-                    choice = choose_guard_threshold(
-                        inner_gain[f],
-                        train_values,
-                        gains[train_idx],
-                        args.p,
-                        max_mean_delta_drop=args.max_drop,
-                        severe_delta=SEVERE,
-                    )
-                    taus.append(choice.threshold)
-                else:
-                    taus.append(guard_threshold_quantile(train_values, args.quantile))
-            thresholds.setdefault(guard_name, {})[rule] = taus
-            # per-fold thresholds in one pooled allocation: veto when value - tau(fold) >= 0
+                for unit in units:
+                    own = np.isin(train_idx, unit)  # this unit's training examples
+                    if rule == "chosen":
+                        tau = choose_guard_threshold(
+                            inner_gain[f][own],
+                            train_values[own],
+                            gains[train_idx][own],
+                            args.p,
+                            max_mean_delta_drop=args.max_drop,
+                            severe_delta=SEVERE,
+                        ).threshold
+                    else:
+                        tau = guard_threshold_quantile(train_values[own], args.quantile)
+                    taus[np.intersect1d(test_idx, unit)] = tau
+                    fold_taus.append(tau)
+            thresholds.setdefault(guard_name, {})[rule] = fold_taus
+            # per-request thresholds in one allocation: veto when value - tau >= 0
             with np.errstate(invalid="ignore"):
-                margin = values - np.asarray(taus)[fold_of]
+                margin = values - taus
             margin = np.where(np.isfinite(margin), margin, -1.0)  # tau = inf: never veto
             for leave in (
                 (False, True) if guard_name == "quality-hypo" and rule != "chosen" else (False,)
             ):
-                result = guarded_allocation(
-                    gain_scores,
-                    args.p,
-                    guard_scores=margin,
-                    guard_threshold=0.0,
-                    leave_unused=leave,
-                )
+                result = allocate(margin, leave)
                 label = rule + (", unused" if leave else "")
                 rows.append(
                     {"guard": guard_name, "rule": label, **row_metrics(result, gains, q_small, w)}
@@ -286,8 +327,10 @@ def main() -> int:
         row["severe_loss_ci"] = ci(row.pop("_boot_severe"))
         row["mean_delta_ci"] = ci(row.pop("_boot_md"))
 
+    subset = args.pairs + (f", first {args.limit} per pair" if args.limit else "")
+    subset += ", budget p within each pair" if args.per_pair else ", one pooled budget"
     print(
-        f"\nGuards at p = {args.p} on WMT24 {args.pairs} (n = {n}; small Phi-3-Medium, large "
+        f"\nGuards at p = {args.p} on WMT24 {subset} (n = {n}; small Phi-3-Medium, large "
         f"GPT-4, chrF; gain router {args.gain_router}, out-of-fold, {args.folds} folds by group)"
     )
     print(
@@ -331,8 +374,8 @@ def main() -> int:
     )
     for guard_name, rules in thresholds.items():
         print(
-            f"thresholds per fold, {guard_name}: "
-            + "; ".join(f"{r}: " + ", ".join(f"{t:.2f}" for t in ts) for r, ts in rules.items())
+            f"thresholds (per fold{' and pair' if args.per_pair else ''}), {guard_name}: "
+            + "; ".join(f"{r}: {_spread(ts)}" for r, ts in rules.items())
         )
     print(
         f"small-only chrF {q_small.mean():.2f}, large-only {(q_small + gains).mean():.2f}, "
