@@ -8,6 +8,15 @@ from routelmt.budget.calibration import (
     read_scores,
     realised_share,
 )
+from routelmt.budget.guards import (
+    GuardedDecision,
+    GuardedPacer,
+    GuardResult,
+    ThresholdChoice,
+    choose_guard_threshold,
+    guard_threshold_quantile,
+    guarded_allocation,
+)
 from routelmt.budget.pacer import BudgetSpec, Decision, Pacer
 from routelmt.budget.tiers import TierAllocation, allocate_tiers
 
@@ -15,12 +24,19 @@ __all__ = [
     "BudgetSpec",
     "Calibration",
     "Decision",
+    "GuardResult",
+    "GuardedDecision",
+    "GuardedPacer",
     "Pacer",
+    "ThresholdChoice",
     "TierAllocation",
     "allocate_tiers",
     "allocate_top_p",
     "budget_count",
     "calibrate_threshold",
+    "choose_guard_threshold",
+    "guard_threshold_quantile",
+    "guarded_allocation",
     "check_share",
     "rank_order",
     "read_scores",
