@@ -135,6 +135,31 @@ def window_dev(routed: np.ndarray, p: float) -> float:
     return float(np.abs(shares - p).max())
 
 
+def plot_windows(traces: dict[float, dict[str, np.ndarray]], path: Path, shift: int) -> None:
+    """Realised large-model share over sliding windows of WINDOW requests, per budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 3.8), sharey=True)
+    kernel = np.ones(WINDOW) / WINDOW
+    for ax, (p, policies) in zip(np.atleast_1d(axes), traces.items()):
+        for name in ("static, first 20%", "pacer", "offline top-p"):
+            share = np.convolve(policies[name].astype(float), kernel, mode="valid")
+            ax.plot(np.arange(share.size) + WINDOW, 100 * share, label=name, lw=1.2)
+        ax.axhline(100 * p, color="black", ls="--", lw=0.8, label=f"target p = {p:g}")
+        ax.axvline(shift, color="grey", ls=":", lw=0.8, label="first domain shift")
+        ax.set_title(f"budget p = {p:g}")
+        ax.set_xlabel("request (evaluated stream)")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel(f"large-model share, last {WINDOW} requests (%)")
+    np.atleast_1d(axes)[-1].legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="WMT24 folder (default: $ROUTELMT_DATA or ../shared)")
@@ -180,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     rows = []
+    traces: dict[float, dict[str, np.ndarray]] = {}
     for p in BUDGETS:
         static = calibrate_threshold(cal_scores, p)
         static_rand = calibrate_threshold(scores[rand_idx], p)
@@ -198,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             "pacer": paced,
             "offline top-p": allocate_top_p(ev_scores, p),
         }
+        traces[p] = policies
         for name, routed in policies.items():
             share = float(routed.mean())
             rows.append(
@@ -245,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "budget_drift.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        plot_windows(traces, out / "budget_drift.png", shift=shift_at - n_cal)
     return 0 if ok else 1
 
 
