@@ -54,13 +54,16 @@ def _byte_tokenizer():
     return fast
 
 
-def _tiny_model(kind: str):
+def _tiny_model(
+    kind: str, *, vocab_size: int = 260, num_layers: int = 3, identity: str | None = None
+):
+    """A seeded, randomly initialised Llama or Gemma3 decoder small enough for unit tests."""
     torch.manual_seed(0)
     common = dict(
-        vocab_size=260,
+        vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
-        num_hidden_layers=3,
+        num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=1024,
@@ -75,7 +78,7 @@ def _tiny_model(kind: str):
             **common, head_dim=8, sliding_window=16, query_pre_attn_scalar=8
         )
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
-    model.routelmt_identity = f"tiny-{kind}@test"
+    model.routelmt_identity = identity or f"tiny-{kind}@test"
     return model
 
 

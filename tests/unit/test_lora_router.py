@@ -11,6 +11,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from test_features_tiny import _tiny_model as tiny_model  # noqa: E402
+
 from routelmt.errors import ConfigError  # noqa: E402
 from routelmt.records import ScoredExample, Segment  # noqa: E402
 from routelmt.routers.base import get_router  # noqa: E402
@@ -34,28 +36,7 @@ def _tokenizer():
 
 
 def _tiny_model(kind: str = "llama", identity: str = "tiny@test"):
-    torch.manual_seed(0)
-    common = dict(
-        vocab_size=80,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    if kind == "llama":
-        config = transformers.LlamaConfig(**common)
-    else:
-        config = transformers.Gemma3TextConfig(
-            **common, head_dim=8, sliding_window=16, query_pre_attn_scalar=8
-        )
-    model = transformers.AutoModelForCausalLM.from_config(config).eval()
-    model.routelmt_identity = identity
-    return model
+    return tiny_model(kind, vocab_size=80, num_layers=2, identity=identity)
 
 
 def _examples(n: int = 48, seed: int = 0) -> list[ScoredExample]:
