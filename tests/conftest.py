@@ -17,9 +17,16 @@ def wmt_root() -> Path:
     return WMT_ROOT
 
 
+# Converted models are slow to make (about a minute each): every test reuses the user's.
+_USER_MODELS = os.environ.get("ROUTELMT_MODELS") or str(
+    Path(os.environ.get("ROUTELMT_CACHE") or Path.home() / ".cache" / "routelmt") / "models"
+)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Unit tests never touch the user's cache; model tests reuse the real one (slow to rebuild)."""
+    """Tests never touch the user's caches (labels, features, downloads), only its models."""
+    monkeypatch.setenv("ROUTELMT_MODELS", _USER_MODELS)
     if "ROUTELMT_TEST_REAL_CACHE" not in os.environ:
         monkeypatch.setenv("ROUTELMT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     yield

@@ -1,7 +1,7 @@
 """Where model weights come from: embedded aliases, local folders, the local HF cache, GGUF files.
 
 A GGUF file takes ~45 s to load in transformers (dequantisation and tokenizer conversion), so
-every GGUF is converted once into a plain safetensors folder under ``cache_dir("models")`` and
+every GGUF is converted once into a plain safetensors folder under ``storage.models_dir()`` and
 loaded from there afterwards (seconds). Conversion is atomic: a temporary folder is renamed into
 place only when complete, so a crash never leaves half a model in the cache.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from routelmt.errors import InputError, MissingDependencyError
-from routelmt.storage import cache_dir, read_json, write_json
+from routelmt.storage import models_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _resolve_hub(repo_id: str) -> ResolvedModel:
 
 
 def _resolve_alias(entry: EmbeddedModel) -> ResolvedModel:
-    target = cache_dir("models") / entry.alias
+    target = models_dir() / entry.alias
     marker = _read_marker(target)
     if marker is None:
         try:
@@ -157,7 +157,7 @@ def _resolve_gguf_file(path: Path) -> ResolvedModel:
     validate_gguf(path)
     fingerprint = sampled_file_hash(path)
     name = path.name
-    models = cache_dir("models")
+    models = models_dir()
     target = models / f"gguf-{path.stem}-{fingerprint}"
     if _read_marker(target) is None:
         # The same file converted before under another name (e.g. an embedded alias)?

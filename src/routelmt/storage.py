@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 CACHE_ENV = "ROUTELMT_CACHE"
+MODELS_ENV = "ROUTELMT_MODELS"
 DATA_ENV = "ROUTELMT_DATA"
 
 
@@ -19,6 +20,15 @@ def cache_dir(*parts: str) -> Path:
     """The cache root (``$ROUTELMT_CACHE`` or ``~/.cache/routelmt``), created on demand."""
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "routelmt")
     path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def models_dir() -> Path:
+    """Converted models (``$ROUTELMT_MODELS``, else ``<cache>/models``): large and slow to make,
+    so they may live apart from the other caches (tests redirect those, not the models)."""
+    env = os.environ.get(MODELS_ENV)
+    path = Path(env) if env else cache_dir("models")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

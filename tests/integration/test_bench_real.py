@@ -4,7 +4,6 @@ per pair (short outputs), then a rerun that finds every stage finished."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,10 @@ pytest.importorskip("transformers")
 
 from routelmt.pipeline import load_bench_config, run_bench  # noqa: E402
 
-_REAL_CACHE = os.environ.get("ROUTELMT_CACHE")  # the converted model lives in the user's cache
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
 
 def test_default_config_end_to_end_then_cached(wmt_root, tmp_path, monkeypatch):
-    if _REAL_CACHE:
-        monkeypatch.setenv("ROUTELMT_CACHE", _REAL_CACHE)
-    else:
-        monkeypatch.delenv("ROUTELMT_CACHE", raising=False)
     sets = [
         f"data.root={wmt_root}",
         "data.limit=2",

@@ -6,7 +6,6 @@ see test_hf_real.py); kept to three short segments and a small length cap.
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
@@ -20,24 +19,12 @@ from routelmt.backends.hf import HFTranslator, load_causal_lm  # noqa: E402
 from routelmt.datasets.wmt import WMTDataset  # noqa: E402
 from routelmt.features import compute_features  # noqa: E402
 
-_REAL_CACHE = os.environ.get("ROUTELMT_CACHE")  # read before any test redirects it
 SPANISH = re.compile(r"[áéíóúñ¿¡]|\b(el|la|los|las|de|que|es|un|una|en|y|por|con|se|no|del)\b")
 
 
 @pytest.fixture(scope="module")
 def gemma():
-    saved = os.environ.get("ROUTELMT_CACHE")
-    if _REAL_CACHE:
-        os.environ["ROUTELMT_CACHE"] = _REAL_CACHE
-    else:
-        os.environ.pop("ROUTELMT_CACHE", None)
-    try:
-        model, tokenizer, _ = load_causal_lm("gemma3-270m")
-    finally:
-        if saved is None:
-            os.environ.pop("ROUTELMT_CACHE", None)
-        else:
-            os.environ["ROUTELMT_CACHE"] = saved
+    model, tokenizer, _ = load_causal_lm("gemma3-270m")
     return model, tokenizer
 
 

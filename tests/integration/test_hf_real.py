@@ -6,7 +6,6 @@ the converted folders in seconds. Feature caches stay in the per-test temporary 
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -22,29 +21,13 @@ from routelmt.errors import InputError  # noqa: E402
 from routelmt.features import compute_features, extract_features  # noqa: E402
 from routelmt.prompts import default_template  # noqa: E402
 from routelmt.records import Segment  # noqa: E402
-
-_REAL_CACHE = os.environ.get("ROUTELMT_CACHE")  # read before any test redirects it
-
-
-def _load_with_real_cache(spec: str):
-    saved = os.environ.get("ROUTELMT_CACHE")
-    if _REAL_CACHE:
-        os.environ["ROUTELMT_CACHE"] = _REAL_CACHE
-    else:
-        os.environ.pop("ROUTELMT_CACHE", None)
-    try:
-        return load_causal_lm(spec)
-    finally:
-        if saved is None:
-            os.environ.pop("ROUTELMT_CACHE", None)
-        else:
-            os.environ["ROUTELMT_CACHE"] = saved
+from routelmt.storage import models_dir  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["gemma3-270m", "smollm2-135m"])
 def real(request):
     try:
-        return _load_with_real_cache(request.param)
+        return load_causal_lm(request.param)
     except Exception as exc:  # the embedded packages are an optional extra
         if "pip install" in str(exc):
             pytest.skip(str(exc))
@@ -121,7 +104,7 @@ def test_truncated_gguf_is_a_clear_error(tmp_path):
         dst.write(src.read(1 << 20))
     with pytest.raises(InputError, match=r"gemma-truncated\.gguf.*(truncated|corrupt)"):
         load_causal_lm(str(truncated))
-    assert not any(Path(os.environ["ROUTELMT_CACHE"], "models").glob("*truncated*"))
+    assert not any(models_dir().glob("*truncated*"))
 
 
 def test_missing_path_is_a_clear_error(tmp_path):
@@ -140,8 +123,8 @@ def test_gguf_file_spec_reuses_an_identical_conversion(tmp_path):
     gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     copy = tmp_path / "my-smol.gguf"
     shutil.copyfile(gguf, copy)
-    _, _, alias = _load_with_real_cache("smollm2-135m")
-    _, _, info = _load_with_real_cache(str(copy))
+    _, _, alias = load_causal_lm("smollm2-135m")
+    _, _, info = load_causal_lm(str(copy))
     assert info.kind == "gguf" and info.name == "my-smol.gguf"
     assert info.folder == alias.folder and info.identity != alias.identity
     assert info.load_seconds < 20  # no 40 s conversion

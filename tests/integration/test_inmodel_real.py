@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -15,27 +13,6 @@ from routelmt.routers.artifacts import load_router  # noqa: E402
 from routelmt.routers.inmodel import RouteLMTRouter  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-_REAL_CACHE = os.environ.get("ROUTELMT_CACHE")  # read before conftest redirects it
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _gemma_from_the_real_model_cache():
-    """Load (or convert once) Gemma under the user's cache; the router then reuses that copy."""
-    from routelmt.backends.hf import cached_causal_lm
-
-    saved = os.environ.get("ROUTELMT_CACHE")
-    if _REAL_CACHE:
-        os.environ["ROUTELMT_CACHE"] = _REAL_CACHE
-    else:
-        os.environ.pop("ROUTELMT_CACHE", None)
-    try:
-        cached_causal_lm("gemma3-270m", "float32")  # same key as FeatureSource's call
-    finally:
-        if saved is None:
-            os.environ.pop("ROUTELMT_CACHE", None)
-        else:
-            os.environ["ROUTELMT_CACHE"] = saved
 
 
 def test_probe_on_gemma_round_trip_and_template_refusal(wmt_root, tmp_path):

