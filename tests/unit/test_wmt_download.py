@@ -19,6 +19,16 @@ from routelmt.errors import ConfigError, RouteLMTError
 FAST = {"timeout": 0.3, "retries": 1, "backoff": 0.01}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that time out on purpose leave broken pipes behind; expected, so not printed."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class Server:
     """Serves ``/raw/<path>`` from a folder and ``/api/<folder>`` as a contents-API listing;
     ``faults[path] = "500" | "flaky" | "truncate" | "slow" | "stall"`` breaks one path."""
@@ -56,7 +66,7 @@ class Server:
                     return  # HTTP/1.0: the connection closes with the body cut short
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
