@@ -264,3 +264,75 @@ def test_two_runs_on_one_output_are_refused(tmp_path, corpus):
     with pipeline._exclusive(tmp_path / "run"), busy:
         run_bench(config)
     assert run_bench(config).results["Large"]["n"] == 20  # free again afterwards
+
+
+SLOW_BENCH = """
+import os, sys, time
+from routelmt.backends.base import BACKENDS, Translator
+
+@BACKENDS.register("slow")
+class Slow(Translator):
+    def __init__(self, spec, **options):
+        self.name = "slow"
+    def translate(self, segments):
+        time.sleep(float(os.environ.get("SLOW_SLEEP", "0")))
+        return [s.source.upper() for s in segments]
+
+from routelmt.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigkill_mid_translation_then_rerun_matches_a_clean_run(tmp_path, corpus):
+    """A real kill -9 of ``routelmt bench`` while the small model translates: the rerun keeps
+    every finished stage and every durably written translation, and ends where a clean run does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = _config(tmp_path, corpus, small="slow:x", translate={"batch_size": 1})
+
+    def bench(output: Path, sleep: str) -> subprocess.Popen:
+        argv = ["-q", "bench", str(config), "-o", str(output), "--json"]
+        env = {**os.environ, "SLOW_SLEEP": sleep}
+        return subprocess.Popen(
+            [sys.executable, "-c", SLOW_BENCH, *argv],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    clean_out, killed_out = tmp_path / "clean", tmp_path / "killed"
+    clean = bench(clean_out, "0")
+    assert clean.wait(timeout=120) == 0, clean.stderr.read()
+
+    proc = bench(killed_out, "0.2")
+    deadline = time.monotonic() + 60
+    written: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        written = list(killed_out.glob("translate/slow*/translations.jsonl"))
+        if written and written[0].read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-stage, not finished
+    partial = written[0].read_bytes().split(b"\n")[:-1]
+    assert 3 <= len(partial) < 20
+    stage = json.loads((written[0].parent / "stage.json").read_text())
+    assert stage["status"] == "running"
+
+    rerun = bench(killed_out, "0")
+    stdout, stderr = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, stderr
+    statuses = {s["stage"]: s["status"] for s in json.loads(stdout)["stages"]}
+    assert statuses["data"] == "cached"  # finished before the kill: not recomputed
+    small_stage = written[0].parent
+    info = json.loads((small_stage / "stage.json").read_text())["info"]
+    assert info["reused"] == len(partial) and info["translated"] == 20 - len(partial)
+    assert (small_stage / "translations.jsonl").read_bytes().split(b"\n")[: len(partial)] == partial
+    for large in ("Large", "Large2"):
+        assert _routers(killed_out, large) == _routers(clean_out, large)
