@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_cli import _layout
+from test_translate_cli import SLOW_CLI
 
 from routelmt import pipeline
 from routelmt.backends.resolve import make_translator
@@ -266,23 +267,6 @@ def test_two_runs_on_one_output_are_refused(tmp_path, corpus):
     assert run_bench(config).results["Large"]["n"] == 20  # free again afterwards
 
 
-SLOW_BENCH = """
-import os, sys, time
-from routelmt.backends.base import BACKENDS, Translator
-
-@BACKENDS.register("slow")
-class Slow(Translator):
-    def __init__(self, spec, **options):
-        self.name = "slow"
-    def translate(self, segments):
-        time.sleep(float(os.environ.get("SLOW_SLEEP", "0")))
-        return [s.source.upper() for s in segments]
-
-from routelmt.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_sigkill_mid_translation_then_rerun_matches_a_clean_run(tmp_path, corpus):
     """A real kill -9 of ``routelmt bench`` while the small model translates: the rerun keeps
     every finished stage and every durably written translation, and ends where a clean run does."""
@@ -298,7 +282,7 @@ def test_sigkill_mid_translation_then_rerun_matches_a_clean_run(tmp_path, corpus
         argv = ["-q", "bench", str(config), "-o", str(output), "--json"]
         env = {**os.environ, "SLOW_SLEEP": sleep}
         return subprocess.Popen(
-            [sys.executable, "-c", SLOW_BENCH, *argv],
+            [sys.executable, "-c", SLOW_CLI, *argv],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
