@@ -99,3 +99,37 @@ def test_the_store_does_not_change_the_pacers_decisions(tmp_path):
     shared, mine = a.state(), plain.state()
     shared.pop("store")
     assert shared == mine
+
+
+OPENER = """
+import sys, time
+from routelmt.budget import BudgetSpec
+from routelmt.serve.shared_pacer import SQLitePacer
+path, start = sys.argv[1], float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))  # every opener at the same moment
+pacer = SQLitePacer(BudgetSpec(share=0.3), path)
+pacer.decide(0.0)
+print("ok")
+"""
+
+
+def test_replicas_opening_a_new_store_at_once_all_start(tmp_path):
+    """Two replicas creating the store together once failed with 'database is locked'."""
+    import time
+
+    for attempt in range(3):
+        path = tmp_path / f"budget-{attempt}.sqlite"
+        start = time.time() + 1.5  # after every interpreter has imported routelmt
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, str(path), str(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        results = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+        state = SQLitePacer(BudgetSpec(share=0.3), path).state()
+        assert state["requests"] == 6

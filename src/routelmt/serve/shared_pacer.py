@@ -15,6 +15,7 @@ import dataclasses
 import json
 import sqlite3
 import threading
+import time
 from array import array
 from collections import deque
 from collections.abc import Sequence
@@ -67,6 +68,28 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _enable_wal(db: sqlite3.Connection, path: Path, timeout_s: float) -> None:
+    """Switch the store to WAL, waiting out replicas that open it at the same moment.
+
+    SQLite answers "database is locked" at once, without its busy handler, when two connections
+    change the journal mode of a new file together; so retry here, within the same timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            if not busy or time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"cannot open the budget store {path} ({exc}); another process holds it"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 class SQLitePacer:
     """A ``Pacer`` whose state is shared through ``path`` by every process that opens it.
 
@@ -87,7 +110,7 @@ class SQLitePacer:
         self._db = sqlite3.connect(
             str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(self._db, self.path, timeout_s)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._version = -1
         spec_json = json.dumps(spec.to_dict(), sort_keys=True)
