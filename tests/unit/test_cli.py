@@ -121,3 +121,11 @@ def test_missing_data_folder(tmp_path, capsys):
     argv = ["data", "--wmt-root", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.jsonl")]
     assert main(argv) == 2
     assert "is not a WMT system-outputs folder" in capsys.readouterr().err
+
+
+def test_data_list_needs_no_output_but_labelling_does(corpus, capsys):
+    assert main(["data", "--list", "--wmt-root", str(corpus)]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert "Large" in listing["en-es"]
+    assert main(["data", "--wmt-root", str(corpus), "--pairs", "en-es"]) == 2
+    assert "needs -o/--output" in capsys.readouterr().err

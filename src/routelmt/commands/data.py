@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from routelmt.commands._common import add_label_args, load_examples
+from routelmt.errors import ConfigError
 from routelmt.records import write_records
 
 
@@ -21,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "score both against the reference, and write one labelled JSON record per segment.",
     )
     add_label_args(parser)
-    parser.add_argument("-o", "--output", type=Path, required=True, help="labelled JSONL to write")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="labelled JSONL to write (required unless --list)"
+    )
     parser.add_argument("--list", action="store_true", help="list pairs and systems, then exit")
     return parser
 
@@ -35,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         json.dump(listing, sys.stdout, indent=2)
         print()
         return 0
+    if args.output is None:
+        raise ConfigError("routelmt data needs -o/--output (or --list to see pairs and systems)")
     examples = load_examples(args)
     count = write_records(args.output, examples)
     gains = np.array([e.gain for e in examples])
