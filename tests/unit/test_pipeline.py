@@ -291,7 +291,8 @@ def test_sigkill_mid_translation_then_rerun_matches_a_clean_run(tmp_path, corpus
 
     clean_out, killed_out = tmp_path / "clean", tmp_path / "killed"
     clean = bench(clean_out, "0")
-    assert clean.communicate(timeout=120) and clean.returncode == 0
+    _, clean_err = clean.communicate(timeout=120)
+    assert clean.returncode == 0, clean_err
 
     proc = bench(killed_out, "0.2")
     deadline = time.monotonic() + 60
