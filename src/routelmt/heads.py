@@ -17,7 +17,7 @@ import numpy as np
 
 from routelmt.errors import ConfigError, InputError
 from routelmt.splits import fold_ids
-from routelmt.storage import atomic_open, read_json, write_json
+from routelmt.storage import atomic_open, read_json, read_safetensors, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -201,9 +201,6 @@ class RidgeHead:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> RidgeHead:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
         directory = Path(directory)
         config = read_json(directory / CONFIG_FILE)
         if not isinstance(config, dict) or config.get("type") != "ridge":
@@ -215,14 +212,7 @@ class RidgeHead:
                 path=str(directory / CONFIG_FILE),
             )
         weights_path = directory / WEIGHTS_FILE
-        if not weights_path.exists():
-            raise InputError("file not found", path=str(weights_path))
-        try:
-            tensors = load_file(str(weights_path))
-        except (SafetensorError, OSError) as exc:
-            raise InputError(
-                f"unreadable safetensors file ({exc})", path=str(weights_path)
-            ) from None
+        tensors = read_safetensors(weights_path)
         missing = {"coef", "mean", "scale", "intercept"} - set(tensors)
         if missing:
             raise InputError(f"missing tensors {sorted(missing)}", path=str(weights_path))

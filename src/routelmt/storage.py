@@ -91,6 +91,26 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
 
 
+def read_safetensors(path: str | os.PathLike[str], *, framework: str = "numpy") -> dict[str, Any]:
+    """Every tensor of a safetensors file (``numpy`` arrays or ``torch`` tensors); a missing or
+    corrupt file is an InputError that names it, never a bare library error."""
+    from safetensors import SafetensorError
+
+    from routelmt.errors import InputError
+
+    if framework == "torch":
+        from safetensors.torch import load_file
+    else:
+        from safetensors.numpy import load_file
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", path=str(path))
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise InputError(f"unreadable safetensors file ({exc})", path=str(path)) from None
+
+
 def stable_hash(*parts: Any, length: int = 16) -> str:
     """A short hash of JSON-serialisable settings, used as a cache key."""
     digest = hashlib.sha256()

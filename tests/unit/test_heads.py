@@ -81,3 +81,18 @@ def test_errors_are_clear(tmp_path) -> None:
         head.predict(np.zeros((2, 4)))
     with pytest.raises(InputError, match="not found"):
         RidgeHead.load(tmp_path / "nothing")
+
+
+def test_missing_or_corrupt_weights_are_clear_errors(tmp_path) -> None:
+    from routelmt.heads import WEIGHTS_FILE
+
+    X, y = _linear_data(40, 3, noise=0.5, seed=1)
+    RidgeHead().fit(X, y, alphas=[1.0]).save(tmp_path / "head")
+    weights = tmp_path / "head" / WEIGHTS_FILE
+    weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError, match="unreadable safetensors file") as info:
+        RidgeHead.load(tmp_path / "head")
+    assert str(weights) in str(info.value)
+    weights.unlink()
+    with pytest.raises(InputError, match="file not found"):
+        RidgeHead.load(tmp_path / "head")

@@ -34,7 +34,7 @@ import numpy as np
 from routelmt.errors import ConfigError, InputError
 from routelmt.records import ScoredExample, Segment
 from routelmt.routers.base import ROUTERS, Router
-from routelmt.storage import atomic_open, read_json, stable_hash, write_json
+from routelmt.storage import atomic_open, read_json, read_safetensors, stable_hash, write_json
 
 log = logging.getLogger(__name__)
 
@@ -545,9 +545,6 @@ class RouteLMTLoRARouter(Router):
         progress: bool = True,
     ) -> RouteLMTLoRARouter:
         """Load an artifact; refuses a model or prompt template other than the trained one."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         where = str(directory / ROUTER_CONFIG)
         config = read_json(directory / ROUTER_CONFIG)
@@ -586,12 +583,7 @@ class RouteLMTLoRARouter(Router):
                     "model/prompt"
                 )
         weights = directory / WEIGHTS_FILE
-        if not weights.exists():
-            raise InputError("file not found", path=str(weights))
-        try:
-            tensors = load_file(str(weights))
-        except (SafetensorError, OSError) as exc:
-            raise InputError(f"unreadable safetensors file ({exc})", path=str(weights)) from None
+        tensors = read_safetensors(weights, framework="torch")
         router._build(int(config["layer"]))
         assert router._adapted is not None
         params = router._adapted.lora_parameters()
