@@ -35,25 +35,47 @@ def build_parser() -> argparse.ArgumentParser:
         description="Budgeted hybrid LLM translation with a learned in-model router.",
     )
     parser.add_argument("--version", action="version", version=f"routelmt {__version__}")
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bars, warnings only"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_global_flags(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"routelmt.commands.{name.replace('-', '_')}")
         sub_parser = module.add_parser(sub)
+        # the same flags after the subcommand; SUPPRESS keeps a flag given before it
+        _add_global_flags(sub_parser, default=argparse.SUPPRESS)
         sub_parser.set_defaults(_run=module.run)
     return parser
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="no progress bars, warnings and errors only",
+    )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="debug logging"
+    )
+
+
+def configure_logging(*, quiet: bool = False, verbose: bool = False) -> None:
+    """Warnings from everyone; routelmt's own progress lines at INFO unless ``quiet``.
+
+    Third-party loggers (matplotlib's font manager, httpx, urllib3, ...) stay at WARNING even
+    with ``--verbose``, which turns on routelmt's DEBUG lines only.
+    """
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(logging.WARNING)
+    ours = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    log.setLevel(ours)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(quiet=args.quiet, verbose=args.verbose)
     if args.quiet:
         from routelmt import progress
 

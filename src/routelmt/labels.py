@@ -14,7 +14,7 @@ from routelmt.datasets.wmt import WMTDataset
 from routelmt.errors import ConfigError, InputError
 from routelmt.languages import target_language
 from routelmt.metrics.base import Metric, get_metric
-from routelmt.progress import progress
+from routelmt.progress import bar
 from routelmt.records import ScoredExample, Segment, read_records, write_records
 from routelmt.storage import cache_dir, stable_hash
 
@@ -26,17 +26,20 @@ LABELS_FORMAT = 1  # bump when the labelled-record layout changes, to invalidate
 def translate_all(
     translator: Translator, segments: Sequence[Segment], batch_size: int = 32
 ) -> list[str]:
-    """Translate in batches with a progress bar; the output list is aligned with ``segments``."""
+    """Translate in batches with a progress bar over segments (not batches); the output list is
+    aligned with ``segments``."""
     outputs: list[str] = []
-    starts = range(0, len(segments), batch_size)
-    for start in progress(starts, desc=f"translate {translator.name}", total=len(starts)):
-        batch = segments[start : start + batch_size]
-        texts = translator.translate(batch)
-        if len(texts) != len(batch):
-            raise InputError(
-                f"backend {translator.name} returned {len(texts)} outputs for {len(batch)} segments"
-            )
-        outputs.extend(texts)
+    with bar(desc=f"translate {translator.name}", total=len(segments), unit="seg") as pbar:
+        for start in range(0, len(segments), batch_size):
+            batch = segments[start : start + batch_size]
+            texts = translator.translate(batch)
+            if len(texts) != len(batch):
+                raise InputError(
+                    f"backend {translator.name} returned {len(texts)} outputs "
+                    f"for {len(batch)} segments"
+                )
+            outputs.extend(texts)
+            pbar.update(len(batch))
     return outputs
 
 

@@ -57,3 +57,26 @@ def test_calibrate_errors(tmp_path) -> None:
         _run(["-i", str(tmp_path / "s.jsonl"), "-b", "1.5"])
     with pytest.raises(InputError, match="not found"):
         _run(["-i", str(tmp_path / "missing.jsonl"), "-b", "0.3"])
+
+
+def test_calibrate_reads_one_router_column_of_evaluate_scores(tmp_path) -> None:
+    """``routelmt evaluate`` writes one column per router; --router picks one."""
+    path = tmp_path / "scores.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"s{i}", "direction": "en-es", "gain": 0.5, "length": i, "rand": -i})
+            + "\n"
+            for i in range(10)
+        ),
+        encoding="utf-8",
+    )
+    out = tmp_path / "tau.json"
+    assert _run(["-i", str(path), "--budget", "0.3", "--router", "length", "-o", str(out)]) == 0
+    cal = json.loads(out.read_text(encoding="utf-8"))
+    assert cal["column"] == "length" and cal["routed"] == 3 and cal["threshold"] == 6.5
+    assert _run(["-i", str(path), "-b", "0.3", "-r", "rand", "-o", str(out)]) == 0
+    assert json.loads(out.read_text(encoding="utf-8"))["threshold"] == -2.5
+    with pytest.raises(InputError, match=r"one column per router \(length, rand\).*--router"):
+        _run(["-i", str(path), "-b", "0.3"])
+    with pytest.raises(InputError, match="no column 'routelmt'; the routers here are length, rand"):
+        _run(["-i", str(path), "-b", "0.3", "--router", "routelmt"])

@@ -129,3 +129,45 @@ def test_data_list_needs_no_output_but_labelling_does(corpus, capsys):
     assert "Large" in listing["en-es"]
     assert main(["data", "--wmt-root", str(corpus), "--pairs", "en-es"]) == 2
     assert "needs -o/--output" in capsys.readouterr().err
+
+
+def test_global_flags_after_the_subcommand_and_quiet_default_logging(corpus, tmp_path):
+    """`routelmt evaluate ... -q` works like `routelmt -q evaluate ...`; by default only our own
+    INFO lines reach stderr (never matplotlib's font manager), and progress bars count segments."""
+    import os
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "routelmt.cli", *argv]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    labels = tmp_path / "labels.jsonl"
+    loud = cli("data", *_data_args(corpus), "-o", str(labels))
+    assert loud.returncode == 0, loud.stderr
+    assert "40/40" in loud.stderr and "seg" in loud.stderr  # a bar over segments, not batches
+    argv = ["evaluate", "-i", str(labels), "--bootstrap", "20", "--budgets", "0.3"]
+    quiet = cli(*argv, "-o", str(tmp_path / "q"), "-q")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    default = cli(*argv, "-o", str(tmp_path / "d"))  # a fresh MPLCONFIGDIR: matplotlib is chatty
+    assert default.returncode == 0, default.stderr
+    lines = default.stderr.splitlines()
+    assert lines and all(line.startswith("INFO routelmt.") for line in lines), lines
+    missing = cli("calibrate", "-i", str(tmp_path / "d" / "scores.jsonl"), "-r", "length")
+    assert missing.returncode == 2 and "--budget" in missing.stderr
+    both = cli(
+        "-q",
+        "calibrate",
+        "-i",
+        str(tmp_path / "d" / "scores.jsonl"),
+        "-r",
+        "length",
+        "-b",
+        "0.3",
+        "-v",
+    )
+    assert both.returncode == 0 and json.loads(both.stdout)["column"] == "length"

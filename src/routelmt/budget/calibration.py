@@ -98,26 +98,53 @@ def calibrate_threshold(scores: Sequence[float] | np.ndarray, p: float) -> Calib
     )
 
 
-def _score_from(data: object, where: dict[str, object]) -> tuple[str, float]:
+def _score_from(data: object, where: dict[str, object], column: str) -> tuple[str, float]:
     if not isinstance(data, dict):
         raise InputError(
-            f"expected an object with 'id' and 'score', got {type(data).__name__}", **where
+            f"expected an object with 'id' and '{column}', got {type(data).__name__}", **where
         )
     if "id" not in data or data["id"] is None:
         raise InputError("missing required field", field="id", **where)
-    if "score" not in data or data["score"] is None:
-        raise InputError("missing required field", field="score", **where)
-    score = data["score"]
+    if column not in data or data[column] is None:
+        columns = _router_columns(data)
+        if column == "score" and columns:
+            raise InputError(
+                "no 'score' field; this file has one column per router "
+                f"({', '.join(columns)}): pick one with --router",
+                **where,
+            )
+        if column not in data and columns:
+            raise InputError(
+                f"no column '{column}'; the routers here are {', '.join(columns)}", **where
+            )
+        raise InputError("missing required field", field=column, **where)
+    score = data[column]
     if isinstance(score, bool) or not isinstance(score, (int, float)):
-        raise InputError(f"expected a number, got {score!r:.40}", field="score", **where)
+        raise InputError(f"expected a number, got {score!r:.40}", field=column, **where)
     if not math.isfinite(float(score)):
-        raise InputError(f"expected a finite number, got {score}", field="score", **where)
+        raise InputError(f"expected a finite number, got {score}", field=column, **where)
     return str(data["id"]), float(score)
 
 
-def read_scores(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Read router scores: JSONL lines ``{"id": ..., "score": ...}`` (what ``route`` writes), or a
-    JSON array of such objects, or a JSON object with a ``"scores"`` array of them."""
+_NOT_ROUTERS = frozenset({"id", "direction", "gain", "domain", "source_id"})
+
+
+def _router_columns(data: dict[str, object]) -> list[str]:
+    """The numeric columns of a ``routelmt evaluate`` scores line (one per router)."""
+    return [
+        key
+        for key, value in data.items()
+        if key not in _NOT_ROUTERS
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    ]
+
+
+def read_scores(path: str | Path, column: str = "score") -> tuple[list[str], np.ndarray]:
+    """Read router scores: JSONL lines ``{"id": ..., "score": ...}``, or a JSON array of such
+    objects, or a JSON object with a ``"scores"`` array of them. ``column`` names the field that
+    holds the score: ``routelmt evaluate`` writes ``scores.jsonl`` with one column per router
+    (``{"id", "direction", "gain", "routelmt": ..., "length": ...}``)."""
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path=str(path))
@@ -135,10 +162,10 @@ def read_scores(path: str | Path) -> tuple[list[str], np.ndarray]:
             raise InputError("expected an array", path=str(path), field="scores")
     if isinstance(whole, list):
         for i, entry in enumerate(whole):
-            items.append(_score_from(entry, {"path": f"{path}[{i}]"}))
+            items.append(_score_from(entry, {"path": f"{path}[{i}]"}, column))
     else:
         for lineno, data in iter_jsonl_dicts(path):
-            items.append(_score_from(data, {"path": str(path), "line": lineno}))
+            items.append(_score_from(data, {"path": str(path), "line": lineno}, column))
     if not items:
         raise InputError("no scores: the file is empty", path=str(path))
     seen: dict[str, int] = {}

@@ -20,13 +20,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="fit the routing threshold for a budget share on held-out scores",
         description=(
             "Fit tau_p so that the share of held-out scores >= tau_p is as close to the budget "
-            'as possible. Scores: JSONL lines {"id": ..., "score": ...} (as written by '
-            "`routelmt route`), or a JSON array of such objects."
+            "as possible. Scores: the scores.jsonl that `routelmt evaluate` writes (one column "
+            "per router: pick one with --router), or JSONL lines "
+            '{"id": ..., "score": ...}, or a JSON array of such objects.'
         ),
     )
     parser.add_argument("-i", "--input", required=True, help="held-out scores (JSONL or JSON)")
     parser.add_argument(
         "-b", "--budget", required=True, type=float, help="share of requests for the large model"
+    )
+    parser.add_argument(
+        "-r",
+        "--router",
+        help="the column to read, e.g. routelmt or length (default: 'score'); "
+        "for the scores.jsonl of `routelmt evaluate`",
     )
     parser.add_argument("--test", help="optional scores of other traffic to report the share on")
     parser.add_argument(
@@ -36,13 +43,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    _, scores = read_scores(args.input)
+    column = args.router or "score"
+    _, scores = read_scores(args.input, column)
     calibration = calibrate_threshold(scores, args.budget)
     out = calibration.to_dict()
     out["input"] = str(args.input)
+    out["column"] = column
     out["signature"] = f"routelmt-calibrate|rule:score>=threshold|ties:round-half-up|v{__version__}"
     if args.test:
-        _, test_scores = read_scores(args.test)
+        _, test_scores = read_scores(args.test, column)
         share = realised_share(test_scores, calibration.threshold)
         out["test"] = {"input": str(args.test), "n": int(test_scores.size), "realised_share": share}
         if abs(share - calibration.p) > 0.02:
