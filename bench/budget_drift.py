@@ -148,14 +148,16 @@ def plot_windows(traces: dict[float, dict[str, np.ndarray]], path: Path, shift: 
         for name in ("static, first 20%", "pacer", "offline top-p"):
             share = np.convolve(policies[name].astype(float), kernel, mode="valid")
             ax.plot(np.arange(share.size) + WINDOW, 100 * share, label=name, lw=1.2)
-        ax.axhline(100 * p, color="black", ls="--", lw=0.8, label=f"target p = {p:g}")
+        ax.axhline(100 * p, color="black", ls="--", lw=0.8, label="target share p")
         ax.axvline(shift, color="grey", ls=":", lw=0.8, label="first domain shift")
         ax.set_title(f"budget p = {p:g}")
         ax.set_xlabel("request (evaluated stream)")
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel(f"large-model share, last {WINDOW} requests (%)")
-    np.atleast_1d(axes)[-1].legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
+    # one legend below the panels: inside a panel it covered the traces
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

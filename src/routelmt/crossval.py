@@ -19,12 +19,38 @@ log = logging.getLogger(__name__)
 
 RouterFactory = Callable[[], Router]
 
+MIN_TRAIN_GROUPS = 3
+"""Source groups a trainable router needs to be scored out-of-fold: each training side then
+holds at least two groups, which its own grouped CV (layer, penalty) needs."""
+
+
+def n_groups(examples: Sequence[ScoredExample]) -> int:
+    return len({ex.segment.group for ex in examples})
+
+
+def too_few_groups(router: Router, examples: Sequence[ScoredExample]) -> str | None:
+    """Why ``router`` cannot be trained out-of-fold on ``examples`` (None when it can)."""
+    groups = n_groups(examples)
+    if router.trainable and groups < MIN_TRAIN_GROUPS:
+        return (
+            f"{groups} source group(s) are too few to train it out-of-fold "
+            f"(it needs {MIN_TRAIN_GROUPS}); use more segments"
+        )
+    return None
+
 
 def out_of_fold_scores(
     factory: RouterFactory, examples: Sequence[ScoredExample], *, folds: int = 5, seed: int = 0
 ) -> np.ndarray:
-    """Each example scored by a router fitted on the folds that do not contain its group."""
+    """Each example scored by a router fitted on the folds that do not contain its group.
+
+    With fewer source groups than ``folds`` (a quick run on a few segments) every group is its
+    own fold."""
     scores = np.full(len(examples), np.nan)
+    groups = n_groups(examples)
+    if groups < folds:
+        log.warning("%d source groups: %d folds instead of %d", groups, max(groups, 2), folds)
+        folds = max(groups, 2)
     for train_idx, test_idx in group_kfold(examples, k=folds, seed=seed):
         router = factory().fit([examples[i] for i in train_idx])
         scores[test_idx] = router.score([examples[i] for i in test_idx])
@@ -39,7 +65,9 @@ def router_scores(
     seed: int = 0,
     router_args: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Scores per router name, and the seconds each took (training included)."""
+    """Scores per router name, and the seconds each took (training included).
+
+    A trainable router that ``too_few_groups`` rules out is left out, with a warning."""
     if isinstance(routers, Mapping):
         factories = dict(routers)
     else:
@@ -55,11 +83,15 @@ def router_scores(
     for name, factory in factories.items():
         started = time.perf_counter()
         probe = factory()
+        reason = too_few_groups(probe, examples)
+        if reason is not None:
+            log.warning("router %s left out: %s", name, reason)
+            continue
         probe.prepare(examples)
         if probe.trainable:
             scores[name] = out_of_fold_scores(factory, examples, folds=folds, seed=seed)
         else:
             scores[name] = np.asarray(probe.score(examples), dtype=float)
         seconds[name] = time.perf_counter() - started
-        log.info("router %s scored %d examples in %.1fs", name, len(examples), seconds[name])
+        log.debug("router %s scored %d examples in %.1fs", name, len(examples), seconds[name])
     return scores, seconds

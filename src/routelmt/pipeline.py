@@ -200,8 +200,9 @@ def parse_set(item: str) -> dict[str, Any]:
 
 
 def shipped_configs() -> dict[str, Path]:
-    """The configs/ folder that ships with the source tree: name -> path."""
-    folder = Path(__file__).resolve().parents[2] / "configs"
+    """The configs that ship inside the package (``routelmt/configs``, also ``configs/`` in the
+    repo): name -> path, so ``routelmt bench default`` works from a wheel install."""
+    folder = Path(__file__).resolve().parent / "configs"
     found = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
     return {p.stem: p for p in found if p.stem != "serve"}  # serve.yaml configures the server
 
@@ -727,10 +728,11 @@ def _run_stages(
     make: Callable[..., Translator],
     begun: float,
 ) -> BenchResult:
-    from routelmt.crossval import router_scores
+    from routelmt.crossval import router_scores, too_few_groups
     from routelmt.evaluation import evaluate_routers, write_report
     from routelmt.labels import score_pairs
     from routelmt.metrics.base import get_metric
+    from routelmt.routers import get_router
 
     data_cfg = config["data"]
     systems = {"small": config["small"]} | {f"large:{spec}": spec for spec in config["large"]}
@@ -841,6 +843,7 @@ def _run_stages(
     evaluation = config["evaluation"]
     small = config["small"]
     results: dict[str, dict[str, Any]] = {}
+    left_out: set[str] = set()  # warned once, not once per large system
     eval_names: dict[str, str] = {}
     for large in config["large"]:
         examples = [
@@ -863,6 +866,12 @@ def _run_stages(
         router_stages = []
         for router in config["routers"]:
             rname = f"routers/{slug(large)}/{router}"
+            reason = too_few_groups(get_router(router, **router_args[router]), examples)
+            if reason is not None:  # a quick run on a few segments: say so and go on
+                if router not in left_out:
+                    log.warning("router %s left out: %s", router, reason)
+                    left_out.add(router)
+                continue
 
             def router_stage(
                 directory: Path, router: str = router, examples: Any = examples

@@ -21,6 +21,30 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def plain(value: Any) -> str:
+    """A run setting as a reader writes it: ``en-es, en-de``, ``routelmt (layer=9)``,
+    ``length 0.01 s``; empty for None and empty containers (no Python reprs in a report)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(t for t in (plain(v) for v in value) if t)
+    if isinstance(value, dict):
+        parts = []
+        for key, inner in value.items():
+            if isinstance(inner, dict):
+                text = ", ".join(f"{k}={plain(v)}" for k, v in inner.items())
+                parts.append(f"{key} ({text})" if text else "")
+            else:
+                text = plain(inner)
+                parts.append(f"{key} {text}" if text else "")
+        return "; ".join(p for p in parts if p)
+    return str(value)
+
+
 def fmt_stat(stat: dict[str, Any], digits: int = 2) -> str:
     """``12.13 [10.50, 13.80]``, or just the value when there is no interval."""
     text = fmt(stat.get("value"), digits)
@@ -114,7 +138,9 @@ def render_markdown(result: dict[str, Any], figures: list[str] | None = None) ->
         f"- random line: {settings.get('random_line', '')}",
     ]
     for key, value in (result.get("run") or {}).items():
-        lines.append(f"- {key}: {value}")
+        text = plain(value)
+        if text:  # nothing to say (None, empty): no line, rather than a Python repr
+            lines.append(f"- {key.replace('_', ' ')}: {text}")
     lines += ["", "## Reference", ""] + _reference_lines(result, metric)
     lines += ["", "## Metrics per budget", "", "Cells: value [95% CI]."]
     lines += _budget_tables(result, budgets, metric)

@@ -93,15 +93,9 @@ _OPEN = {"small_options", "large_options", "router"}  # free-form option maps
 
 
 def embedded_config_path() -> Path | None:
-    """The shipped ``serve.yaml``: inside the package when installed, else the repo's configs/."""
-    here = Path(__file__).resolve()
-    for candidate in (
-        here.parents[1] / "configs" / "serve.yaml",
-        here.parents[3] / "configs" / "serve.yaml",
-    ):
-        if candidate.is_file():
-            return candidate
-    return None
+    """The shipped ``serve.yaml`` (package data: ``routelmt/configs``, ``configs/`` in the repo)."""
+    candidate = Path(__file__).resolve().parents[1] / "configs" / "serve.yaml"
+    return candidate if candidate.is_file() else None
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any], where: str, prefix: str = "") -> None:
