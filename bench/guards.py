@@ -1,5 +1,6 @@
-"""Guards on WMT24 (method.md section 6): severe loss, MeanDelta@p and hybrid quality at p = 0.3
-with no guard, the quality-predict guard and the quality-hypo guard, and what each guard costs.
+"""Guards on WMT24 (docs/method.md section 6): severe loss, MeanDelta@p and hybrid quality at
+p = 0.3 with no guard, the quality-predict guard and the quality-hypo guard,
+and what each guard costs.
 
 Labels: ``wmt_labels`` (default all six en-xx pairs, small Phi-3-Medium, large GPT-4, sentence
 chrF); gain g = chrF(large) - chrF(small); severe loss = routed with g < -10 chrF.

@@ -1,4 +1,4 @@
-"""Guards against routing regressions (method.md section 6): veto a selected candidate whose
+"""Guards against routing regressions (docs/method.md section 6): veto a selected candidate whose
 small-model output is already good, and give its budget to the next candidate in gain order.
 
 Gain ranking raises the mean gain but still sends some segments to the large model where it is

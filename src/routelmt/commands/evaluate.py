@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "evaluate",
         help="evaluate routers: Spearman, HitRate, MeanDelta, hybrid quality, APGR, CPT, ...",
-        description="Evaluate routers on gain labels (method.md section 4): metrics per budget "
+        description="Evaluate routers on gain labels: Spearman, HitRate@p, MeanDelta@p, hybrid "
+        "quality, severe loss, APGR and CPT per budget "
         "with 95%% group-bootstrap intervals, per-direction and per-domain breakdowns, "
         "quality-budget curves. Writes metrics.json, report.md, curves.png and scores.jsonl.",
     )

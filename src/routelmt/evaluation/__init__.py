@@ -1,4 +1,4 @@
-"""Routing evaluation (method.md section 4): ranking metrics, quality-budget curves, APGR, CPT,
+"""Routing evaluation (docs/method.md section 4): ranking metrics, quality-budget curves, APGR, CPT,
 group-bootstrap intervals, breakdowns, and a JSON + Markdown + PNG report."""
 
 from routelmt.evaluation.evaluate import SCHEMA, evaluate_routers

@@ -1,4 +1,4 @@
-"""Quality-budget curves, their area, APGR and CPT (method.md section 4), on weighted rows.
+"""Quality-budget curves, their area, APGR and CPT (docs/method.md section 4), on weighted rows.
 
 - The curve is hybrid quality at p = 0, step, ..., 1 (k = floor(pN + 0.5) as everywhere).
 - **AUC**: trapezoid rule over p.

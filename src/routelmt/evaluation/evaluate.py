@@ -1,4 +1,4 @@
-"""Evaluate routers on a labelled test set: every metric of method.md section 4 with group
+"""Evaluate routers on a labelled test set: every metric of docs/method.md section 4 with group
 bootstrap intervals, reference lines and per-direction / per-domain breakdowns.
 
 Result schema (``SCHEMA``; every number is a plain float or None for NaN, so it is valid JSON).

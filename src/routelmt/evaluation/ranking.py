@@ -1,4 +1,4 @@
-"""Ranking metrics of method.md section 4, computed on weighted copies of the test set.
+"""Ranking metrics of docs/method.md section 4, computed on weighted copies of the test set.
 
 Every function takes a weight matrix ``w`` of shape (B, N): row b says how many copies of each
 segment resample b holds (all ones = the test set itself). Resampling only duplicates or drops

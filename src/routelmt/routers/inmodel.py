@@ -1,4 +1,4 @@
-"""In-model routers: read the small translator's own prefill (method.md section 2).
+"""In-model routers: read the small translator's own prefill (docs/method.md section 2).
 
 ``routelmt`` fits a linear (ridge) head on the hidden state of the last prompt token to the gain
 g = q_large - q_small; ``routelmt-q`` fits q_small instead and routes low predicted quality

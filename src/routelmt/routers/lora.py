@@ -2,7 +2,7 @@
 
 The router adapts the small translator S with LoRA (rank 8, alpha 32, every linear layer of the
 decoder blocks) and fits a linear head on the last-prompt-token hidden state of one layer, with
-MSE on the z-scored gain (method.md section 2). Only the prefill up to that layer runs, in
+MSE on the z-scored gain (docs/method.md section 2). Only the prefill up to that layer runs, in
 training as in scoring: no LM head, and the blocks above the layer are not even copied.
 
 The base model is never touched. ``cached_causal_lm`` shares one model per process (the feature

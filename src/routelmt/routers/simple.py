@@ -1,4 +1,4 @@
-"""Model-free routers: the baselines and oracles of method.md section 3."""
+"""Model-free routers: the baselines and oracles of docs/method.md section 3."""
 
 from __future__ import annotations
 
