@@ -37,7 +37,7 @@ def test_converges_through_a_distribution_shift(p: float, seed: int) -> None:
     assert state["realised_share"] == pytest.approx(routed.mean())
     assert state["window_share"] == pytest.approx(routed[-1000:].mean())
     # tracked the new (1 - p) quantile of N(2, 1), within its jitter
-    assert state["threshold"] == pytest.approx(2.0 + norm.ppf(1 - p), abs=0.5)
+    assert state["next_threshold"] == pytest.approx(2.0 + norm.ppf(1 - p), abs=0.5)
 
 
 def test_cost_share_budget_tracks_spend_not_count() -> None:
@@ -49,7 +49,7 @@ def test_cost_share_budget_tracks_spend_not_count() -> None:
     assert abs(charged.sum() / costs.sum() - 0.3) <= 0.01
     state = pacer.state()
     assert state["spent"] == pytest.approx(charged.sum())
-    assert state["budget"]["kind"] == "cost_share"
+    assert state["spec"]["kind"] == "cost_share"
     assert state["remaining"] == pytest.approx(0.3 * costs.sum() - charged.sum())
     # without a per-request cost every request weighs cost_large - cost_small
     pacer = Pacer(BudgetSpec(cost_share=0.3, cost_small=1.0, cost_large=10.0))

@@ -39,7 +39,10 @@ def test_translate_single_and_batch_with_routing_metadata(server):
     assert one["direction"] == "en-de" and one["model"] == "small-upper"
     for key in ("score", "threshold", "tier", "fallback", "policy", "reason"):
         assert key in one
-    assert one["budget"]["budget"]["target"] == 0.3
+    assert one["budget"]["spec"]["target"] == 0.3 and "budget" not in one["budget"]
+    # the threshold this request met (None while warming up), and the one the next meets
+    assert one["reason"] == "warmup" and one["threshold"] is None
+    assert one["budget"]["next_threshold"] == 5.0 and "threshold" not in one["budget"]
     texts = [f"text number {i} " * (i % 7 + 1) for i in range(30)]
     batch = c.post("/v1/translate", json={"texts": texts, "direction": "en-es"}).json()
     assert len(batch["results"]) == 30
@@ -135,7 +138,7 @@ def test_health_and_metrics(server):
     assert samples['routelmt_requests_total{endpoint="/v1/translate",status="400"}'] == 1
     seg_total = sum(v for k, v in samples.items() if k.startswith("routelmt_segments_total"))
     assert seg_total == 3
-    assert 'routelmt_segment_latency_seconds_bucket{tier="small",le="+Inf"}' in samples
+    assert 'routelmt_segment_latency_seconds_bucket{le="+Inf",tier="small"}' in samples
     assert "routelmt_routed_share" in samples and samples["routelmt_budget_target"] == 0.3
     assert "# TYPE routelmt_segment_latency_seconds histogram" in text
 

@@ -338,12 +338,14 @@ class Pacer:
 
         ``remaining`` is ``hard_cap - spent`` under a hard cap, else ``p * seen - spent`` (the
         allowance to date; negative while the stream is ahead of its budget).
+        ``spec`` is the budget asked for; ``next_threshold`` is the threshold the *next* request
+        meets (a decision reports the one it met, None during warm-up).
         """
         with self._lock:
             target_spend = self.p * self._seen_w
             cap = self.spec.hard_cap
             return {
-                "budget": self.spec.to_dict(),
+                "spec": self.spec.to_dict(),
                 "requests": self._n,
                 "routed": self._routed,
                 "spent": self._spent,
@@ -351,7 +353,7 @@ class Pacer:
                 "surplus": self._spent - target_spend,
                 # under a hard cap: what is left of it; otherwise the pro-rata allowance now
                 "remaining": (target_spend if cap is None else cap) - self._spent,
-                "threshold": self._tau,
+                "next_threshold": self._tau,
                 "scale": self._scale,
                 "realised_share": self._spent / self._seen_w if self._seen_w else 0.0,
                 "window_share": self._win_charged / self._win_w if self._win_w else 0.0,

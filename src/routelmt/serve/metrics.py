@@ -1,93 +1,72 @@
-"""Prometheus text exposition without a dependency: counters, gauges and histograms."""
+"""``GET /metrics`` through ``prometheus_client``: counters, histograms, budget gauges, process
+metrics, and multiprocess mode for replicas.
+
+Replicas (several worker processes behind one port, or several services sharing one budget
+store) set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder before they start: every process then
+writes its counters and histograms there, and a scrape of any one of them returns the sum over
+all (``prometheus_client.multiprocess``). The budget gauges are read from the budget state at
+scrape time, so with a shared budget store every replica reports the shared budget. Process
+metrics (CPU, memory, open files) describe the process that answers the scrape.
+
+The service calls ``inc(*label_values)`` and ``observe(value, *label_values)``; the thin classes
+below keep that call shape over ``prometheus_client``'s ``labels(...)`` children.
+"""
 
 from __future__ import annotations
 
-import bisect
-import math
-import threading
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import prometheus_client as prom
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+CONTENT_TYPE = prom.CONTENT_TYPE_LATEST
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# "<name>_created" samples double every counter in the exposition and nobody here reads them
+prom.disable_created_metrics()
 
 
-def _fmt(x: float) -> str:
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    if x == int(x) and abs(x) < 1e15:
-        return str(int(x))
-    return repr(float(x))
+def multiprocess_dir() -> str | None:
+    """The shared folder of multiprocess mode, when replicas set one."""
+    return os.environ.get(MULTIPROC_ENV) or None
 
 
-def _escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class Counter:
+    """A labelled counter: ``inc("translate", "200")``, ``inc(amount=3)``."""
 
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(str(v))}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-class _Metric:
-    kind = ""
-
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+    def __init__(
+        self, name: str, help: str, labels: Sequence[str] = (), *, registry: Any = None
+    ) -> None:
         self.name = name
-        self.help = help
         self.label_names = tuple(labels)
-        self._lock = threading.Lock()
+        self._metric = prom.Counter(name, help, self.label_names, registry=registry)
 
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labels)
-        self._values: dict[tuple[str, ...], float] = {}
+    def _child(self, labels: Sequence[str]) -> Any:
+        return self._metric.labels(*labels) if self.label_names else self._metric
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
-        with self._lock:
-            self._values[labels] = self._values.get(labels, 0.0) + amount
+        self._child(labels).inc(amount)
 
     def value(self, *labels: str) -> float:
-        with self._lock:
-            return self._values.get(labels, 0.0)
+        """This process's count (tests and /health; a scrape sums over replicas)."""
+        return float(self._child(labels)._value.get())
 
     def total(self) -> float:
-        with self._lock:
-            return sum(self._values.values())
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return self.header() + [
-            f"{self.name}{_labels(self.label_names, k)} {_fmt(v)}" for k, v in items
-        ]
+        return sum(
+            s.value
+            for m in self._metric.collect()
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
 
 
-class Gauge(_Metric):
-    """A value read at scrape time from ``fn`` (so it is never stale)."""
-
-    kind = "gauge"
-
-    def __init__(self, name: str, help: str, fn: Callable[[], float | None]) -> None:
-        super().__init__(name, help)
-        self.fn = fn
-
-    def render(self) -> list[str]:
-        value = self.fn()
-        if value is None:
-            return []
-        return self.header() + [f"{self.name} {_fmt(float(value))}"]
-
-
-class Histogram(_Metric):
-    kind = "histogram"
+class Histogram:
+    """A labelled histogram: ``observe(0.012, "small")``."""
 
     def __init__(
         self,
@@ -95,116 +74,144 @@ class Histogram(_Metric):
         help: str,
         labels: Sequence[str] = (),
         buckets: Sequence[float] = LATENCY_BUCKETS,
+        *,
+        registry: Any = None,
     ) -> None:
-        super().__init__(name, help, labels)
-        self.buckets = tuple(sorted(buckets))
-        self._data: dict[tuple[str, ...], list[float]] = {}  # counts per bucket, +Inf, sum
+        self.name = name
+        self.label_names = tuple(labels)
+        self._metric = prom.Histogram(
+            name, help, self.label_names, buckets=tuple(buckets), registry=registry
+        )
 
     def observe(self, value: float, *labels: str) -> None:
-        i = bisect.bisect_left(self.buckets, value)
-        with self._lock:
-            row = self._data.setdefault(labels, [0.0] * (len(self.buckets) + 2))
-            row[i] += 1  # bucket i is the first with upper bound >= value (+Inf at the end)
-            row[-1] += value
+        child = self._metric.labels(*labels) if self.label_names else self._metric
+        child.observe(value)
 
     def count(self, *labels: str) -> int:
-        with self._lock:
-            row = self._data.get(labels)
-            return int(sum(row[:-1])) if row else 0
+        wanted = dict(zip(self.label_names, labels, strict=True))
+        return int(
+            sum(
+                s.value
+                for m in self._metric.collect()
+                for s in m.samples
+                if s.name.endswith("_count") and all(s.labels.get(k) == v for k, v in wanted.items())
+            )
+        )
 
-    def render(self) -> list[str]:
-        lines = self.header()
-        with self._lock:
-            items = sorted((k, list(v)) for k, v in self._data.items())
-        for key, row in items:
-            cumulative = 0.0
-            for bound, n in zip((*self.buckets, math.inf), row[:-1], strict=True):
-                cumulative += n
-                le = f'le="{_fmt(bound)}"'
-                lines.append(
-                    f"{self.name}_bucket{_labels(self.label_names, key, le)} {_fmt(cumulative)}"
-                )
-            lab = _labels(self.label_names, key)
-            lines.append(f"{self.name}_sum{lab} {_fmt(row[-1])}")
-            lines.append(f"{self.name}_count{lab} {_fmt(cumulative)}")
-        return lines
+
+class _BudgetCollector(Collector):
+    """Budget gauges read from the budget state at scrape time (never stale, never summed)."""
+
+    def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self._state() or {}
+        spec = state.get("spec") or {}
+        gauges = (
+            ("routelmt_routed_share", "Large share of decided requests", state, "realised_share"),
+            ("routelmt_budget_target", "Budget target share p", spec, "target"),
+            (
+                "routelmt_budget_threshold",
+                "Routing threshold the next request meets",
+                state,
+                "next_threshold",
+            ),
+            ("routelmt_budget_spent", "Budget spent (requests or cost)", state, "spent"),
+            ("routelmt_budget_remaining", "Budget left to spend now", state, "remaining"),
+        )
+        for name, help_text, source, key in gauges:
+            value = source.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                yield GaugeMetricFamily(name, help_text, value=float(value))
 
 
 class ServiceMetrics:
-    """Everything ``GET /metrics`` exposes."""
+    """Everything ``GET /metrics`` exposes, in a registry of its own (one per service)."""
 
     def __init__(self, budget_state: Callable[[], dict] | None = None) -> None:
-        self._state = budget_state or (lambda: {})
+        self.registry = prom.CollectorRegistry(auto_describe=True)
+        reg = self.registry
         self.requests = Counter(
             "routelmt_requests_total",
             "HTTP requests by endpoint and status",
             ("endpoint", "status"),
+            registry=reg,
         )
         self.segments = Counter(
             "routelmt_segments_total",
             "Translated segments by tier that answered and policy",
             ("tier", "policy"),
+            registry=reg,
         )
         self.fallbacks = Counter(
             "routelmt_fallbacks_total",
             "Large calls that failed and fell back to the small model",
             ("reason",),
+            registry=reg,
         )
-        self.errors = Counter("routelmt_errors_total", "Errors by kind", ("kind",))
+        self.errors = Counter("routelmt_errors_total", "Errors by kind", ("kind",), registry=reg)
+        self.tokens = Counter(
+            "routelmt_tokens_total",
+            "Tokens by tier and kind (prompt or completion), as the answering model counted them",
+            ("tier", "kind"),
+            registry=reg,
+        )
         self.latency = Histogram(
             "routelmt_segment_latency_seconds",
             "Per-segment latency from arrival to answer, by tier that answered",
             ("tier",),
+            registry=reg,
         )
         self.request_latency = Histogram(
-            "routelmt_request_latency_seconds", "HTTP request latency by endpoint", ("endpoint",)
+            "routelmt_request_latency_seconds",
+            "HTTP request latency by endpoint",
+            ("endpoint",),
+            registry=reg,
         )
         self.model_latency = Histogram(
-            "routelmt_model_call_seconds", "Model call time by tier", ("tier",)
+            "routelmt_model_call_seconds", "Model call time by tier", ("tier",), registry=reg
         )
         self.route_latency = Histogram(
             "routelmt_route_seconds",
             "Routing overhead per segment (router score + pacer decision)",
             buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 0.1),
+            registry=reg,
         )
         self.batch_size = Histogram(
-            "routelmt_small_batch_size", "Segments per small-model batch", buckets=SIZE_BUCKETS
+            "routelmt_small_batch_size",
+            "Segments per small-model batch",
+            buckets=SIZE_BUCKETS,
+            registry=reg,
         )
-        self._all = [
-            self.requests,
-            self.segments,
-            self.fallbacks,
-            self.errors,
-            self.latency,
-            self.request_latency,
-            self.model_latency,
-            self.route_latency,
-            self.batch_size,
-            Gauge("routelmt_routed_share", "Large share of decided requests", self._share),
-            Gauge("routelmt_budget_target", "Budget target share p", self._target),
-            Gauge("routelmt_budget_threshold", "Current routing threshold", self._threshold),
-            Gauge("routelmt_budget_spent", "Budget spent (requests or cost)", self._spent),
+        self._budget = _BudgetCollector(budget_state or (lambda: {}))
+        self._process = [
+            prom.ProcessCollector(registry=None),
+            prom.PlatformCollector(registry=None),
         ]
+        if multiprocess_dir() is None:
+            for collector in (self._budget, *self._process):
+                reg.register(collector)
 
-    def _get(self, key: str) -> float | None:
-        value = self._state().get(key)
-        return float(value) if isinstance(value, (int, float)) else None
+    def observe_usage(self, tier: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """Count one answer's tokens (``usage`` of an OpenAI-style answer) for its tier."""
+        if prompt_tokens:
+            self.tokens.inc(tier, "prompt", amount=float(prompt_tokens))
+        if completion_tokens:
+            self.tokens.inc(tier, "completion", amount=float(completion_tokens))
 
-    def _share(self) -> float | None:
-        return self._get("realised_share")
+    def scrape_registry(self) -> Any:
+        """What a scrape reads: this service's registry, or in multiprocess mode the files of
+        every process plus this process's budget gauges and process metrics."""
+        if multiprocess_dir() is None:
+            return self.registry
+        from prometheus_client import multiprocess
 
-    def _threshold(self) -> float | None:
-        return self._get("threshold")
-
-    def _spent(self) -> float | None:
-        return self._get("spent")
-
-    def _target(self) -> float | None:
-        budget = self._state().get("budget") or {}
-        return budget.get("target")
+        registry = prom.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        for collector in (self._budget, *self._process):
+            registry.register(collector)
+        return registry
 
     def render(self) -> str:
-        lines: list[str] = []
-        for metric in self._all:
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+        return prom.generate_latest(self.scrape_registry()).decode("utf-8")

@@ -202,7 +202,7 @@ class SQLitePacer:
 
     @property
     def threshold(self) -> float | None:
-        return self.state()["threshold"]
+        return self.state()["next_threshold"]
 
     def close(self) -> None:
         with self._lock:
