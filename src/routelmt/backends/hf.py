@@ -91,12 +91,11 @@ def load_causal_lm(
         ) from None
     torch_dtype = _torch_dtype(dtype)
     set_cpu_threads()
-    from routelmt import progress
+    import transformers
 
-    if not getattr(progress, "_enabled", True):  # --quiet silences transformers' bars too
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
+    # transformers' own bars count weight tensors ("Loading weights 236/236"); ours count
+    # segments, and a load is one log line
+    transformers.utils.logging.disable_progress_bar()
     start = time.perf_counter()
     resolved = resolve_model(spec)
     try:
