@@ -131,20 +131,26 @@ class Shell:
                     os.killpg(proc.pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def shell(wmt_root, tmp_path):
-    work = tmp_path / "fresh"
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """One fresh folder for the whole README, as a user would use it."""
+    work = tmp_path_factory.mktemp("readme") / "fresh"
     work.mkdir()
     (work / "configs").symlink_to(REPO / "configs")  # the checkout's relative paths
+    return work
+
+
+@pytest.fixture
+def shell(wmt_root, workspace):
     bin_dir = str(Path(sys.executable).parent)  # where `routelmt` is installed
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": str(REPO / "src"),
         "ROUTELMT_DATA": str(wmt_root),
-        "MPLCONFIGDIR": str(tmp_path / "mpl"),
+        "MPLCONFIGDIR": str(workspace / ".mpl"),
     }
-    sh = Shell(work, env)
+    sh = Shell(workspace, env)
     yield sh
     sh.stop()
 
@@ -167,36 +173,34 @@ def tiny(command: str) -> str:
     return command
 
 
-def test_every_readme_command_runs_as_printed(shell):
-    blocks = readme_blocks()
-    bash = [cmd for lang, text in blocks if lang == "bash" for cmd in shell_commands(text)]
-    python = [text for lang, text in blocks if lang == "python"]
-    yamls = [text for lang, text in blocks if lang == "yaml"]
-    ran: list[str] = []
+BLOCKS = readme_blocks()
+BASH = [cmd for lang, text in BLOCKS if lang == "bash" for cmd in shell_commands(text)]
+PYTHON = [text for lang, text in BLOCKS if lang == "python"]
+YAML = [text for lang, text in BLOCKS if lang == "yaml"]
+RAN: list[str] = []  # what the tests below ran, for the last one
 
-    # "Two commands": make test is this suite; make run is the default bench
+
+def test_two_commands(shell):
+    """make test is this suite; make run is the default bench, run here on 2 segments a pair."""
     make_run = re.search(r"^run: .*\n\t(.+)$", (REPO / "Makefile").read_text(), flags=re.M)
     assert make_run and make_run.group(1) == "$(BIN)/routelmt bench configs/default.yaml"
-    for cmd in bash:
+    for cmd in BASH:
         if cmd.startswith("make test"):
-            ran.append(cmd)
+            RAN.append(cmd)
         elif cmd.startswith("make run"):
             shell.run(tiny("routelmt bench configs/default.yaml"))
-            ran.append(cmd)
+            RAN.append(cmd)
     assert (shell.cwd / "runs/default/report/GPT-4/report.md").is_file()
 
-    # the CLI tour, in README order
-    port = _free_port()
-    for cmd in bash:
-        if cmd.startswith("make ") or cmd in ran:
-            continue
+
+def test_cli_tour(shell):
+    """Data, evaluation, training, calibration, translation and a bench, in README order."""
+    for cmd in BASH:
         words = shlex.split(cmd, comments=True)
-        if words[:2] == ["routelmt", "serve"]:
-            continue  # below, with the servers
-        if words[0] == "curl":
+        if words[0] in ("make", "curl") or words[:2] == ["routelmt", "serve"]:
             continue
         out = shell.run(tiny(cmd))
-        ran.append(cmd)
+        RAN.append(cmd)
         if words[:3] == ["routelmt", "data", "--list"]:
             assert "en-es" in out
     scores = [json.loads(line) for line in (shell.cwd / "runs/eval/scores.jsonl").open()]
@@ -206,24 +210,27 @@ def test_every_readme_command_runs_as_printed(shell):
     out = [json.loads(line) for line in (shell.cwd / "out.jsonl").open()]
     assert len(out) == 1 and out[0]["text"].strip()
 
-    # the servers: `serve --config` (on a free port), the service example, a real large endpoint
-    serves = [c for c in bash if c.startswith("routelmt serve")]
-    curls = [c for c in bash if c.startswith("curl")]
+
+def test_service_examples(shell):
+    """`serve --config`, the service example with curl and the OpenAI client, a real large
+    endpoint in front of another service, and the fallback config block."""
+    serves = [c for c in BASH if c.startswith("routelmt serve")]
     for cmd in serves:
         if "--port" not in cmd and "--large" not in cmd:
             free = _free_port()
             shell.start(f"{cmd} --port {free}", free)
             shell.stop()
-            ran.append(cmd)
+            RAN.append(cmd)
+    port = _free_port()
     (example,) = [c for c in serves if "--port 8000" in c]
     url = shell.start(example.replace("8000", str(port)), port)
-    ran.append(example)
-    (curl,) = curls
+    RAN.append(example)
+    (curl,) = [c for c in BASH if c.startswith("curl")]
     answer = json.loads(shell.run(curl.replace("8000", str(port))))
-    ran.append(curl)
+    RAN.append(curl)
     assert answer["translation"] == "El Banco Mundial espera difundir ese mensaje."
     assert answer["tier"] == "large" and answer["model"] == "GPT-4" and not answer["fallback"]
-    for script in python:
+    for script in PYTHON:
         printed = subprocess.run(
             [sys.executable, "-c", script.replace("8000", str(port))],
             env=shell.env,
@@ -237,7 +244,7 @@ def test_every_readme_command_runs_as_printed(shell):
     (real,) = [c for c in serves if "--large" in c]
     front = _free_port()
     front_url = shell.start(f"{real.replace('8001', str(port))} --port {front}", front)
-    ran.append(real)
+    RAN.append(real)
     reply = httpx.post(
         f"{front_url}/v1/translate",
         json={"text": "Critics blasted the SEC on Wednesday night.", "policy": "large"},
@@ -245,13 +252,13 @@ def test_every_readme_command_runs_as_printed(shell):
     ).json()
     assert reply["tier"] == "large" and not reply["fallback"], reply
     assert reply["model"] == "Qwen2.5-72B-Instruct"  # named as configured; answered by `url`
-    assert httpx.get(f"{url}/metrics", timeout=10).text.count("routelmt_requests_total") >= 1
+    assert "routelmt_requests_total" in httpx.get(f"{url}/metrics", timeout=10).text
 
     # the config block: valid, and it builds the chain it describes (no calls made)
     from routelmt.backends.openai import OpenAITranslator
     from routelmt.serve.config import load_config
 
-    (block,) = yamls
+    (block,) = YAML
     path = shell.cwd / "large.yaml"
     path.write_text(block, encoding="utf-8")
     config = load_config(path)
@@ -259,5 +266,7 @@ def test_every_readme_command_runs_as_printed(shell):
     assert [e.model for e in chain.endpoints] == ["Qwen2.5-72B-Instruct"] * 2 + ["gpt-4o"]
     chain.close()
 
-    missing = [c for c in bash if c not in ran]
-    assert not missing, f"README commands this test does not run: {missing}"
+
+def test_every_readme_command_was_run():
+    missing = [c for c in BASH if c not in RAN]
+    assert not missing, f"README commands the tests above did not run: {missing}"

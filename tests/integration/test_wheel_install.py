@@ -23,6 +23,14 @@ pytest.importorskip("transformers")
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _has_setuptools() -> bool:
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    return int(setuptools.__version__.split(".")[0]) >= 68
+
+
 def _build_wheel(tmp_path: Path) -> Path:
     """``pip wheel --no-deps`` on a copy of the sources (the build leaves no files in the repo)."""
     tree = tmp_path / "tree"
@@ -32,7 +40,9 @@ def _build_wheel(tmp_path: Path) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, tree / name)
     dist = tmp_path / "dist"
-    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps"]
+    if _has_setuptools():  # build offline with what is installed; else pip fetches setuptools
+        cmd.append("--no-build-isolation")
     done = subprocess.run(
         [*cmd, "-w", str(dist), str(tree)], capture_output=True, text=True, timeout=300
     )
