@@ -58,10 +58,7 @@ class Counter:
 
     def total(self) -> float:
         return sum(
-            s.value
-            for m in self._metric.collect()
-            for s in m.samples
-            if s.name.endswith("_total")
+            s.value for m in self._metric.collect() for s in m.samples if s.name.endswith("_total")
         )
 
 
@@ -89,14 +86,13 @@ class Histogram:
 
     def count(self, *labels: str) -> int:
         wanted = dict(zip(self.label_names, labels, strict=True))
-        return int(
-            sum(
-                s.value
-                for m in self._metric.collect()
-                for s in m.samples
-                if s.name.endswith("_count") and all(s.labels.get(k) == v for k, v in wanted.items())
-            )
-        )
+        total = 0.0
+        for family in self._metric.collect():
+            for sample in family.samples:
+                mine = all(sample.labels.get(k) == v for k, v in wanted.items())
+                if sample.name.endswith("_count") and mine:
+                    total += sample.value
+        return int(total)
 
 
 class _BudgetCollector(Collector):
