@@ -1,5 +1,6 @@
 """Scores for every router on a labelled set: trainable routers out-of-fold (k-fold by source
-group, so no source is both trained on and scored), the others directly."""
+group, or leave-one-direction-out; either way no source is both trained on and scored), the
+others directly."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 from routelmt.errors import ConfigError
 from routelmt.records import ScoredExample
 from routelmt.routers.base import Router, get_router
-from routelmt.splits import group_kfold
+from routelmt.splits import CV_SCHEMES, cv_splits
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,15 @@ def too_few_groups(router: Router, examples: Sequence[ScoredExample]) -> str | N
 
 
 def out_of_fold_scores(
-    factory: RouterFactory, examples: Sequence[ScoredExample], *, folds: int = 5, seed: int = 0
+    factory: RouterFactory,
+    examples: Sequence[ScoredExample],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    cv: str = "kfold",
 ) -> np.ndarray:
-    """Each example scored by a router fitted on the folds that do not contain its group.
+    """Each example scored by a router fitted on data that does not hold its source group:
+    the other folds (``cv="kfold"``) or the other directions (``cv="lodo"``).
 
     With fewer source groups than ``folds`` (a quick run on a few segments) every group is its
     own fold."""
@@ -51,7 +58,7 @@ def out_of_fold_scores(
     if groups < folds:
         log.warning("%d source groups: %d folds instead of %d", groups, max(groups, 2), folds)
         folds = max(groups, 2)
-    for train_idx, test_idx in group_kfold(examples, k=folds, seed=seed):
+    for train_idx, test_idx in cv_splits(examples, cv, k=folds, seed=seed):
         router = factory().fit([examples[i] for i in train_idx])
         scores[test_idx] = router.score([examples[i] for i in test_idx])
     return scores
@@ -64,10 +71,14 @@ def router_scores(
     folds: int = 5,
     seed: int = 0,
     router_args: Mapping[str, Mapping[str, Any]] | None = None,
+    cv: str = "kfold",
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Scores per router name, and the seconds each took (training included).
 
-    A trainable router that ``too_few_groups`` rules out is left out, with a warning."""
+    A trainable router that ``too_few_groups`` rules out is left out, with a warning.
+    ``cv`` is how trainable routers are kept off their test data: ``kfold`` by source group,
+    or ``lodo`` (leave one direction out, see ``splits.group_lodo``).
+    """
     if isinstance(routers, Mapping):
         factories = dict(routers)
     else:
@@ -78,6 +89,11 @@ def router_scores(
         }
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2 for cross-validation, got {folds}")
+    if cv not in CV_SCHEMES:
+        raise ConfigError(f"unknown cross-validation '{cv}'; known: {', '.join(CV_SCHEMES)}")
+    if cv == "lodo":
+        # fail early (e.g. only one direction), with the fold count out_of_fold_scores uses
+        cv_splits(examples, cv, k=max(2, min(folds, n_groups(examples))), seed=seed)
     scores: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     for name, factory in factories.items():
@@ -89,7 +105,7 @@ def router_scores(
             continue
         probe.prepare(examples)
         if probe.trainable:
-            scores[name] = out_of_fold_scores(factory, examples, folds=folds, seed=seed)
+            scores[name] = out_of_fold_scores(factory, examples, folds=folds, seed=seed, cv=cv)
         else:
             scores[name] = np.asarray(probe.score(examples), dtype=float)
         seconds[name] = time.perf_counter() - started

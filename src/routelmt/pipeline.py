@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "evaluation": {
         "budgets": [0.1, 0.2, 0.3, 0.4, 0.5],
         "folds": 5,
+        "cv": "kfold",
+        "baselines": ["length", "entropy"],
         "seed": 0,
         "bootstrap": 1000,
         "severe_delta": 10.0,
@@ -84,6 +86,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "router_args": (dict,),
     "evaluation.budgets": (list,),
     "evaluation.folds": (int,),
+    "evaluation.cv": (str,),
+    "evaluation.baselines": (list,),
     "evaluation.seed": (int,),
     "evaluation.bootstrap": (int,),
     "evaluation.severe_delta": _NUMBER,
@@ -160,6 +164,14 @@ def _check_types(config: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: 'translate.batch_size' must be positive")
     if config["evaluation"]["folds"] < 2:
         raise ConfigError(f"{where}: 'evaluation.folds' must be at least 2")
+    from routelmt.splits import CV_SCHEMES
+
+    if config["evaluation"]["cv"] not in CV_SCHEMES:
+        raise ConfigError(
+            f"{where}: 'evaluation.cv' must be one of {', '.join(CV_SCHEMES)}, "
+            f"got {config['evaluation']['cv']!r}"
+        )
+    strings("evaluation.baselines", config["evaluation"]["baselines"])
     if config["evaluation"]["bootstrap"] < 0:
         raise ConfigError(f"{where}: 'evaluation.bootstrap' must be >= 0")
     budgets = config["evaluation"]["budgets"]
@@ -730,6 +742,7 @@ def _run_stages(
 ) -> BenchResult:
     from routelmt.crossval import router_scores, too_few_groups
     from routelmt.evaluation import evaluate_routers, write_report
+    from routelmt.evaluation.evaluate import SCHEMA as EVALUATION_SCHEMA
     from routelmt.labels import score_pairs
     from routelmt.metrics.base import get_metric
     from routelmt.routers import get_router
@@ -882,6 +895,7 @@ def _run_stages(
                     folds=evaluation["folds"],
                     seed=evaluation["seed"],
                     router_args={router: router_args[router]},
+                    cv=evaluation["cv"],
                 )
                 write_json(
                     directory / "scores.json",
@@ -899,6 +913,8 @@ def _run_stages(
                 "folds": evaluation["folds"],
                 "seed": evaluation["seed"],
             }
+            if evaluation["cv"] != "kfold":  # absent for k-fold, so earlier runs stay cached
+                settings["cv"] = evaluation["cv"]
             record = runner.run(rname, settings, label_stages, ["scores.json"], router_stage)
             stored = read_json(output / rname / "scores.json")
             scores[router] = stored["scores"]
@@ -921,6 +937,7 @@ def _run_stages(
                 severe_delta=float(evaluation["severe_delta"]),
                 n_boot=evaluation["bootstrap"],
                 seed=evaluation["seed"],
+                baselines=evaluation["baselines"],
                 run_info={
                     "command": "routelmt bench",
                     "name": config["name"],
@@ -928,6 +945,7 @@ def _run_stages(
                     "large": large,
                     "pairs": pairs,
                     "limit": data_cfg["limit"],
+                    "cv": evaluation["cv"],
                     "folds": evaluation["folds"],
                     "router_args": router_args,
                     "router_seconds": seconds,
@@ -937,6 +955,7 @@ def _run_stages(
             return {"n": result["n"]}
 
         eval_settings = {k: evaluation[k] for k in ("budgets", "bootstrap", "severe_delta", "seed")}
+        eval_settings |= {"baselines": evaluation["baselines"], "schema": EVALUATION_SCHEMA}
         runner.run(ename, eval_settings, router_stages, ["result.json"], evaluate_stage)
         results[large] = read_json(output / ename / "result.json")
         eval_names[large] = ename

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from routelmt.errors import ConfigError
 from routelmt.records import write_records
 
 DEFAULT_ROUTERS = "gain-oracle,quality-oracle,random,length"
+DEFAULT_BASELINES = "length,entropy"
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,7 +53,26 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="a trained router artifact (from `routelmt train`), scored as is (repeatable)",
     )
     parser.add_argument("--budgets", default="0.1,0.2,0.3,0.4,0.5", help="comma-separated shares")
-    parser.add_argument("--folds", type=int, default=5, help="k-fold CV for trainable routers")
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=5,
+        help="folds by source group for trainable routers (with --cv lodo: folds of the "
+        "left-out direction when it shares sources with the others)",
+    )
+    parser.add_argument(
+        "--cv",
+        choices=("kfold", "lodo"),
+        default="kfold",
+        help="how trainable routers are scored out of sample: kfold (by source group, default) "
+        "or lodo (leave one direction out: trained on every other direction, no shared source)",
+    )
+    parser.add_argument(
+        "--baselines",
+        default=None,
+        help="comma-separated routers every other router is compared with, paired "
+        f"(default: {DEFAULT_BASELINES}, those that are among --routers)",
+    )
     parser.add_argument("--severe-delta", type=float, default=10.0, help="severe-loss threshold")
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no intervals)")
     parser.add_argument("--seed", type=int, default=0)
@@ -58,11 +81,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def _is_dir_router(name: str, dir_names: list[str]) -> bool:
+    """An artifact's router is scored as ``<router>@<folder name>``."""
+    return any(name.endswith(f"@{d}") for d in dir_names)
+
+
 def run(args: argparse.Namespace) -> int:
     from routelmt.crossval import router_scores
     from routelmt.evaluation import evaluate_routers, write_report
     from routelmt.evaluation.report import summary, summary_table
     from routelmt.routers.artifacts import load_router
+    from routelmt.routers.provenance import training_overlap
 
     budgets = parse_budgets(args.budgets)
     examples = load_examples(args)
@@ -71,11 +100,29 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(router_args) - set(names))
     if unknown:
         raise ConfigError(f"--router-arg for {', '.join(unknown)}, which is not in --routers")
+    baselines = [b.strip() for b in (args.baselines or DEFAULT_BASELINES).split(",") if b.strip()]
+    dir_names = [f"{d.name}" for d in args.router_dir or []]
+    if args.baselines is not None:
+        missing = [b for b in baselines if b not in names and not _is_dir_router(b, dir_names)]
+        if missing:
+            raise ConfigError(
+                f"--baselines names {', '.join(missing)}, which is not in --routers "
+                f"({', '.join(names)})"
+            )
     scores, seconds = router_scores(
-        names, examples, folds=args.folds, seed=args.seed, router_args=router_args
+        names, examples, folds=args.folds, seed=args.seed, router_args=router_args, cv=args.cv
     )
+    overlaps = {}
     for directory in args.router_dir or []:
         router = load_router(directory)
+        overlap = training_overlap(directory, examples)
+        overlaps[str(directory)] = overlap.to_dict()
+        if overlap.any:
+            log.warning("%s", overlap.message())
+        elif not overlap.recorded:
+            log.warning("note: %s", overlap.message())
+        else:
+            log.info("%s", overlap.message())
         started = time.perf_counter()
         router.prepare(examples)
         name = f"{router.name}@{directory.name}"
@@ -88,13 +135,16 @@ def run(args: argparse.Namespace) -> int:
         severe_delta=args.severe_delta,
         n_boot=args.bootstrap,
         seed=args.seed,
+        baselines=baselines,
         run_info={
             "command": "routelmt evaluate",
             "input": str(args.input) if args.input else None,
             "pairs": args.pairs if args.input is None else None,
+            "cv": args.cv,
             "folds": args.folds,
             "router_args": router_args,
             "router_dirs": [str(d) for d in args.router_dir or []],
+            "router_dir_overlap": overlaps,
             "router_seconds": seconds,
         },
     )

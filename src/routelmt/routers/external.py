@@ -22,6 +22,11 @@ from routelmt.heads import DEFAULT_ALPHAS, RidgeHead
 from routelmt.languages import language_name, target_language
 from routelmt.records import ScoredExample, Segment
 from routelmt.routers.base import ROUTERS, Router
+from routelmt.routers.provenance import (
+    read_training_sources,
+    training_sources,
+    write_training_sources,
+)
 from routelmt.storage import read_json, stable_hash, write_json
 
 logger = logging.getLogger(__name__)
@@ -82,6 +87,7 @@ class ExternalEncoderRouter(Router):
         self.use_cache = bool(use_cache)
         self.head = RidgeHead()
         self.train_hash: str | None = None
+        self.train_sources: dict[str, Any] | None = None
         self.n_train = 0
 
     def features(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
@@ -110,6 +116,7 @@ class ExternalEncoderRouter(Router):
         groups = np.array([ex.segment.group for ex in train])
         self.head.fit(X, y, groups, alphas=self.alphas, n_folds=self.n_folds, seed=self.seed)
         self.train_hash = training_data_hash(train, self.target)
+        self.train_sources = training_sources(train)
         self.n_train = len(train)
         logger.info(
             "%s: fitted on %d examples (%s), alpha=%g",
@@ -151,6 +158,7 @@ class ExternalEncoderRouter(Router):
             raise ConfigError(f"cannot save router '{self.name}': it is not trained")
         directory = Path(directory)
         self.head.save(directory)
+        write_training_sources(directory, self.train_sources)
         write_json(directory / ROUTER_CONFIG, self.config())
         return directory
 
@@ -205,6 +213,7 @@ class ExternalEncoderRouter(Router):
                 path=where,
             )
         router.train_hash = config.get("train_hash")
+        router.train_sources = read_training_sources(directory)
         router.n_train = int(config.get("n_train") or 0)
         return router
 

@@ -21,6 +21,11 @@ from routelmt.errors import ConfigError, InputError
 from routelmt.heads import DEFAULT_ALPHAS, RidgeHead
 from routelmt.records import ScoredExample, Segment
 from routelmt.routers.base import ROUTERS, Router
+from routelmt.routers.provenance import (
+    read_training_sources,
+    training_sources,
+    write_training_sources,
+)
 from routelmt.storage import read_json, stable_hash, write_json
 
 log = logging.getLogger(__name__)
@@ -217,6 +222,7 @@ class RouteLMTRouter(Router):
         self.layer: int | None = None
         self.layer_cv_mse: dict[int, float] = {}
         self.train_hash: str | None = None
+        self.train_sources: dict[str, Any] | None = None
         self.metric: str | None = None
 
     def _candidate_layers(self) -> list[int]:
@@ -256,6 +262,7 @@ class RouteLMTRouter(Router):
         _, self.layer, self.head = best
         self.train_hash = stable_hash([(ex.id, round(float(v), 6)) for ex, v in zip(train, y)])
         self.metric = train[0].metric
+        self.train_sources = training_sources(train)
         log.info("%s: layer %d, alpha %g (n=%d)", self.name, self.layer, self.head.alpha_, len(y))
         return self
 
@@ -296,6 +303,7 @@ class RouteLMTRouter(Router):
             raise ConfigError(f"cannot save router '{self.name}': it is not trained")
         directory = Path(directory)
         self.head.save(directory)
+        write_training_sources(directory, self.train_sources)
         write_json(directory / ROUTER_CONFIG, self.config())
         return directory
 
@@ -332,6 +340,7 @@ class RouteLMTRouter(Router):
         router.layer = int(config["layer"])
         router.metric = config.get("metric")
         router.train_hash = config.get("training_data_hash")
+        router.train_sources = read_training_sources(directory)
         router.layer_cv_mse = {int(k): v for k, v in config.get("layer_cv_mse", {}).items()}
         return router
 

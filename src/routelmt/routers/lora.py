@@ -34,6 +34,11 @@ import numpy as np
 from routelmt.errors import ConfigError, InputError
 from routelmt.records import ScoredExample, Segment
 from routelmt.routers.base import ROUTERS, Router
+from routelmt.routers.provenance import (
+    read_training_sources,
+    training_sources,
+    write_training_sources,
+)
 from routelmt.storage import atomic_open, read_json, read_safetensors, stable_hash, write_json
 
 log = logging.getLogger(__name__)
@@ -233,6 +238,7 @@ class RouteLMTLoRARouter(Router):
         self.target_std = 1.0
         self.metric: str | None = None
         self.train_hash: str | None = None
+        self.train_sources: dict[str, Any] | None = None
         self.train_info: dict[str, Any] = {}
 
     # --- model, template, identity -------------------------------------------------------------
@@ -398,6 +404,7 @@ class RouteLMTLoRARouter(Router):
                 bar.close()
         self.metric = chosen[0].metric
         self.train_hash = stable_hash([(ex.id, round(float(v), 6)) for ex, v in zip(chosen, y)])
+        self.train_sources = training_sources(train)  # all it was given, not only the subsample
         self.train_info = {
             "n_train": len(chosen),
             "n_given": len(train),
@@ -531,6 +538,7 @@ class RouteLMTLoRARouter(Router):
         tensors["feature_std"] = torch.as_tensor(self.feature_std)
         with atomic_open(directory / WEIGHTS_FILE, "wb") as handle:
             handle.write(save(tensors))
+        write_training_sources(directory, self.train_sources)
         write_json(directory / ROUTER_CONFIG, self.config())
         return directory
 
@@ -612,6 +620,7 @@ class RouteLMTLoRARouter(Router):
         router.target_std = float(config["target_std"])
         router.metric = config.get("metric")
         router.train_hash = config.get("training_data_hash")
+        router.train_sources = read_training_sources(directory)
         router.train_info = {
             k: training[k]
             for k in ("n_train", "n_given", "steps", "seconds", "loss_first", "loss_last20")
