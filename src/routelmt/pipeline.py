@@ -172,6 +172,12 @@ def _check_types(config: dict[str, Any], where: str) -> None:
             f"got {config['evaluation']['cv']!r}"
         )
     strings("evaluation.baselines", config["evaluation"]["baselines"])
+    pairs = config["data"]["pairs"]
+    if config["evaluation"]["cv"] == "lodo" and isinstance(pairs, list) and len(set(pairs)) < 2:
+        raise ConfigError(
+            f"{where}: 'evaluation.cv: lodo' (leave one direction out) needs at least two "
+            f"pairs in 'data.pairs', got {pairs}"
+        )
     if config["evaluation"]["bootstrap"] < 0:
         raise ConfigError(f"{where}: 'evaluation.bootstrap' must be >= 0")
     budgets = config["evaluation"]["budgets"]

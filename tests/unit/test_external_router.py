@@ -17,6 +17,7 @@ from routelmt.routers.external import (
     ExternalEncoderRouter,
     router_input,
 )
+from routelmt.routers.provenance import training_overlap
 
 WORDS = ["hard", "idiom", "easy", "the", "cat", "name", "spanish", "german"]
 
@@ -83,6 +84,10 @@ def test_save_load_round_trip_and_encoder_mismatch(tmp_path) -> None:
     assert isinstance(loaded, ExternalDifficultyRouter)
     np.testing.assert_array_equal(loaded.score(test), router.score(test))
     assert loaded.train_hash == router.train_hash and loaded.n_train == 60
+    assert training_overlap(tmp_path / "r", train).same_example == 60
+    seen = {ex.segment.source for ex in train}  # these toy sources repeat word bags
+    expected = sum(ex.segment.source in seen for ex in test)
+    assert training_overlap(tmp_path / "r", test).same_source == expected < len(test)
     with pytest.raises(ConfigError, match="trained on encoder 'bag-v1'"):
         ExternalEncoderRouter.load(tmp_path / "r", encoder=BagEncoder("v2"))
     with pytest.raises(Exception, match="not 'external-delta'"):

@@ -21,6 +21,7 @@ from routelmt.routers.inmodel import (  # noqa: E402
     RouteLMTQualityRouter,
     RouteLMTRouter,
 )
+from routelmt.routers.provenance import training_overlap  # noqa: E402
 
 WORDS = ["cat", "house", "river", "green", "quick", "night", "city", "bread", "small", "sun"]
 
@@ -58,6 +59,12 @@ def test_probe_fits_scores_saves_and_loads(tmp_path):
     router.save(tmp_path / "r")
     loaded = RouteLMTRouter.load(tmp_path / "r", source=source)
     np.testing.assert_allclose(loaded.score(examples[18:]), scores)
+    # the artifact records what it was trained on, so evaluate can warn about overlap
+    overlap = training_overlap(tmp_path / "r", examples)
+    seen = {ex.segment.source for ex in examples[:18]}
+    expected = sum(ex.segment.source in seen for ex in examples)
+    assert overlap.recorded and (overlap.same_source, overlap.n_train) == (expected, 18)
+    assert loaded.train_sources == router.train_sources
 
 
 def test_probe_refuses_another_template_or_model(tmp_path):

@@ -17,6 +17,7 @@ from routelmt.errors import ConfigError  # noqa: E402
 from routelmt.records import ScoredExample, Segment  # noqa: E402
 from routelmt.routers.base import get_router  # noqa: E402
 from routelmt.routers.lora import RouteLMTLoRARouter, subsample_by_group  # noqa: E402
+from routelmt.routers.provenance import training_overlap  # noqa: E402
 
 WORDS = ["alpha", "beta", "gamma", "delta", "river", "city", "house", "green", "quick", "slow"]
 
@@ -118,6 +119,7 @@ def test_save_load_round_trip_identical_scores(lm, tmp_path):
     loaded = RouteLMTLoRARouter.load(tmp_path / "r", lm=lm, progress=False)
     np.testing.assert_array_equal(loaded.score(examples), scores)
     assert loaded.train_hash == router.train_hash
+    assert training_overlap(tmp_path / "r", examples).same_example == len(examples)
 
 
 def test_load_refuses_other_template_or_model(lm, tmp_path):

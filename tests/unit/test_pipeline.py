@@ -56,6 +56,7 @@ def test_bench_runs_every_stage_then_skips_them(tmp_path, corpus, capsys):
     assert main(["-q", "bench", str(config), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "HitRate" in printed and "large = Large2" in printed
+    assert "HC%" in printed and "paired vs length" in printed  # baselines default: length
     assert (out / "report" / "Large" / "report.md").is_file()
     assert (out / "report" / "Large2" / "metrics.json").is_file()
     resolved = yaml.safe_load((out / "report" / "config.yaml").read_text())
@@ -199,6 +200,9 @@ def test_precedence_files_then_sets_then_full(tmp_path, corpus):
         ("evaluation: {budgets: [0.3, 2]}", ["'evaluation.budgets'", "(0, 1)"]),
         ("data: 5", ["'data' must be a mapping"]),
         ("router_args: {routelmt: {layer: 3}}", ["'router_args'", "routelmt", "not in 'routers'"]),
+        ("evaluation: {cv: loo}", ["'evaluation.cv'", "kfold, lodo", "'loo'"]),
+        ("evaluation: {cv: lodo}", ["'evaluation.cv: lodo'", "two", "['en-es']"]),
+        ("evaluation: {baselines: length}", ["'evaluation.baselines'", "a list"]),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, corpus, text, expected):
