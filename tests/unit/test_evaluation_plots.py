@@ -121,7 +121,7 @@ def test_report_settings_have_no_python_reprs():
         },
     )
     text = render_markdown(result)
-    settings = text.split("## Reference")[0]
+    settings = text.split("\n## ")[0]  # the lines before the first section
     for repr_bit in ("None", "[", "{", "'"):
         assert repr_bit not in settings, (repr_bit, settings)
     assert "- pairs: en-es, en-de" in settings
