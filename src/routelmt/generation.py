@@ -12,6 +12,13 @@ the same code. Prompts are left-padded (position ids from the attention mask, as
 example, or a newline when the source is one line) or at its own length limit (a multiple of the
 source length), and finished rows leave the batch at once, so one long row does not make the
 others decode past their end.
+
+Speed (decoding a small model on a CPU is bound by reading its weights): the prompt prefix that
+a template puts before every source of a direction (few-shot examples, instructions) is
+prefilled once and its KV cache reused by every later prompt, so a prompt costs only its own
+tail (``prefix_cache``); the next token comes from ``lmhead.GreedyHead``, by default the fp32
+arg-max found through an int8 copy of the head (``head="exact"``). ``prefix_cache=False,
+head="full"`` is the plain path (every prompt in full, the fp32 head), kept for comparison.
 """
 
 from __future__ import annotations
@@ -27,7 +34,15 @@ from typing import Any
 import numpy as np
 
 from routelmt.errors import ConfigError
-from routelmt.features import _decoder, _pad_left, num_layers_of, resolve_layers
+from routelmt.features import (
+    MIN_SHARED_PREFIX,
+    _common_prefix_length,
+    _decoder,
+    _pad_left,
+    num_layers_of,
+    resolve_layers,
+)
+from routelmt.lmhead import GreedyHead
 from routelmt.prompts import FewShotTemplate, PromptTemplate, encode_prompts
 from routelmt.records import Segment
 
@@ -48,6 +63,7 @@ class GenerationStats:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     batches: int = 0
+    reused_prompt_tokens: int = 0  # of prompt_tokens, read from the cached prefix
 
     @property
     def seconds(self) -> float:
@@ -65,8 +81,9 @@ class _Chunk:
     cache: Any
     mask: Any  # (B, T) attention mask of the prompts (left padding = 0)
     next_pos: Any  # (B,) position id of each row's first new token
-    logits: Any  # (B, V) next-token logits at the end of each prompt
+    last: Any  # (B, H) final hidden state at the end of each prompt (the first new token's)
     prompt_tokens: list[int]
+    reused: int = 0  # prompt tokens per row taken from the cached prefix
 
 
 @dataclass
@@ -132,6 +149,8 @@ class LMGenerator:
         num_beams: int = 1,
         stop_at_newline: bool | None = None,
         default_layer: int | None = None,
+        head: str = "exact",
+        prefix_cache: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -157,6 +176,13 @@ class LMGenerator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.device = next(model.parameters()).device
         self.last_stats = GenerationStats()
+        self.body = _decoder(model)
+        output = model.get_output_embeddings()
+        if output is None or getattr(output, "bias", None) is not None:
+            raise ConfigError(f"{type(model).__name__} has no bias-free linear LM head")
+        self.head = GreedyHead(output.weight, head)
+        self.prefix_cache = bool(prefix_cache)
+        self._prefixes: dict[str, tuple[list[int], Any]] = {}  # direction -> (ids, KV cache)
 
     # -- per-segment settings -------------------------------------------------------------
     def stops_for(self, segment: Segment) -> list[str]:
@@ -182,7 +208,8 @@ class LMGenerator:
         encoded = encode_prompts(self.template, segs, self.tokenizer) if segs else []
         hidden = int(self.model.config.get_text_config().hidden_size)
         features = np.zeros((len(segs), hidden if layer is not None else 0), dtype=np.float32)
-        order = sorted(range(len(segs)), key=lambda i: -len(encoded[i]))
+        # one direction per chunk (one shared prefix), longest first within it (little padding)
+        order = sorted(range(len(segs)), key=lambda i: (segs[i].direction, -len(encoded[i])))
         state = HFPrefillState(
             segments=segs,
             features=features,
@@ -193,9 +220,23 @@ class LMGenerator:
             owner=id(self),
         )
         start = time.perf_counter()
-        for first in range(0, len(order), self.batch_size):
-            rows = order[first : first + self.batch_size]
-            chunk, pooled = self._prefill_chunk([encoded[i] for i in rows], layer)
+        chunks: list[list[int]] = []
+        for i in order:
+            if (
+                chunks
+                and len(chunks[-1]) < self.batch_size
+                and segs[chunks[-1][0]].direction == segs[i].direction
+            ):
+                chunks[-1].append(i)
+            else:
+                chunks.append([i])
+        for rows in chunks:
+            prefix = self._prefix_for(
+                segs[rows[0]],
+                [encoded[i] for i in rows],
+                max(self.limit_for(segs[i]) for i in rows),
+            )
+            chunk, pooled = self._prefill_chunk([encoded[i] for i in rows], layer, prefix)
             chunk.rows = rows
             for r, i in enumerate(rows):
                 state.where[i] = (len(state.chunks), r)
@@ -205,22 +246,102 @@ class LMGenerator:
         state.prefill_s = time.perf_counter() - start
         return state
 
-    def _prefill_chunk(self, batch: list[list[int]], layer: int | None) -> tuple[_Chunk, Any]:
+    # -- the shared prompt prefix ---------------------------------------------------------
+    def _template_prefix(self, segment: Segment) -> list[int]:
+        """The tokens this template puts before every source of the segment's direction."""
+        probes = [
+            Segment(id=f"probe{k}", direction=segment.direction, source=text)
+            for k, text in enumerate(("Q", "7 z"))
+        ]
+        a, b = encode_prompts(self.template, probes, self.tokenizer)
+        return a[: _common_prefix_length([a, b])]
+
+    def _prefix_for(
+        self, segment: Segment, batch: list[list[int]], new_tokens: int
+    ) -> tuple[int, Any] | None:
+        """(length, KV cache of batch size 1) of the cached prefix these prompts start with.
+
+        None when reuse is off, the prefix is too short, or a row with ``new_tokens`` more
+        could outgrow a sliding attention window (the padding between prefix and tail would
+        count towards it, unlike left padding).
+        """
+        if not self.prefix_cache:
+            return None
+        entry = self._prefixes.get(segment.direction)
+        if entry is None:
+            ids = self._template_prefix(segment)
+            entry = (ids, self._prefill_prefix(ids) if len(ids) >= MIN_SHARED_PREFIX else None)
+            if len(self._prefixes) >= 64:  # directions are few; bound the memory anyway
+                self._prefixes.pop(next(iter(self._prefixes)))
+            self._prefixes[segment.direction] = entry
+        ids, cache = entry
+        if cache is None:
+            return None
+        shared = len(ids)
+        for row in batch:  # tokenisation may merge the prefix's last token with the source
+            limit = min(shared, len(row) - 1)
+            k = 0
+            while k < limit and row[k] == ids[k]:
+                k += 1
+            shared = k
+        if shared < MIN_SHARED_PREFIX:
+            return None
+        window = getattr(self.model.config.get_text_config(), "sliding_window", None) or 0
+        longest = max(len(row) for row in batch) - shared
+        if window and shared + longest + new_tokens >= window:
+            return None
+        if shared < len(ids):
+            cache = copy.deepcopy(cache)
+            cache.crop(shared)
+        return shared, cache
+
+    def _prefill_prefix(self, ids: list[int]) -> Any:
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        tensor = torch.tensor([ids], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            self.body(
+                input_ids=tensor,
+                attention_mask=torch.ones_like(tensor),
+                position_ids=torch.arange(len(ids), device=self.device)[None, :],
+                cache=cache,
+                use_cache=True,
+            )
+        return cache
+
+    def _prefill_chunk(
+        self, batch: list[list[int]], layer: int | None, prefix: tuple[int, Any] | None = None
+    ) -> tuple[_Chunk, Any]:
+        """Prefill left-padded prompts, or (with ``prefix``) only their tails after the cached
+        prefix: mask = prefix, padding, tail; positions continue from the prefix."""
         import torch
 
-        input_ids, mask = _pad_left(batch, self.pad_id)
+        shared = prefix[0] if prefix is not None else 0
+        input_ids, mask = _pad_left([ids[shared:] for ids in batch], self.pad_id)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        position_ids = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        if prefix is not None:
+            cache = copy.deepcopy(prefix[1])
+            if len(batch) > 1:
+                cache.batch_repeat_interleave(len(batch))
+            mask = torch.cat([mask.new_ones((len(batch), shared)), mask], dim=1)
+        else:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
         captured: dict[str, Any] = {}
         handles = self._capture_hooks(layer, captured)
         try:
             with torch.inference_mode():
-                out = self.model(
+                out = self.body(
                     input_ids=input_ids,
                     attention_mask=mask,
                     position_ids=position_ids,
+                    cache=cache,
                     use_cache=True,
-                    logits_to_keep=1,
                 )
         finally:
             for handle in handles:
@@ -230,11 +351,12 @@ class LMGenerator:
             pooled = captured["state"].to(torch.float32).cpu().numpy()
         chunk = _Chunk(
             rows=[],
-            cache=out.cache,
+            cache=cache,
             mask=mask,
             next_pos=mask.sum(-1),
-            logits=out.logits[:, -1, :],
+            last=out.last_hidden_state[:, -1, :].clone(),
             prompt_tokens=[len(ids) for ids in batch],
+            reused=shared,
         )
         return chunk, pooled
 
@@ -280,6 +402,7 @@ class LMGenerator:
         for i in indices:
             c, r = state.where[i]
             stats.prompt_tokens += state.chunks[c].prompt_tokens[r]
+            stats.reused_prompt_tokens += state.chunks[c].reused
         out: dict[int, str] = {}
         start = time.perf_counter()
         if self.num_beams > 1:  # beam search re-runs the prompts (the cache holds one hypothesis)
@@ -310,14 +433,14 @@ class LMGenerator:
         cache = _select_rows(chunk.cache, keep)
         mask = chunk.mask[keep]
         pos = chunk.next_pos[keep]
-        logits = chunk.logits[keep]
+        last = chunk.last[keep]
         limits = [self.limit_for(s) for s in segments]
         stops = [self.stops_for(s) for s in segments]
         generated: list[list[int]] = [[] for _ in rows]
         active = list(range(len(rows)))  # active batch row -> output slot
         with torch.inference_mode():
             while active:
-                tokens = logits.argmax(-1)
+                tokens = self.head.argmax(last)
                 still: list[int] = []
                 for a, slot in enumerate(active):
                     token = int(tokens[a])
@@ -337,16 +460,14 @@ class LMGenerator:
                     mask, pos, tokens = mask[sub], pos[sub], tokens[sub]
                     active = [active[a] for a in still]
                 mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-                out = self.model(
+                out = self.body(
                     input_ids=tokens[:, None],
                     attention_mask=mask,
                     position_ids=pos[:, None],
                     cache=cache,
                     use_cache=True,
-                    logits_to_keep=1,
                 )
-                cache = out.cache
-                logits = out.logits[:, -1, :]
+                last = out.last_hidden_state[:, -1, :]
                 pos = pos + 1
         texts = [
             cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stop)[0]
@@ -381,6 +502,7 @@ class LMGenerator:
             stats.decode_s += time.perf_counter() - t1
             stats.prefill_s += t1 - t0
             stats.prompt_tokens += state.prompt_tokens
+            stats.reused_prompt_tokens += sum(c.reused * len(c.rows) for c in state.chunks)
             stats.generated_tokens += self.last_stats.generated_tokens
             stats.batches += 1
             for i, text in zip(rows, texts, strict=True):

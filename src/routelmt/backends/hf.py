@@ -48,9 +48,20 @@ class ModelInfo:
 
 
 def set_cpu_threads(threads: int | None = None) -> int:
-    """Use every core this process may run on, unless the user pinned OMP_NUM_THREADS."""
+    """Torch threads: ``threads``, else ``$ROUTELMT_THREADS``, else every core this process may
+    run on (unless the user pinned OMP_NUM_THREADS). Decoding a small model is bound by memory
+    bandwidth, so a second thread adds little; on a shared machine one is often faster."""
     import torch
 
+    if threads is None and os.environ.get("ROUTELMT_THREADS"):
+        try:
+            threads = int(os.environ["ROUTELMT_THREADS"])
+        except ValueError:
+            raise ConfigError(
+                f"ROUTELMT_THREADS must be a whole number, got '{os.environ['ROUTELMT_THREADS']}'"
+            ) from None
+        if threads < 1:
+            raise ConfigError(f"ROUTELMT_THREADS must be at least 1, got {threads}")
     if threads is None:
         if os.environ.get("OMP_NUM_THREADS"):
             return torch.get_num_threads()
@@ -177,6 +188,8 @@ class HFTranslator(Translator):
         dtype: str = "float32",
         device: str = "cpu",
         stop_at_newline: bool | None = None,
+        head: str = "exact",
+        prefix_cache: bool = True,
         model: Any = None,
         tokenizer: Any = None,
         name: str | None = None,
@@ -196,6 +209,8 @@ class HFTranslator(Translator):
             "max_length_ratio": float(max_length_ratio),
             "num_beams": int(num_beams),
             "stop_at_newline": stop_at_newline,
+            "head": head,
+            "prefix_cache": bool(prefix_cache),
         }
         self._model = model
         self._tokenizer = tokenizer
