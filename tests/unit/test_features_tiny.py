@@ -55,7 +55,12 @@ def _byte_tokenizer():
 
 
 def _tiny_model(
-    kind: str, *, vocab_size: int = 260, num_layers: int = 3, identity: str | None = None
+    kind: str,
+    *,
+    vocab_size: int = 260,
+    num_layers: int = 3,
+    identity: str | None = None,
+    sliding_window: int = 16,
 ):
     """A seeded, randomly initialised Llama or Gemma3 decoder small enough for unit tests."""
     torch.manual_seed(0)
@@ -75,7 +80,7 @@ def _tiny_model(
         config = transformers.LlamaConfig(**common)
     else:
         config = transformers.Gemma3TextConfig(
-            **common, head_dim=8, sliding_window=16, query_pre_attn_scalar=8
+            **common, head_dim=8, sliding_window=sliding_window, query_pre_attn_scalar=8
         )
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     model.routelmt_identity = identity or f"tiny-{kind}@test"

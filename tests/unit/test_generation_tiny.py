@@ -250,3 +250,89 @@ def test_hybrid_translator_shares_the_prefill(model, tokenizer, segments):
     assert [r.translation for r in a] == [r.translation for r in b]
     plain = fast_small.translate(segments)
     assert all(r.translation == plain[i] for i, r in enumerate(a) if r.tier == "small")
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma3"])
+def roomy(request):
+    """The tiny models with a sliding window wide enough for the cached prefix to be used."""
+    return _tiny_model(request.param, sliding_window=512).to(torch.float64)
+
+
+def test_fast_path_equals_plain_path(roomy, tokenizer, segments):
+    """The cached few-shot prefix and the screened head change the cost, not the outputs."""
+    model = roomy
+    plain = _translator(model, tokenizer, prefix_cache=False, head="full")
+    fast = _translator(model, tokenizer)  # defaults: prefix_cache=True, head="exact"
+    expected = plain.translate(segments)
+    assert plain.last_stats.reused_prompt_tokens == 0
+    assert fast.translate(segments) == expected
+    stats = fast.last_stats
+    prefix = fast.generator._prefixes["en-es"][0]
+    assert len(prefix) >= 8 and stats.reused_prompt_tokens == len(prefix) * len(segments)
+    assert fast.generator.head.screened > 0 and fast.generator.head.fallbacks == 0
+    # one by one (a server's single requests) reuses the same cached prefix
+    assert [fast.translate([s])[0] for s in segments] == expected
+    # the router features are those of the whole prompt
+    for layer in (1, model.config.num_hidden_layers):
+        np.testing.assert_allclose(
+            fast.prefill(segments, layer=layer).features,
+            plain.prefill(segments, layer=layer).features,
+            rtol=1e-9, atol=1e-9,
+        )  # fmt: skip
+
+
+def test_prefix_cache_per_direction_and_sliding_window_guard(model, tokenizer, segments):
+    mixed = [
+        Segment(id=f"m{i}", direction=("en-es", "en-de")[i % 2], source=s.source)
+        for i, s in enumerate(segments)
+    ]
+    plain = _translator(model, tokenizer, prefix_cache=False, head="full")
+    fast = _translator(model, tokenizer)
+    assert fast.translate(mixed) == plain.translate(mixed)
+    assert set(fast.generator._prefixes) == {"en-es", "en-de"}
+    window = getattr(model.config, "sliding_window", None)
+    if window:  # a prompt that could outgrow the window is prefilled in full, not reused
+        long = [Segment(id="long", direction="en-es", source="x" * (window // 2))]
+        assert fast.translate(long) == plain.translate(long)
+        assert fast.last_stats.reused_prompt_tokens == 0
+
+
+def test_greedy_head_modes():
+    from routelmt.lmhead import GreedyHead
+
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(3000, 48, generator=gen)
+    hidden = torch.randn(64, 48, generator=gen) * 4
+    full = (hidden @ weight.T).argmax(-1)
+    exact = GreedyHead(weight, "exact")
+    assert torch.equal(exact.argmax(hidden), full)
+    assert exact.fallbacks == 0 and 64 <= exact.screened < 64 * 50  # few rescored per row
+    # near-ties: two rows of the head that differ below bf16 precision still pick the fp32 max
+    tied = weight.clone()
+    tied[7] = tied[3] * (1 + 2.0**-12)
+    h = tied[3][None, :]
+    assert int(GreedyHead(tied, "exact").argmax(h)[0]) == int((h @ tied.T).argmax())
+    assert torch.equal(GreedyHead(weight, "full").argmax(hidden), full)
+    for mode in ("bfloat16", "int8"):  # reduced precision: mostly the same, not guaranteed
+        got = GreedyHead(weight, mode).argmax(hidden)
+        assert got.shape == full.shape and (got == full).float().mean() > 0.8
+    with pytest.raises(ConfigError, match="unknown head"):
+        GreedyHead(weight, "fp8")
+
+
+def test_threads_from_environment(monkeypatch):
+    from routelmt.backends.hf import set_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("ROUTELMT_THREADS", "1")
+        assert set_cpu_threads() == 1 and torch.get_num_threads() == 1
+        assert set_cpu_threads(2) == 2  # an explicit number wins
+        monkeypatch.setenv("ROUTELMT_THREADS", "many")
+        with pytest.raises(ConfigError, match="ROUTELMT_THREADS"):
+            set_cpu_threads()
+        monkeypatch.setenv("ROUTELMT_THREADS", "0")
+        with pytest.raises(ConfigError, match="at least 1"):
+            set_cpu_threads()
+    finally:
+        torch.set_num_threads(before)
