@@ -292,7 +292,7 @@ class LMGenerator:
             return None
         if shared < len(ids):
             cache = copy.deepcopy(cache)
-            cache.crop(shared)
+            _crop_cache(cache, shared)
         return shared, cache
 
     def _prefill_prefix(self, ids: list[int]) -> Any:
@@ -427,53 +427,15 @@ class LMGenerator:
     def _decode(
         self, chunk: _Chunk, rows: list[int], segments: list[Segment]
     ) -> tuple[list[str], int]:
-        import torch
-
-        keep = torch.tensor(rows, dtype=torch.long, device=self.device)
-        cache = _select_rows(chunk.cache, keep)
-        mask = chunk.mask[keep]
-        pos = chunk.next_pos[keep]
-        last = chunk.last[keep]
-        limits = [self.limit_for(s) for s in segments]
-        stops = [self.stops_for(s) for s in segments]
-        generated: list[list[int]] = [[] for _ in rows]
-        active = list(range(len(rows)))  # active batch row -> output slot
-        with torch.inference_mode():
-            while active:
-                tokens = self.head.argmax(last)
-                still: list[int] = []
-                for a, slot in enumerate(active):
-                    token = int(tokens[a])
-                    if token in self.eos_ids:
-                        continue
-                    generated[slot].append(token)
-                    if len(generated[slot]) >= limits[slot]:
-                        continue
-                    if stops[slot] and self._has_stop(generated[slot], stops[slot]):
-                        continue
-                    still.append(a)
-                if not still:
-                    break
-                if len(still) < len(active):
-                    sub = torch.tensor(still, dtype=torch.long, device=self.device)
-                    cache.batch_select_indices(sub)
-                    mask, pos, tokens = mask[sub], pos[sub], tokens[sub]
-                    active = [active[a] for a in still]
-                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-                out = self.body(
-                    input_ids=tokens[:, None],
-                    attention_mask=mask,
-                    position_ids=pos[:, None],
-                    cache=cache,
-                    use_cache=True,
-                )
-                last = out.last_hidden_state[:, -1, :]
-                pos = pos + 1
-        texts = [
-            cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stop)[0]
-            for ids, stop in zip(generated, stops, strict=True)
-        ]
-        return texts, sum(len(ids) for ids in generated)
+        batch = DecodeBatch(self)
+        batch._add(chunk, rows, segments, list(range(len(rows))))
+        texts: list[str] = [""] * len(rows)
+        generated = 0
+        while len(batch):
+            for slot, text, count in batch.step():
+                texts[slot] = text
+                generated += count
+        return texts, generated
 
     def _has_stop(self, ids: list[int], stops: list[str]) -> bool:
         return cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stops)[1]
@@ -549,6 +511,208 @@ class LMGenerator:
             stats.decode_s += time.perf_counter() - t0
             stats.batches += 1
         return out
+
+
+@dataclass
+class _Row:
+    key: Any  # the caller's handle for this row
+    limit: int
+    stops: list[str]
+    generated: list[int] = field(default_factory=list)
+
+
+class DecodeBatch:
+    """Greedy decoding of a changing set of rows: rows join at any step, leave when done.
+
+    Rows come from prefill states (any chunk, any prompt length): their KV caches are
+    left-padded (masked) to a common length and stacked, so one forward per ``step()`` serves
+    every row. This is the continuous batching a server needs: a short request's rows join
+    the running batch at the next step and leave as soon as they finish, instead of waiting for
+    a batch of long ones. ``LMGenerator.generate_from`` runs on it too (one chunk, then steps
+    until empty), so both give the same tokens.
+    """
+
+    def __init__(self, generator: LMGenerator) -> None:
+        self.gen = generator
+        self.cache: Any = None
+        self.mask: Any = None  # (B, T) 1 = a real token
+        self.pos: Any = None  # (B,) position id of each row's next token
+        self.last: Any = None  # (B, H) final hidden state from which the next token comes
+        self.rows: list[_Row] = []
+        self.steps = 0
+        config = generator.model.config.get_text_config()
+        self.window = int(getattr(config, "sliding_window", None) or 0)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _fits(self, width: int, new_tokens: int) -> bool:
+        # Padding shifts cache indices; a sliding window counts indices, not positions, so
+        # rows are only padded, stacked or trimmed while they all stay inside the window.
+        return not self.window or width + new_tokens + 1 < self.window
+
+    def _room(self) -> int:
+        return max((r.limit - len(r.generated) for r in self.rows), default=0)
+
+    def can_join(self, state: HFPrefillState, indices: Sequence[int]) -> bool:
+        """Whether these rows may join now (always, into an empty batch)."""
+        if not self.rows:
+            return True
+        width = max(
+            self.mask.shape[1], *(state.chunks[state.where[i][0]].mask.shape[1] for i in indices)
+        )
+        need = max([self._room()] + [self.gen.limit_for(state.segments[i]) for i in indices])
+        return self._fits(width, need)
+
+    def join(self, state: HFPrefillState, indices: Sequence[int], keys: Sequence[Any]) -> None:
+        """Add the prefilled segments at ``indices``; ``step()`` reports them by ``keys``.
+
+        Raises ValueError when ``can_join`` is false (a row could outgrow a sliding window).
+        """
+        gen = self.gen
+        if state.owner != id(gen):
+            raise ConfigError("this prefill state was made by another model or translator")
+        if gen.num_beams > 1:
+            raise ConfigError("continuous batching is greedy; num_beams must be 1")
+        if len(keys) != len(indices):
+            raise ValueError(f"{len(keys)} keys for {len(indices)} rows")
+        by_chunk: dict[int, list[int]] = {}
+        for k, i in enumerate(indices):
+            if not 0 <= int(i) < len(state.segments):
+                raise IndexError(f"index {i} is outside the prefilled batch")
+            by_chunk.setdefault(state.where[int(i)][0], []).append(k)
+        if not self.can_join(state, [int(i) for i in indices]):
+            raise ValueError("these rows could outgrow the sliding window: decode them alone")
+        for c, members in by_chunk.items():
+            self._add(
+                state.chunks[c],
+                [state.where[int(indices[k])][1] for k in members],
+                [state.segments[int(indices[k])] for k in members],
+                [keys[k] for k in members],
+            )
+
+    def _add(self, chunk: _Chunk, rows: list[int], segments: list[Segment], keys: list[Any]):
+        import torch
+
+        gen = self.gen
+        keep = torch.tensor(rows, dtype=torch.long, device=gen.device)
+        cache = _select_rows(chunk.cache, keep)
+        mask, pos, last = chunk.mask[keep], chunk.next_pos[keep], chunk.last[keep]
+        if self.cache is None or not self.rows:
+            self.cache, self.mask, self.pos, self.last = cache, mask, pos, last
+        else:  # join() checked that the padded rows stay inside any sliding window
+            width = max(self.mask.shape[1], mask.shape[1])
+            _pad_cache_left(self.cache, width - self.mask.shape[1])
+            _pad_cache_left(cache, width - mask.shape[1])
+            for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+                mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
+                mine.values = torch.cat([mine.values, theirs.values], dim=0)
+            self.mask = torch.cat([_pad_mask(self.mask, width), _pad_mask(mask, width)], dim=0)
+            self.pos = torch.cat([self.pos, pos])
+            self.last = torch.cat([self.last, last], dim=0)
+        for key, segment in zip(keys, segments, strict=True):
+            self.rows.append(_Row(key, gen.limit_for(segment), gen.stops_for(segment)))
+
+    def step(self) -> list[tuple[Any, str, int]]:
+        """One greedy token for every row; returns (key, translation, tokens) of those done."""
+        import torch
+
+        if not self.rows:
+            return []
+        gen = self.gen
+        with torch.inference_mode():
+            tokens = gen.head.argmax(self.last)
+            done: list[tuple[Any, str, int]] = []
+            still: list[int] = []
+            for a, row in enumerate(self.rows):
+                token = int(tokens[a])
+                finished = token in gen.eos_ids
+                if not finished:
+                    row.generated.append(token)
+                    finished = len(row.generated) >= row.limit or bool(
+                        row.stops and gen._has_stop(row.generated, row.stops)
+                    )
+                if finished:
+                    text = gen.tokenizer.decode(row.generated, skip_special_tokens=True)
+                    done.append((row.key, cut_at_stop(text, row.stops)[0], len(row.generated)))
+                else:
+                    still.append(a)
+            if not still:
+                self.rows, self.cache = [], None
+                return done
+            if len(still) < len(self.rows):
+                sub = torch.tensor(still, dtype=torch.long, device=gen.device)
+                self.cache.batch_select_indices(sub)
+                self.mask, self.pos, tokens = self.mask[sub], self.pos[sub], tokens[sub]
+                self.rows = [self.rows[a] for a in still]
+                self._trim()
+            self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
+            out = gen.body(
+                input_ids=tokens[:, None],
+                attention_mask=self.mask,
+                position_ids=self.pos[:, None],
+                cache=self.cache,
+                use_cache=True,
+            )
+            self.last = out.last_hidden_state[:, -1, :]
+            self.pos = self.pos + 1
+            self.steps += 1
+        return done
+
+    def _trim(self) -> None:
+        """Drop leading columns that are padding for every row left (after rows leave)."""
+        import torch
+
+        if not self._fits(self.mask.shape[1], self._room()):
+            return
+        used = torch.nonzero(self.mask.any(0)).flatten()
+        first = int(used[0]) if used.numel() else 0
+        if first > 0:
+            self.mask = self.mask[:, first:]
+            _crop_cache_left(self.cache, first)
+
+
+def _pad_mask(mask: Any, width: int) -> Any:
+    import torch
+
+    if mask.shape[1] == width:
+        return mask
+    return torch.cat([mask.new_zeros((mask.shape[0], width - mask.shape[1])), mask], dim=1)
+
+
+def _pad_cache_left(cache: Any, count: int) -> None:
+    """Prepend ``count`` masked (zero) positions to every layer of ``cache``."""
+    import torch
+
+    if count <= 0:
+        return
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            t = getattr(layer, name)
+            pad = t.new_zeros((t.shape[0], t.shape[1], count, t.shape[3]))
+            setattr(layer, name, torch.cat([pad, t], dim=2))
+        _set_length(layer)
+
+
+def _crop_cache_left(cache: Any, count: int) -> None:
+    for layer in cache.layers:
+        layer.keys = layer.keys[:, :, count:, :]
+        layer.values = layer.values[:, :, count:, :]
+        _set_length(layer)
+
+
+def _crop_cache(cache: Any, length: int) -> None:
+    """Keep the first ``length`` positions of every layer (a shorter shared prefix)."""
+    for layer in cache.layers:
+        layer.keys = layer.keys[:, :, :length, :]
+        layer.values = layer.values[:, :, :length, :]
+        _set_length(layer)
+
+
+def _set_length(layer: Any) -> None:
+    # sliding-window layers count the tokens seen; every row here is shorter than the window
+    if hasattr(layer, "cumulative_length"):
+        layer.cumulative_length = int(layer.keys.shape[2])
 
 
 def _select_rows(cache: Any, rows: Any) -> Any:

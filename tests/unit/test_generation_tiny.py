@@ -336,3 +336,64 @@ def test_threads_from_environment(monkeypatch):
             set_cpu_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_rows_join_a_running_batch_and_leave_when_done(roomy, tokenizer, segments):
+    """Continuous batching gives every row the translation it gets alone."""
+    from routelmt.generation import DecodeBatch
+
+    tr = _translator(roomy, tokenizer)
+    expected = {s.id: t for s, t in zip(segments, tr.translate(segments), strict=True)}
+    gen = tr.generator
+    first = tr.prefill(segments[:3])
+    second = tr.prefill(segments[3:], layer=1)  # another prefill, other prompt lengths
+    batch = DecodeBatch(gen)
+    batch.join(first, [2, 0, 1], keys=["s2", "s0", "s1"])
+    assert len(batch) == 3
+    got: dict[str, str] = {}
+    sizes = []
+    for _ in range(2):
+        got.update((k, text) for k, text, _n in batch.step())
+        sizes.append(len(batch))
+    assert batch.can_join(second, [0, 1])
+    batch.join(second, [1, 0], keys=["s4", "s3"])  # mid-flight, padded to a common length
+    assert len(batch) == sizes[-1] + 2
+    while len(batch):
+        got.update((k, text) for k, text, _n in batch.step())
+        sizes.append(len(batch))
+    assert got == expected
+    assert sizes == sorted(sizes[:2], reverse=True) + sizes[2:]  # rows left as they finished
+    assert batch.step() == []  # an empty batch is a no-op
+    # a row of an empty batch may be joined again (a fresh start)
+    batch.join(first, [0], keys=["again"])
+    while len(batch):
+        done = batch.step()
+    assert done[0][:2] == ("again", expected["s0"])
+
+
+def test_join_refuses_rows_that_could_outgrow_a_sliding_window(model, tokenizer, segments):
+    from routelmt.generation import DecodeBatch
+
+    window = getattr(model.config, "sliding_window", None)
+    if not window:
+        pytest.skip("no sliding window")
+    tr = _translator(model, tokenizer)
+    state = tr.prefill(segments[:2])
+    batch = DecodeBatch(tr.generator)
+    batch.join(state, [0], keys=[0])  # alone: always allowed
+    assert not batch.can_join(state, [1])
+    with pytest.raises(ValueError, match="sliding window"):
+        batch.join(state, [1], keys=[1])
+    with pytest.raises(ConfigError, match="another model"):
+        DecodeBatch(_translator(model, tokenizer).generator).join(state, [0], keys=[0])
+
+
+def test_prefix_shorter_than_the_template_prefix_is_cropped(roomy, tokenizer, segments):
+    tr = _translator(roomy, tokenizer)
+    gen = tr.generator
+    tr.translate(segments[:1])
+    prefix = gen._prefixes["en-es"][0]
+    row = prefix[:10] + [5, 6, 7]  # tokenised differently from the 11th token on
+    shared, cache = gen._prefix_for(segments[0], [row], 4)
+    assert shared == 10 and cache.layers[0].keys.shape[2] == 10
+    assert gen._prefixes["en-es"][1].layers[0].keys.shape[2] == len(prefix)  # intact
