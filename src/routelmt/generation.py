@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -183,6 +184,9 @@ class LMGenerator:
         self.head = GreedyHead(output.weight, head)
         self.prefix_cache = bool(prefix_cache)
         self._prefixes: dict[str, tuple[list[int], Any]] = {}  # direction -> (ids, KV cache)
+        # one forward at a time: a prefill's feature hooks would also fire on a concurrent
+        # decode step (a server prefills new requests while its running batch decodes)
+        self.lock = threading.RLock()
 
     # -- per-segment settings -------------------------------------------------------------
     def stops_for(self, segment: Segment) -> list[str]:
@@ -231,20 +235,32 @@ class LMGenerator:
             else:
                 chunks.append([i])
         for rows in chunks:
-            prefix = self._prefix_for(
-                segs[rows[0]],
-                [encoded[i] for i in rows],
-                max(self.limit_for(segs[i]) for i in rows),
-            )
-            chunk, pooled = self._prefill_chunk([encoded[i] for i in rows], layer, prefix)
-            chunk.rows = rows
-            for r, i in enumerate(rows):
-                state.where[i] = (len(state.chunks), r)
-            if pooled is not None:
-                features[np.asarray(rows)] = pooled
-            state.chunks.append(chunk)
+            with self.lock:
+                self._prefill_rows(state, rows, segs, encoded, layer, features)
         state.prefill_s = time.perf_counter() - start
         return state
+
+    def _prefill_rows(  # one chunk: one direction, at most batch_size rows
+        self,
+        state: HFPrefillState,
+        rows: list[int],
+        segs: list[Segment],
+        encoded: list[list[int]],
+        layer: int | None,
+        features: np.ndarray,
+    ) -> None:
+        prefix = self._prefix_for(
+            segs[rows[0]],
+            [encoded[i] for i in rows],
+            max(self.limit_for(segs[i]) for i in rows),
+        )
+        chunk, pooled = self._prefill_chunk([encoded[i] for i in rows], layer, prefix)
+        chunk.rows = rows
+        for r, i in enumerate(rows):
+            state.where[i] = (len(state.chunks), r)
+        if pooled is not None:
+            features[np.asarray(rows)] = pooled
+        state.chunks.append(chunk)
 
     # -- the shared prompt prefix ---------------------------------------------------------
     def _template_prefix(self, segment: Segment) -> list[int]:
@@ -555,13 +571,16 @@ class DecodeBatch:
         return max((r.limit - len(r.generated) for r in self.rows), default=0)
 
     def can_join(self, state: HFPrefillState, indices: Sequence[int]) -> bool:
-        """Whether these rows may join now (always, into an empty batch)."""
-        if not self.rows:
-            return True
-        width = max(
-            self.mask.shape[1], *(state.chunks[state.where[i][0]].mask.shape[1] for i in indices)
-        )
-        need = max([self._room()] + [self.gen.limit_for(state.segments[i]) for i in indices])
+        """Whether these rows may join now (always, into an empty batch, from one chunk)."""
+        return self.can_join_many([(state, int(i)) for i in indices])
+
+    def can_join_many(self, rows: Sequence[tuple[HFPrefillState, int]]) -> bool:
+        """``can_join`` for rows of several prefill states, joined together."""
+        widths = {state.chunks[state.where[i][0]].mask.shape[1] for state, i in rows}
+        if not self.rows and len(widths) <= 1 and len({id(s) for s, _ in rows}) <= 1:
+            return True  # nothing to pad
+        width = max([self.mask.shape[1] if self.rows else 0, *widths])
+        need = max([self._room()] + [self.gen.limit_for(s.segments[i]) for s, i in rows])
         return self._fits(width, need)
 
     def join(self, state: HFPrefillState, indices: Sequence[int], keys: Sequence[Any]) -> None:
@@ -620,7 +639,7 @@ class DecodeBatch:
         if not self.rows:
             return []
         gen = self.gen
-        with torch.inference_mode():
+        with gen.lock, torch.inference_mode():
             tokens = gen.head.argmax(self.last)
             done: list[tuple[Any, str, int]] = []
             still: list[int] = []

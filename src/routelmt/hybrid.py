@@ -101,9 +101,14 @@ class Routed:
     small_s: float
     budget: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # the small model failed on this segment
+    large: bool | None = None  # set by route(): the decision, before any small translation
+    state: Any = field(default=None, repr=False, compare=False)  # route(): the shared prefill
+    index: int | None = None  # route(): this segment's row in ``state``
 
     @property
     def goes_large(self) -> bool:
+        if self.large is not None:
+            return self.large
         return self.translation is None and self.error is None
 
 
@@ -195,6 +200,23 @@ class HybridTranslator:
         self, segments: Sequence[Segment], policies: str | Sequence[str] = "auto"
     ) -> list[Routed]:
         """Score, decide, and translate on the small model all that do not go large."""
+        return self._stage(segments, policies, translate=True)
+
+    def route(
+        self, segments: Sequence[Segment], policies: str | Sequence[str] = "auto"
+    ) -> list[Routed]:
+        """Score and decide only: the small translations are left to the caller.
+
+        With the shared prefill, each ``Routed`` carries the prefill ``state`` and its row
+        ``index``, from which the caller continues decoding (a server's continuous batch) while
+        the segments routed large start their large calls at once. ``small_s`` holds the
+        prefill's share.
+        """
+        return self._stage(segments, policies, translate=False)
+
+    def _stage(
+        self, segments: Sequence[Segment], policies: str | Sequence[str], *, translate: bool
+    ) -> list[Routed]:
         n = len(segments)
         if isinstance(policies, str):
             policies = [policies] * n
@@ -245,7 +267,7 @@ class HybridTranslator:
             p == "large" or (d is not None and d.large)
             for p, d in zip(policies, decisions, strict=True)
         ]
-        small_idx = [i for i in range(n) if not goes_large[i]]
+        small_idx = [i for i in range(n) if not goes_large[i]] if translate else []
         ts = time.perf_counter()
         by_index: dict[int, str] = {}
         errors: dict[int, str] = {}
@@ -263,6 +285,8 @@ class HybridTranslator:
                         except Exception as exc_i:
                             errors[i] = f"{type(exc_i).__name__}: {exc_i}"
         small_s = time.perf_counter() - ts + prefill_s
+        if not translate:
+            small_s = prefill_s / n  # this segment's share of the prefill
         out: list[Routed] = []
         for i, seg in enumerate(segments):
             d = decisions[i]
@@ -284,9 +308,12 @@ class HybridTranslator:
                     reason=reason,
                     translation=by_index.get(i),
                     route_s=score_s / max(len(need_score), 1) + pace_s[i],
-                    small_s=small_s if i in by_index else 0.0,
+                    small_s=small_s if i in by_index or not translate else 0.0,
                     budget=budget,
                     error=errors.get(i),
+                    large=None if translate else goes_large[i],
+                    state=None if translate else state,
+                    index=None if translate else i,
                 )
             )
         return out

@@ -1,14 +1,17 @@
-"""Micro-batching: concurrent requests share the small model's forward passes.
+"""Batching for the service: micro-batches for routing, a continuous batch for decoding.
 
-A worker thread takes the first waiting item, then keeps collecting until ``max_batch_size``
-items or ``max_wait_s`` since that first item, and hands the batch to ``fn`` in one call. Each
+``MicroBatcher``: a worker thread takes the first waiting item, then keeps collecting until
+``max_batch_size`` items or ``max_wait_s`` since that first item, and hands the batch to ``fn``
+in one call. Items are taken round-robin across owners (requests), so a request with many
+texts shares each batch with the others instead of filling the queue ahead of them. Each
 item's Future is resolved exactly once: with its own result, or with the batch's exception.
+
+``ContinuousDecoder``: small-model decoding where rows join a running batch at every step.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,11 +24,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-_STOP: Any = object()
 
 
 class MicroBatcher(Generic[T, R]):
-    """``submit(item) -> Future``; ``fn(items) -> results`` runs on one worker thread."""
+    """``submit(item, owner) -> Future``; ``fn(items) -> results`` runs on one worker thread."""
 
     def __init__(
         self,
@@ -44,53 +46,73 @@ class MicroBatcher(Generic[T, R]):
         self.max_batch_size = int(max_batch_size)
         self.max_wait_s = float(max_wait_s)
         self.on_batch = on_batch
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._waiting: dict[Any, list[tuple[T, Future[R]]]] = {}  # owner -> items, in order
+        self._count = 0
+        self._cond = threading.Condition()
         self._closed = False
         self.batches = 0
         self.items = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, item: T) -> Future[R]:
+    def submit(self, item: T, owner: Any = None) -> Future[R]:
         fut: Future[R] = Future()
-        if self._closed:
-            fut.set_exception(RuntimeError("the batcher is shut down"))
-            return fut
-        self._queue.put((item, fut))
+        with self._cond:
+            if self._closed:
+                fut.set_exception(RuntimeError("the batcher is shut down"))
+                return fut
+            self._waiting.setdefault(owner, []).append((item, fut))
+            self._count += 1
+            self._cond.notify()
         return fut
 
-    def _collect(self, first: Any) -> tuple[list[Any], bool]:
-        batch = [first]
-        deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.max_batch_size:
-            left = deadline - time.monotonic()
-            try:
-                got = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if got is _STOP:
-                return batch, True
-            batch.append(got)
-        return batch, False
+    def _take(self) -> list[tuple[T, Future[R]]]:
+        """Up to max_batch_size items, one per owner per round (lock held)."""
+        batch: list[tuple[T, Future[R]]] = []
+        served: list[Any] = []
+        while self._waiting and len(batch) < self.max_batch_size:
+            for owner in list(self._waiting):
+                queue_ = self._waiting[owner]
+                batch.append(queue_.pop(0))
+                served.append(owner)
+                if not queue_:
+                    del self._waiting[owner]
+                if len(batch) == self.max_batch_size:
+                    break
+        for owner in dict.fromkeys(served):  # served owners go behind the others next time
+            if owner in self._waiting:
+                self._waiting[owner] = self._waiting.pop(owner)
+        self._count -= len(batch)
+        return batch
+
+    def _next(self) -> tuple[list[tuple[T, Future[R]]], bool]:
+        with self._cond:
+            while not self._waiting and not self._closed:
+                self._cond.wait()
+            deadline = time.monotonic() + self.max_wait_s
+            while self._count < self.max_batch_size and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            batch = self._take()
+            return batch, self._closed and not self._waiting
 
     def _run(self) -> None:
         try:
             self._loop()
         finally:  # nothing submitted is ever left unanswered
-            while True:
-                try:
-                    got = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if got is not _STOP:
-                    got[1].set_exception(RuntimeError("the batcher shut down"))
+            with self._cond:
+                self._closed = True
+                left = [fut for q in self._waiting.values() for _, fut in q]
+                self._waiting.clear()
+            for fut in left:
+                if fut.set_running_or_notify_cancel():
+                    fut.set_exception(RuntimeError("the batcher shut down"))
 
     def _loop(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch, stop = self._collect(first)
+            batch, stop = self._next()
             # a waiter that gave up (cancelled) before its turn is skipped; once running, the
             # item is processed and its Future resolved exactly once
             batch = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
@@ -122,8 +144,179 @@ class MicroBatcher(Generic[T, R]):
 
     def close(self) -> None:
         """Finish what is queued, then stop."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
         self._thread.join(timeout=60)
+
+
+class _Ticket:
+    __slots__ = ("state", "index", "owner", "future", "arrived")
+
+    def __init__(self, state: Any, index: int, owner: Any, future: Future) -> None:
+        self.state, self.index, self.owner, self.future = state, index, owner, future
+        self.arrived = time.monotonic()
+
+
+class ContinuousDecoder:
+    """Small-model decoding as one running batch that rows join and leave at every step.
+
+    ``submit(state, index, owner) -> Future[str]`` queues one prefilled segment (``state`` from
+    ``LMGenerator.prefill``); a worker thread admits waiting rows into a
+    ``generation.DecodeBatch`` before each step and resolves a row's Future as soon as it
+    finishes, so a short request is never held behind long ones.
+
+    Fairness: waiting rows are admitted from the request (``owner``) with the fewest rows in
+    the batch first (then the earliest), and one request holds at most ``max_share`` of the
+    ``max_rows`` slots, so the rest stay free for newcomers: a one-word request joins within a
+    step of arriving even while a request with many long texts decodes.
+    """
+
+    def __init__(
+        self,
+        generator: Any,
+        *,
+        max_rows: int = 16,
+        max_share: float = 0.75,
+        on_step: Callable[[int, float], None] | None = None,
+        name: str = "decoder",
+    ) -> None:
+        from routelmt.generation import DecodeBatch
+
+        if isinstance(max_rows, bool) or int(max_rows) < 1:
+            raise ConfigError(f"max_rows must be >= 1, got {max_rows!r}")
+        if not 0 < float(max_share) <= 1:
+            raise ConfigError(f"max_share must be in (0, 1], got {max_share!r}")
+        self.batch = DecodeBatch(generator)
+        self.max_rows = int(max_rows)
+        self.per_owner = max(1, int(self.max_rows * float(max_share)))
+        self.on_step = on_step
+        self._waiting: dict[Any, list[_Ticket]] = {}  # owner -> its rows, oldest first
+        self._running: dict[Any, int] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self.steps = 0
+        self.admitted: list[Any] = []  # owners in the order their rows joined (for tests)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, state: Any, index: int, owner: Any = None) -> Future[str]:
+        fut: Future[str] = Future()
+        with self._cond:
+            if self._closed:
+                fut.set_exception(RuntimeError("the decoder is shut down"))
+                return fut
+            self._waiting.setdefault(owner, []).append(_Ticket(state, int(index), owner, fut))
+            self._cond.notify()
+        return fut
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(len(q) for q in self._waiting.values()) + len(self.batch)
+
+    def _admit(self) -> list[_Ticket]:
+        """Waiting rows that join now (called with the lock held)."""
+        chosen: list[_Ticket] = []
+        free = self.max_rows - len(self.batch)
+        while free > 0:
+            owners = [
+                o for o, q in self._waiting.items() if self._running.get(o, 0) < self.per_owner
+            ]
+            if not owners:
+                break
+            owner = min(
+                owners, key=lambda o: (self._running.get(o, 0), self._waiting[o][0].arrived)
+            )
+            ticket = self._waiting[owner][0]
+            if not ticket.future.cancelled() and not self.batch.can_join_many(
+                [(t.state, t.index) for t in chosen] + [(ticket.state, ticket.index)]
+            ):
+                break  # it could outgrow a sliding window beside these rows: it waits
+            self._waiting[owner].pop(0)
+            if not self._waiting[owner]:
+                del self._waiting[owner]
+            if not ticket.future.set_running_or_notify_cancel():
+                continue  # the client gave up before its row started
+            chosen.append(ticket)
+            self._running[owner] = self._running.get(owner, 0) + 1
+            self.admitted.append(owner)
+            free -= 1
+        return chosen
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # pragma: no cover - a bug: fail everything, loudly
+            log.exception("decoder loop failed")
+            self._fail_all(exc)
+        finally:
+            self._fail_all(RuntimeError("the decoder shut down"))
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._cond:
+            for queue_ in self._waiting.values():
+                for t in queue_:
+                    if not t.future.done():
+                        t.future.set_exception(exc)
+            self._waiting.clear()
+        for row in self.batch.rows:
+            if not row.key.future.done():
+                row.key.future.set_exception(exc)
+        self.batch.rows, self.batch.cache = [], None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not len(self.batch) and not self._waiting:
+                    self._cond.wait()
+                if self._closed and not len(self.batch) and not self._waiting:
+                    return
+                joining = self._admit()
+            for ticket in joining:
+                try:
+                    self.batch.join(ticket.state, [ticket.index], keys=[ticket])
+                except Exception as exc:
+                    self._finish(ticket, exc=exc)
+            if not len(self.batch):
+                continue
+            t0 = time.perf_counter()
+            try:
+                done = self.batch.step()
+            except Exception as exc:  # the whole step failed: every row in it fails
+                log.exception("decode step failed")
+                rows = [row.key for row in self.batch.rows]
+                self.batch.rows, self.batch.cache = [], None
+                for ticket in rows:
+                    self._finish(ticket, exc=exc)
+                continue
+            self.steps += 1
+            for ticket, text, _count in done:
+                self._finish(ticket, text=text)
+            if self.on_step is not None:
+                try:
+                    self.on_step(len(self.batch) + len(done), time.perf_counter() - t0)
+                except Exception:  # metrics must never break serving
+                    log.exception("on_step callback failed")
+
+    def _finish(self, ticket: _Ticket, *, text: str | None = None, exc: Any = None) -> None:
+        with self._cond:
+            left = self._running.get(ticket.owner, 0) - 1
+            if left > 0:
+                self._running[ticket.owner] = left
+            else:
+                self._running.pop(ticket.owner, None)
+        if exc is not None:
+            ticket.future.set_exception(exc)
+        else:
+            ticket.future.set_result(text)
+
+    def close(self) -> None:
+        """Finish what is queued and running, then stop."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=120)

@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
         "default_direction": "en-es",
         "allow_policy_override": True,
         "shared_prefill": None,
+        "continuous": True,
+        "max_share": 0.75,
     },
 }
 
@@ -88,6 +90,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "server.default_direction": (str,),
     "server.allow_policy_override": (bool,),
     "server.shared_prefill": (bool, type(None)),
+    "server.continuous": (bool,),
+    "server.max_share": (float, int),
 }
 _OPEN = {"small_options", "large_options", "router"}  # free-form option maps
 

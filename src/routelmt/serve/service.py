@@ -18,7 +18,7 @@ from routelmt.errors import BackendError, ConfigError
 from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed
 from routelmt.languages import parse_direction
 from routelmt.records import Segment
-from routelmt.serve.batcher import MicroBatcher
+from routelmt.serve.batcher import ContinuousDecoder, MicroBatcher
 from routelmt.serve.log import DecisionLog
 from routelmt.serve.metrics import ServiceMetrics
 
@@ -44,9 +44,15 @@ class SmallModelError(BackendError):
 class TranslationService:
     """Owns the hybrid translator and everything around a request.
 
-    Small-model work goes through one ``MicroBatcher`` (concurrent requests share forward
-    passes); large calls run on their own thread pool so a slow endpoint never blocks the small
-    model; every answered segment is in the decision log before its answer leaves.
+    Each request pays only for itself. With a live small model that shares its prefill with the
+    router (``continuous``, the default where possible), a ``MicroBatcher`` runs only the
+    routing prefill (concurrent requests share it, taken round-robin by request); a segment
+    routed large starts its large call right then, and one routed small joins the
+    ``ContinuousDecoder``'s running batch at the next decode step and leaves it when done, no
+    request holding more than ``max_share`` of its rows. Otherwise (a replay or remote small
+    model) the micro-batch routes and translates. Large calls run on their own thread pool so
+    a slow endpoint never blocks the small model; every answered segment is in the decision
+    log before its answer leaves.
     """
 
     def __init__(
@@ -64,12 +70,23 @@ class TranslationService:
         default_direction: str = "en-es",
         allow_policy_override: bool = True,
         router_name: str | None = None,
+        continuous: bool = True,
+        max_share: float = 0.75,
     ) -> None:
         self.hybrid = hybrid
         self.metrics = ServiceMetrics(hybrid.pacer.state)
         self.batching = batching
+        generator = getattr(hybrid.small, "generator", None) if hybrid.shared_prefill else None
+        self.decoder: ContinuousDecoder | None = None
+        if continuous and generator is not None and getattr(generator, "num_beams", 1) == 1:
+            self.decoder = ContinuousDecoder(
+                generator,
+                max_rows=max_batch_size if batching else 1,
+                max_share=max_share if batching else 1.0,
+                name="small-decoder",
+            )
         self.batcher: MicroBatcher[tuple[Segment, str], Routed] = MicroBatcher(
-            self._small_batch,
+            self._route_batch if self.decoder is not None else self._small_batch,
             max_batch_size=max_batch_size if batching else 1,
             max_wait_s=max_wait_ms / 1000.0 if batching else 0.0,
             on_batch=self._on_batch,
@@ -94,6 +111,31 @@ class TranslationService:
     def _small_batch(self, items: list[tuple[Segment, str]]) -> list[Routed]:
         return self.hybrid.stage_small([s for s, _ in items], [p for _, p in items])
 
+    def _route_batch(self, items: list[tuple[Segment, str]]) -> list[Routed]:
+        return self.hybrid.route([s for s, _ in items], [p for _, p in items])
+
+    async def _stage(self, segment: Segment, policy: str, owner: str) -> Routed:
+        """Route one segment and, if it stays small, translate it."""
+        routed = await self._route_only(segment, policy, owner)
+        if self.decoder is None or routed.goes_large or routed.error is not None:
+            return routed
+        return await self._decode(routed, owner)
+
+    async def _decode(self, routed: Routed, owner: str) -> Routed:
+        """A routed-small segment's translation from the continuous batch."""
+        assert self.decoder is not None
+        t0 = time.perf_counter()
+        try:
+            text = await asyncio.wrap_future(self.decoder.submit(routed.state, routed.index, owner))
+        except Exception as exc:
+            return dataclasses.replace(routed, error=f"{type(exc).__name__}: {exc}", state=None)
+        return dataclasses.replace(
+            routed,
+            translation=text,
+            small_s=routed.small_s + time.perf_counter() - t0,
+            state=None,  # the prefill's KV cache is freed once every row has left
+        )
+
     def _on_batch(self, size: int, seconds: float) -> None:
         self.metrics.batch_size.observe(size)
 
@@ -113,13 +155,15 @@ class TranslationService:
         self, segments: list[Segment], policy: str, *, request_id: str, endpoint: str
     ) -> list[HybridResult]:
         t0 = time.perf_counter()
-        futures = [asyncio.wrap_future(self.batcher.submit((s, policy))) for s in segments]
         try:
-            routed = await asyncio.gather(*futures)
+            routed = await asyncio.gather(
+                *(self._route_only(s, policy, request_id) for s in segments)
+            )
         except Exception:
             self.metrics.errors.inc("routing")
             raise
-        results = await asyncio.gather(*(self._finish(r, t0) for r in routed))
+        # each segment goes on as soon as it is routed: large calls start while others decode
+        results = await asyncio.gather(*(self._finish(r, t0, request_id) for r in routed))
         bad = [r for r in results if isinstance(r, str)]
         if bad:
             self.metrics.errors.inc("small_model")
@@ -137,7 +181,12 @@ class TranslationService:
             self.metrics.route_latency.observe(r.timings["route"])
         return done
 
-    async def _finish(self, routed: Routed, t0: float) -> HybridResult | str:
+    async def _route_only(self, segment: Segment, policy: str, owner: str) -> Routed:
+        return await asyncio.wrap_future(self.batcher.submit((segment, policy), owner))
+
+    async def _finish(self, routed: Routed, t0: float, owner: str = "") -> HybridResult | str:
+        if self.decoder is not None and not routed.goes_large and routed.error is None:
+            routed = await self._decode(routed, owner)
         if routed.error is not None:
             return f"small model failed on segment {routed.segment.id}: {routed.error}"
         if not routed.goes_large:
@@ -154,7 +203,7 @@ class TranslationService:
             )
         self.hybrid.refund(routed)  # a failed call is not charged
         self.metrics.fallbacks.inc(fallback_reason(error or ""))
-        again = await asyncio.wrap_future(self.batcher.submit((routed.segment, FALLBACK)))
+        again = await self._stage(routed.segment, FALLBACK, owner)
         if again.error is not None:
             return f"large call failed ({error}) and so did the small model: {again.error}"
         return self.hybrid.result(
@@ -211,6 +260,8 @@ class TranslationService:
                 "max_batch_size": self.batcher.max_batch_size,
                 "batches": self.batcher.batches,
                 "items": self.batcher.items,
+                "continuous_decoding": self.decoder is not None,
+                "decode_steps": self.decoder.steps if self.decoder is not None else 0,
             },
             "budget": self.hybrid.pacer.state(),
             "decision_log": str(self.log.path) if self.log else None,
@@ -222,6 +273,8 @@ class TranslationService:
             return
         self._closed = True
         self.batcher.close()
+        if self.decoder is not None:
+            self.decoder.close()
         self.large_pool.shutdown(wait=True)
         if self.log is not None:
             self.log.close()
@@ -396,4 +449,6 @@ def build_service(
         default_direction=server["default_direction"],
         allow_policy_override=server["allow_policy_override"],
         router_name=router_name,
+        continuous=server.get("continuous", True),
+        max_share=float(server.get("max_share", 0.75)),
     )
