@@ -1,6 +1,7 @@
 """Load test of `routelmt serve` on loopback: batching on vs off, side by side.
 
     python bench/serve_load.py [--requests 2000] [--clients 32] [--time-limit 60]
+                               [--runs "batching on,batching off,legacy"]
 
 Two server processes: the front (the service under test) and, as its large model, a second
 instance of our own service reached through the OpenAI-compatible backend. The small model is a
@@ -8,6 +9,11 @@ synthetic cost model (a forward pass costs ``--fwd-ms`` plus ``--per-seg-ms`` pe
 sleep that releases the GIL), so the numbers measure the serving path, not a model; with the
 live model, pass ``--small hf:gemma3-270m`` (and ``--router-path`` for a trained in-model
 router; fewer ``--requests`` on a CPU). Prints one table.
+
+Runs (``--runs``): ``batching on`` (the default service: with a live model, routing right
+after the prefill and continuous decoding), ``batching off`` (one segment per forward), and
+``legacy`` (the service as it was: micro-batches that route and decode together, and with a
+live model the plain decoding path, ``prefix_cache: false, head: full``).
 """
 
 from __future__ import annotations
@@ -68,6 +74,10 @@ def run_server(args: argparse.Namespace) -> None:
                 "max_wait_ms": 5.0,
             },
         }
+        if args.legacy:
+            overrides["server"]["continuous"] = False
+            if args.small:
+                overrides["small_options"] = {"prefix_cache": False, "head": "full"}
         service = build_service(load_config(None, overrides), small=small)
     serve_forever(create_app(service), "127.0.0.1", args.port, log_level="warning")
 
@@ -206,6 +216,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--back-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--no-batching", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--legacy", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--runs", default="batching on,batching off", help="comma list: batching on/off, legacy"
+    )
     parser.add_argument("--log", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -223,7 +237,11 @@ def main() -> None:
     back_port = back_url.rsplit(":", 1)[1]
     rows = {}
     try:
-        for label, flag in (("batching on", []), ("batching off", ["--no-batching"])):
+        flags = {"batching on": [], "batching off": ["--no-batching"], "legacy": ["--legacy"]}
+        for label in [r.strip() for r in args.runs.split(",") if r.strip()]:
+            if label not in flags:
+                raise SystemExit(f"unknown run {label!r}; known: {', '.join(flags)}")
+            flag = flags[label]
             with tempfile.TemporaryDirectory() as tmp:
                 log = str(Path(tmp) / "decisions.jsonl")
                 extra = ["--role", "front", "--back-port", back_port, "--log", log, *common]
@@ -264,8 +282,11 @@ def main() -> None:
     print(f"{'metric':<14}" + "".join(f"{lab:>16}" for lab in labels))
     for key, fmt in keys:
         print(f"{key:<14}" + "".join(f"{fmt.format(rows[lab][key]):>16}" for lab in labels))
-    ratio = rows["batching on"]["throughput"] / rows["batching off"]["throughput"]
-    print(f"throughput ratio on/off: {ratio:.2f}x")
+    for other in [lab for lab in labels if lab != "batching on"]:
+        if "batching on" in rows:
+            ratio = rows["batching on"]["throughput"] / rows[other]["throughput"]
+            p50 = rows[other]["p50_ms"] / rows["batching on"]["p50_ms"]
+            print(f"batching on vs {other}: throughput {ratio:.2f}x, p50 {p50:.2f}x lower")
     print(f"router (length) + pacer in-process: {micro:.1f} us/request")
     if args.json:
         args.json.write_text(json.dumps({"runs": rows, "routing_us": micro}, indent=2))

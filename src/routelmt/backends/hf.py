@@ -174,6 +174,13 @@ class HFTranslator(Translator):
     counts and seconds (``generation.GenerationStats``). ``prefill``/``generate_from`` make it a
     ``hybrid.SharedPrefillSmall``: the router's features come from the prefill that decoding
     continues from.
+
+    Speed options (``small_options`` in a config): ``prefix_cache`` (default on) prefills a
+    direction's few-shot prefix once and reuses its KV cache; ``head`` picks the greedy
+    arg-max: ``exact`` (default; the fp32 head's arg-max, found through a bf16 screen),
+    ``full`` (the plain head), ``bfloat16`` or ``int8`` (that precision's own arg-max: faster,
+    not output-equal); ``dtype: bfloat16`` runs the whole model in bf16. Threads:
+    ``$ROUTELMT_THREADS``.
     """
 
     def __init__(
