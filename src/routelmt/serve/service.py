@@ -125,15 +125,16 @@ class TranslationService:
         """A routed-small segment's translation from the continuous batch."""
         assert self.decoder is not None
         t0 = time.perf_counter()
+        future = self.decoder.submit(routed.state, routed.index, owner)
+        # the decoder holds the prefill until the row joins (and copies its rows then): drop
+        # this reference so the prefill's KV cache goes as soon as its last row has joined
+        routed.state = None
         try:
-            text = await asyncio.wrap_future(self.decoder.submit(routed.state, routed.index, owner))
+            text = await asyncio.wrap_future(future)
         except Exception as exc:
-            return dataclasses.replace(routed, error=f"{type(exc).__name__}: {exc}", state=None)
+            return dataclasses.replace(routed, error=f"{type(exc).__name__}: {exc}")
         return dataclasses.replace(
-            routed,
-            translation=text,
-            small_s=routed.small_s + time.perf_counter() - t0,
-            state=None,  # the prefill's KV cache is freed once every row has left
+            routed, translation=text, small_s=routed.small_s + time.perf_counter() - t0
         )
 
     def _on_batch(self, size: int, seconds: float) -> None:
@@ -192,6 +193,7 @@ class TranslationService:
         if not routed.goes_large:
             self.metrics.model_latency.observe(routed.small_s, "small")
             return self.hybrid.result(routed, total_s=time.perf_counter() - t0)
+        routed.state = None  # a large call needs no prefill
         loop = asyncio.get_running_loop()
         text, error, large_s = await loop.run_in_executor(
             self.large_pool, self.hybrid.call_large, routed.segment
