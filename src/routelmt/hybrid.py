@@ -77,7 +77,9 @@ class FeatureRouter(Protocol):
 class BudgetPacer(Protocol):
     """``budget.Pacer`` or the multi-process ``serve.shared_pacer.SQLitePacer``."""
 
-    def decide(self, score: float, cost: float | None = None) -> Decision: ...
+    def decide(
+        self, score: float | None, cost: float | None = None, *, force: bool = False
+    ) -> Decision: ...
 
     def refund(self, decision: Decision) -> bool: ...
 
@@ -248,25 +250,26 @@ class HybridTranslator:
         score_s = time.perf_counter() - t0 - prefill_s
         decisions: list[Decision | None] = [None] * n
         pace_s = [0.0] * n
-        # a non-finite score (a router bug) stays small rather than failing the request
-        auto = [i for i, p in enumerate(policies) if p == "auto" and np.isfinite(scores[i])]
+        # a non-finite score (a router bug) stays small rather than failing the request; a
+        # forced-large request is charged too, so the hard cap holds for it as for any other
+        auto = [
+            i
+            for i, p in enumerate(policies)
+            if p == "large" or (p == "auto" and np.isfinite(scores[i]))
+        ]
         if auto:
             tp = time.perf_counter()
             costs = [self.cost(segments[i]) if self.cost else None for i in auto]
-            if hasattr(self.pacer, "decide_many"):  # one transaction for a shared store
-                made = self.pacer.decide_many([float(scores[i]) for i in auto], costs)
-            else:
-                made = [self.pacer.decide(float(scores[i]), cost=c) for i, c in zip(auto, costs)]
+            made = self._decide(
+                [scores[i] for i in auto], costs, [policies[i] == "large" for i in auto]
+            )
             each = (time.perf_counter() - tp) / len(auto)
             for i, d in zip(auto, made, strict=True):
                 decisions[i] = d
                 pace_s[i] = each
         budget = self.pacer.state()
         threshold = budget.get("threshold")
-        goes_large = [
-            p == "large" or (d is not None and d.large)
-            for p, d in zip(policies, decisions, strict=True)
-        ]
+        goes_large = [d is not None and d.large for d in decisions]
         small_idx = [i for i in range(n) if not goes_large[i]] if translate else []
         ts = time.perf_counter()
         by_index: dict[int, str] = {}
@@ -317,6 +320,17 @@ class HybridTranslator:
                 )
             )
         return out
+
+    def _decide(
+        self, scores: list[float], costs: list[float | None], forced: list[bool]
+    ) -> list[Decision]:
+        clean = [float(s) if np.isfinite(s) else None for s in scores]
+        if hasattr(self.pacer, "decide_many"):  # one transaction for a shared store
+            return self.pacer.decide_many(clean, costs, forced=forced)  # type: ignore[attr-defined]
+        return [
+            self.pacer.decide(s, cost=c, force=f)  # type: ignore[call-arg]
+            for s, c, f in zip(clean, costs, forced, strict=True)
+        ]
 
     def _small(self, segments: Sequence[Segment], indices: list[int], state: Any) -> list[str]:
         if self.shared_prefill:

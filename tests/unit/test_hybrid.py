@@ -37,6 +37,14 @@ def hybrid(large: Translator | None = None, share: float = 0.3, **kw) -> HybridT
     return HybridTranslator(Upper(), large or Reverse(), get_router("length"), pacer, **kw)
 
 
+def test_hard_cap_holds_for_forced_large_requests():
+    pacer = Pacer(BudgetSpec(share=0.3, hard_cap=4), warmup=20)
+    h = HybridTranslator(Upper(), Reverse(), get_router("length"), pacer)
+    out = h.translate(segments(10), policy="large")
+    assert [r.tier for r in out] == ["large"] * 4 + ["small"] * 6
+    assert {r.reason for r in out[4:]} == {"hard_cap"} and pacer.state()["spent"] == 4
+
+
 def test_routes_the_budget_share_to_the_large_model_and_longest_first():
     h = hybrid(share=0.3)
     segs = segments(600)
@@ -55,7 +63,7 @@ def test_routes_the_budget_share_to_the_large_model_and_longest_first():
     assert results[-1].budget["requests"] == 600
 
 
-def test_forced_policies_bypass_the_pacer():
+def test_forced_policies_skip_the_threshold_and_forced_large_is_charged():
     h = hybrid()
     segs = segments(10)
     assert {r.tier for r in h.translate(segs, policy="large")} == {"large"}
@@ -63,7 +71,8 @@ def test_forced_policies_bypass_the_pacer():
     mixed = h.translate(segs[:3], policy=["small", "large", "small"])
     assert [r.tier for r in mixed] == ["small", "large", "small"]
     assert [r.reason for r in mixed] == ["forced_small", "forced_large", "forced_small"]
-    assert h.pacer.state()["requests"] == 0
+    state = h.pacer.state()  # forced small is not decided; forced large is charged
+    assert state["requests"] == 11 and state["spent"] == 11
     with pytest.raises(InputError, match="policy"):
         h.translate(segs[:1], policy="medium")
 

@@ -224,7 +224,9 @@ def _fallback_run(large, tmp_path, reason):
         assert all(r["error"] is None for r in out[12:] if not r["fallback"])
         assert all(r["translation"] == t.upper() for r, t in zip(out[12:], texts, strict=True))
         state = service.hybrid.pacer.state()
-        assert state["spent"] == 0.0 and state["refunds"] == len(routed)  # not charged
+        # not charged: the 12 forced-large calls are charged too (the hard cap holds for them)
+        # and refunded like the routed ones
+        assert state["spent"] == 0.0 and state["refunds"] == 12 + len(routed)
         metrics = c.get("/metrics").text
         line = f'routelmt_fallbacks_total{{reason="{reason}"}} {12 + len(routed)}'
         assert line in metrics

@@ -19,24 +19,44 @@ The hard cap is enforced separately and exactly: decide-and-charge happens under
 request is refused when its charge would push the total past the cap. Charges are reservations:
 ``refund(decision)`` returns one (a failed large call) and undoes its effect on the controller,
 so refunded budget is spent again later.
+
+The threshold stays within ``margin`` score-scales of the (1 - p) quantile of the recent scores.
+Without that bound an outage of the large model (every routed call fails and is refunded) walks
+the threshold down without limit, and on recovery hundreds of requests in a row go large to pay
+back the "debt"; with it, the debt the controller can carry is at most about ``margin / gain``
+requests. Refunds are accepted for the last ``REFUND_HORIZON`` decisions (a large call finishes
+long before that), so the record of refunded decisions stays small.
+
+``state_dict()`` / ``load_state_dict()`` are the pacer's whole mutable state as JSON-ready
+values, and nothing else: what a shared store (``serve.shared_pacer``) persists. Settings
+(the spec, gain, margin) are the caller's and are not part of it.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import math
 import threading
+from array import array
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from routelmt.budget.allocation import check_share
 from routelmt.errors import ConfigError, InputError
 
-__all__ = ["BudgetSpec", "Decision", "Pacer"]
+__all__ = ["BudgetSpec", "Decision", "Pacer", "REFUND_HORIZON"]
 
 _pacer_ids = itertools.count(1)
+
+REFUND_HORIZON = 10_000
+"""A refund must come within this many decisions of its decision (later ones are refused)."""
+
+STATE_VERSION = 1
 
 
 def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
@@ -46,15 +66,6 @@ def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
         expected = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be a finite number {expected}, got {value!r}")
-    return x
-
-
-def _share(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"{name} must be a number in (0, 1), got {value!r}")
-    x = float(value)
-    if not math.isfinite(x) or not 0.0 < x < 1.0:
-        raise ConfigError(f"{name} must be a share strictly between 0 and 1, got {value!r}")
     return x
 
 
@@ -87,9 +98,11 @@ class BudgetSpec:
                 f"cost); got share={self.share!r}, cost_share={self.cost_share!r}"
             )
         if self.share is not None:
-            object.__setattr__(self, "share", _share(self.share, "budget share"))
+            object.__setattr__(self, "share", check_share(self.share, "budget share"))
         else:
-            object.__setattr__(self, "cost_share", _share(self.cost_share, "budget cost_share"))
+            object.__setattr__(
+                self, "cost_share", check_share(self.cost_share, "budget cost_share")
+            )
             small = _positive(self.cost_small, "cost_small", allow_zero=True)
             large = _positive(self.cost_large, "cost_large")
             if not large > small:
@@ -140,7 +153,7 @@ class Decision:
     threshold: float | None
     charged: float
     weight: float
-    reason: str  # "above_threshold" | "below_threshold" | "hard_cap" | "warmup"
+    reason: str  # "above_threshold" | "below_threshold" | "hard_cap" | "warmup" | "forced_large"
     pacer_id: int
     credit: float = 0.0  # how far routing this request moved the threshold (undone on refund)
 
@@ -155,13 +168,50 @@ class Decision:
         }
 
 
+def _pack(values: Sequence[float]) -> str:
+    return base64.b64encode(array("d", values).tobytes()).decode("ascii")
+
+
+def _unpack(text: Any, key: str) -> list[float]:
+    try:
+        data = array("d", base64.b64decode(text, validate=True))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"pacer state: '{key}' is not packed float64 data ({exc})") from None
+    values = data.tolist()
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"pacer state: '{key}' holds a non-finite number")
+    return values
+
+
+# the state dict's keys and their types: load_state_dict accepts exactly these
+_STATE_NUMBERS = {
+    "seq": int,
+    "n": int,
+    "warmup_left": int,
+    "since_scale": int,
+    "routed": int,
+    "capped": int,
+    "refunds": int,
+    "late_refunds": int,
+    "seen_w": float,
+    "spent": float,
+    "wanted": float,
+    "scale": float,
+    "win_charged": float,
+    "win_w": float,
+}
+_STATE_KEYS = {"version", "tau", "center", "scores", "window", "refunded", *_STATE_NUMBERS}
+
+
 class Pacer:
     """Thread-safe online controller that keeps the realised large-model share at the budget.
 
     ``initial_threshold`` (e.g. from ``calibrate_threshold``) skips the warm-up; ``history``
     (held-out scores) seeds the score window for the scale estimate and, when no initial
     threshold is given, the starting threshold. ``gain`` trades reaction speed after a shift
-    (extra spend ~ shift / gain) against threshold jitter (~ sqrt(gain)).
+    (extra spend ~ shift / gain) against threshold jitter (~ sqrt(gain)). ``margin`` bounds the
+    threshold to that many score-scales around the recent (1 - p) quantile. ``warmup=0`` starts
+    from the first request's score.
     """
 
     def __init__(
@@ -174,12 +224,14 @@ class Pacer:
         warmup: int = 50,
         scale_window: int = 1000,
         scale: float | None = None,
+        margin: float = 3.0,
     ) -> None:
         if not isinstance(spec, BudgetSpec):
             raise ConfigError(f"spec must be a BudgetSpec, got {type(spec).__name__}")
         self.spec = spec
         self.p = spec.target
         self.gain = _positive(gain, "gain")
+        self.margin = _positive(margin, "margin")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}")
         if isinstance(scale_window, bool) or not isinstance(scale_window, int) or scale_window < 2:
@@ -193,7 +245,9 @@ class Pacer:
             if hist.size and not np.all(np.isfinite(hist)):
                 raise InputError("history scores must be finite", field="history")
             self._scores.extend(hist[-scale_window:].tolist())
-        self._scale = self._fixed_scale or self._estimate_scale()
+        self._center: float | None = None
+        self._scale = 1.0
+        self._refresh_stats()
         self._since_scale = 0
         if initial_threshold is not None:
             tau = float(initial_threshold)
@@ -206,7 +260,7 @@ class Pacer:
             self._warmup_left = 0
         else:
             self._tau = self._quantile_threshold() if self._scores else None
-            self._warmup_left = warmup
+            self._warmup_left = max(warmup, 1)  # warmup=0: the first score sets the threshold
         self._seq = 0
         self._n = 0
         self._seen_w = 0.0
@@ -215,25 +269,39 @@ class Pacer:
         self._routed = 0
         self._capped = 0
         self._refunds = 0
-        self._refunded: set[int] = set()
+        self._late_refunds = 0
+        self._refunded: set[int] = set()  # seqs within REFUND_HORIZON of the newest decision
         self._win: deque[list[float]] = deque()  # [seq, charged, weight]
         self._win_charged = 0.0
         self._win_w = 0.0
 
     # -- internals (called with the lock held) -------------------------------------------
-    def _estimate_scale(self) -> float:
+    def _refresh_stats(self) -> None:
+        """Scale (a robust spread) and center (the (1 - p) quantile) of the recent scores."""
         if len(self._scores) < 8:
-            return 1.0
+            self._center = None
+            self._scale = self._fixed_scale or 1.0
+            return
         arr = np.fromiter(self._scores, dtype=float, count=len(self._scores))
-        q25, q75 = np.quantile(arr, [0.25, 0.75])
+        q25, q75, center = np.quantile(arr, [0.25, 0.75, 1.0 - self.p])
+        self._center = float(center)
+        if self._fixed_scale is not None:
+            self._scale = self._fixed_scale
+            return
         spread = (q75 - q25) / 1.349
         if not spread > 0:
             spread = float(arr.std())
-        return float(spread) if spread > 0 else 1.0
+        self._scale = float(spread) if spread > 0 else 1.0
 
     def _quantile_threshold(self) -> float:
         arr = np.fromiter(self._scores, dtype=float, count=len(self._scores))
         return float(np.quantile(arr, 1.0 - self.p))
+
+    def _bounded(self, tau: float) -> float:
+        if self._center is None:
+            return tau
+        band = self.margin * self._scale
+        return min(max(tau, self._center - band), self._center + band)
 
     def _push_window(self, seq: int, charged: float, weight: float) -> None:
         self._win.append([float(seq), charged, weight])
@@ -244,65 +312,102 @@ class Pacer:
             self._win_charged -= old_c
             self._win_w -= old_w
 
+    def _decide(self, s: float | None, w: float, force: bool) -> Decision:
+        self._seq += 1
+        self._n += 1
+        self._seen_w += w
+        tau = self._tau
+        warming = self._warmup_left > 0
+        wanted = force or (tau is not None and s is not None and s >= tau)
+        charged = 0.0
+        reason = "forced_large" if force else "above_threshold" if wanted else "below_threshold"
+        if wanted:
+            cap = self.spec.hard_cap
+            if cap is not None and self._spent + w > cap * (1 + 1e-12):
+                reason = "hard_cap"
+                self._capped += 1
+            else:
+                charged = w
+                self._spent += w
+                self._routed += 1
+            self._wanted += w
+        if warming and reason not in ("hard_cap", "forced_large"):
+            reason = "warmup"
+        if s is not None:
+            self._scores.append(s)
+            self._since_scale += 1
+            if self._since_scale >= 32 or len(self._scores) < 64:
+                self._refresh_stats()
+                self._since_scale = 0
+        w_mean = self._seen_w / self._n
+        credit = 0.0
+        if warming or tau is None:
+            self._warmup_left = max(self._warmup_left - 1, 0)
+            self._tau = self._quantile_threshold() if self._scores else None
+            if self._warmup_left == 0 and self._tau is not None:  # hand over with the surplus
+                surplus = (self._wanted - self.p * self._seen_w) / w_mean
+                self._tau = self._bounded(self._tau + self.gain * self._scale * surplus)
+        else:
+            step = self.gain * self._scale / w_mean
+            credit = step * w if charged else 0.0
+            self._tau = self._bounded(tau + step * ((w if wanted else 0.0) - self.p * w))
+        self._push_window(self._seq, charged, w)
+        return Decision(
+            seq=self._seq,
+            large=charged > 0,
+            score=float("nan") if s is None else s,
+            threshold=tau,
+            charged=charged,
+            weight=w,
+            reason=reason,
+            pacer_id=self._id,
+            credit=credit,
+        )
+
     # -- public API ---------------------------------------------------------------------
-    def decide(self, score: float, cost: float | None = None) -> Decision:
-        """Route one request: charge its weight now if it goes to the large model."""
+    @staticmethod
+    def _check_score(score: Any, force: bool) -> float | None:
+        if force and (score is None or (isinstance(score, float) and not math.isfinite(score))):
+            return None  # a forced request needs no score
         if isinstance(score, bool) or not isinstance(score, (int, float, np.integer, np.floating)):
             raise InputError(f"expected a number, got {score!r:.40}", field="score")
         s = float(score)
         if not math.isfinite(s):
             raise InputError(f"expected a finite number, got {score}", field="score")
+        return s
+
+    def decide(
+        self, score: float | None, cost: float | None = None, *, force: bool = False
+    ) -> Decision:
+        """Route one request: charge its weight now if it goes to the large model.
+
+        ``force=True`` (a request that asked for the large model) is charged like a routed one
+        and, like every other, refused once the hard cap would be passed.
+        """
+        s = self._check_score(score, force)
         w = self.spec.weight(cost)
         with self._lock:
-            self._seq += 1
-            self._n += 1
-            self._seen_w += w
-            tau = self._tau
-            warming = self._warmup_left > 0
-            wanted = tau is not None and s >= tau
-            charged = 0.0
-            reason = "above_threshold" if wanted else "below_threshold"
-            if wanted:
-                cap = self.spec.hard_cap
-                if cap is not None and self._spent + w > cap * (1 + 1e-12):
-                    reason = "hard_cap"
-                    self._capped += 1
-                else:
-                    charged = w
-                    self._spent += w
-                    self._routed += 1
-                self._wanted += w
-            if warming and reason != "hard_cap":
-                reason = "warmup"
-            self._scores.append(s)
-            self._since_scale += 1
-            if self._fixed_scale is None and (self._since_scale >= 32 or len(self._scores) < 64):
-                self._scale = self._estimate_scale()
-                self._since_scale = 0
-            w_mean = self._seen_w / self._n
-            credit = 0.0
-            if warming:
-                self._warmup_left -= 1
-                self._tau = self._quantile_threshold()
-                if self._warmup_left == 0:  # hand over, carrying the warm-up surplus
-                    surplus = (self._wanted - self.p * self._seen_w) / w_mean
-                    self._tau += self.gain * self._scale * surplus
-            else:
-                step = self.gain * self._scale / w_mean
-                credit = step * w if charged else 0.0
-                self._tau = tau + step * ((w if wanted else 0.0) - self.p * w)  # type: ignore[operator]
-            self._push_window(self._seq, charged, w)
-            return Decision(
-                seq=self._seq,
-                large=charged > 0,
-                score=s,
-                threshold=tau,
-                charged=charged,
-                weight=w,
-                reason=reason,
-                pacer_id=self._id,
-                credit=credit,
-            )
+            return self._decide(s, w, force)
+
+    def decide_many(
+        self,
+        scores: Sequence[float | None],
+        costs: Sequence[float | None] | None = None,
+        *,
+        forced: Sequence[bool] | None = None,
+    ) -> list[Decision]:
+        """Decisions for a batch, in order, under one lock (all inputs checked first)."""
+        n = len(scores)
+        costs = costs if costs is not None else [None] * n
+        forced = forced if forced is not None else [False] * n
+        if len(costs) != n or len(forced) != n:
+            raise ValueError(f"{len(costs)} costs and {len(forced)} flags for {n} scores")
+        checked = [
+            (self._check_score(s, bool(f)), self.spec.weight(c), bool(f))
+            for s, c, f in zip(scores, costs, forced, strict=True)
+        ]
+        with self._lock:
+            return [self._decide(s, w, f) for s, w, f in checked]
 
     def refund(self, decision: Decision) -> bool:
         """Give back a routed request's charge (its large call failed). False if nothing to do."""
@@ -313,13 +418,19 @@ class Pacer:
         with self._lock:
             if decision.seq in self._refunded:
                 return False
+            if decision.seq <= self._seq - REFUND_HORIZON:
+                self._late_refunds += 1  # too old to tell apart from one already refunded
+                return False
             self._refunded.add(decision.seq)
+            if len(self._refunded) > 64 and len(self._refunded) % 64 == 0:
+                oldest = self._seq - REFUND_HORIZON
+                self._refunded = {q for q in self._refunded if q > oldest}
             self._refunds += 1
             self._spent -= decision.charged
             self._wanted -= decision.charged
             self._routed -= 1
             if self._tau is not None:
-                self._tau -= decision.credit
+                self._tau = self._bounded(self._tau - decision.credit)
             if self._win:
                 first = int(self._win[0][0])
                 idx = decision.seq - first
@@ -327,6 +438,83 @@ class Pacer:
                     self._win[idx][1] -= decision.charged
                     self._win_charged -= decision.charged
             return True
+
+    # -- state contract -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The whole mutable state, as JSON-ready values (see ``load_state_dict``)."""
+        with self._lock:
+            oldest = self._seq - REFUND_HORIZON
+            refunded = sorted(q - oldest for q in self._refunded if q > oldest)
+            bits = 0
+            for offset in refunded:
+                bits |= 1 << offset
+            nbytes = (REFUND_HORIZON + 8) // 8
+            return {
+                "version": STATE_VERSION,
+                "tau": self._tau,
+                "center": self._center,
+                "scale": self._scale,
+                "seq": self._seq,
+                "n": self._n,
+                "warmup_left": self._warmup_left,
+                "since_scale": self._since_scale,
+                "routed": self._routed,
+                "capped": self._capped,
+                "refunds": self._refunds,
+                "late_refunds": self._late_refunds,
+                "seen_w": self._seen_w,
+                "spent": self._spent,
+                "wanted": self._wanted,
+                "win_charged": self._win_charged,
+                "win_w": self._win_w,
+                "scores": _pack(self._scores),
+                "window": _pack([x for row in self._win for x in row]),
+                # the refunded seqs in the horizon, as a bitmap relative to seq - horizon
+                "refunded": base64.b64encode(bits.to_bytes(nbytes, "little")).decode("ascii"),
+            }
+
+    def load_state_dict(self, state: Any) -> None:
+        """Replace the mutable state; anything malformed is a ConfigError, and nothing changes."""
+        if not isinstance(state, dict) or set(state) != _STATE_KEYS:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ConfigError(f"pacer state: expected the keys {sorted(_STATE_KEYS)}, got {got}")
+        if state["version"] != STATE_VERSION:
+            raise ConfigError(
+                f"pacer state: version {state['version']!r}, expected {STATE_VERSION}"
+            )
+        values: dict[str, Any] = {}
+        for key, kind in _STATE_NUMBERS.items():
+            v = state[key]
+            ok = not isinstance(v, bool) and isinstance(v, (int, float) if kind is float else int)
+            if not ok or not math.isfinite(v) or (kind is int and v < 0):
+                raise ConfigError(
+                    f"pacer state: '{key}' must be a finite {kind.__name__}, got {v!r:.40}"
+                )
+            values[key] = kind(v)
+        for key in ("tau", "center"):
+            v = state[key]
+            if v is not None and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+            ):
+                raise ConfigError(f"pacer state: '{key}' must be a finite number or null")
+        scores = _unpack(state["scores"], "scores")
+        flat = _unpack(state["window"], "window")
+        if len(flat) % 3:
+            raise ConfigError("pacer state: 'window' must hold rows of 3 numbers")
+        try:
+            bits = int.from_bytes(base64.b64decode(state["refunded"], validate=True), "little")
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"pacer state: 'refunded' is not a bitmap ({exc})") from None
+        oldest = values["seq"] - REFUND_HORIZON
+        refunded = {oldest + i for i in range(bits.bit_length()) if bits >> i & 1}
+        with self._lock:
+            self._tau = None if state["tau"] is None else float(state["tau"])
+            self._center = None if state["center"] is None else float(state["center"])
+            for key, v in values.items():
+                setattr(self, f"_{key}", v)
+            self._scores = deque(scores[-self._scores.maxlen :], maxlen=self._scores.maxlen)  # type: ignore[misc]
+            self._win = deque(flat[i : i + 3] for i in range(0, len(flat), 3))
+            self._refunded = refunded
 
     @property
     def threshold(self) -> float | None:

@@ -10,14 +10,11 @@ For several hosts, keep the state in Redis or a Ray actor instead (see docs/depl
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import sqlite3
 import threading
 import time
-from array import array
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,47 +22,7 @@ from typing import Any
 from routelmt.budget.pacer import BudgetSpec, Decision, Pacer
 from routelmt.errors import ConfigError
 
-_LOCAL = {"_lock", "_id", "spec"}  # per-process attributes, never shared
 _HANDLES: dict[int, str] = {}  # local pacer id -> the store it belongs to
-
-
-def _encode(value: Any) -> Any:
-    # the pacer's windows are deques of floats or of equal-length float rows: packed as float64
-    # bytes (base64), they cost microseconds instead of milliseconds to store and load
-    if isinstance(value, deque):
-        out: dict[str, Any] = {"maxlen": value.maxlen}
-        if all(isinstance(v, float) for v in value):
-            out["f8"] = base64.b64encode(array("d", value).tobytes()).decode("ascii")
-            return out
-        widths = {len(v) for v in value if isinstance(v, list)}
-        if len(widths) == 1 and all(isinstance(v, list) for v in value):
-            flat = array("d", (float(x) for row in value for x in row))
-            out["rows"] = base64.b64encode(flat.tobytes()).decode("ascii")
-            out["width"] = widths.pop()
-            return out
-        out["items"] = list(value)
-        return out
-    if isinstance(value, set):
-        return {"set": sorted(value)}
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if not isinstance(value, dict):
-        return value
-    if "set" in value:
-        return set(value["set"])
-    if "f8" in value:
-        data = array("d", base64.b64decode(value["f8"]))
-        return deque(data.tolist(), maxlen=value["maxlen"])
-    if "rows" in value:
-        data = array("d", base64.b64decode(value["rows"])).tolist()
-        k = value["width"]
-        rows = [data[i : i + k] for i in range(0, len(data), k)]
-        return deque(rows, maxlen=value["maxlen"])
-    if "items" in value:
-        return deque(value["items"], maxlen=value["maxlen"])
-    return value
 
 
 def _enable_wal(db: sqlite3.Connection, path: Path, timeout_s: float) -> None:
@@ -102,18 +59,24 @@ class SQLitePacer:
     ) -> None:
         self.spec = spec
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pacer = Pacer(spec, **pacer_options)
         self._key = str(self.path.resolve())
         _HANDLES[self._pacer._id] = self._key
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False
-        )
-        _enable_wal(self._db, self.path, timeout_s)
-        self._db.execute("PRAGMA synchronous=NORMAL")
         self._version = -1
-        spec_json = json.dumps(spec.to_dict(), sort_keys=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False
+            )
+            _enable_wal(self._db, self.path, timeout_s)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._open(json.dumps(spec.to_dict(), sort_keys=True))
+        except (OSError, sqlite3.Error) as exc:  # unwritable, a directory, not a database
+            raise ConfigError(f"cannot use {self.path} as the budget store: {exc}") from None
+
+    def _open(self, spec_json: str) -> None:
+        """Create the row, or check that the store's budget is ours and its state is sound."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -131,23 +94,33 @@ class SQLitePacer:
                         f"budget store {self.path} holds budget {row[0]}, but this replica was "
                         f"started with {spec_json}; use the same budget or another store"
                     )
+                else:
+                    self._sync()  # a tampered state fails here, at startup
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
 
     def _dump(self) -> str:
-        state = {k: _encode(v) for k, v in vars(self._pacer).items() if k not in _LOCAL}
-        return json.dumps(state, separators=(",", ":"))
+        return json.dumps(self._pacer.state_dict(), separators=(",", ":"))
 
     def _load(self, text: str) -> None:
-        for key, value in json.loads(text).items():
-            setattr(self._pacer, key, _decode(value))
+        try:
+            state = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"budget store {self.path}: the state is not JSON ({exc})") from None
+        try:
+            self._pacer.load_state_dict(state)
+        except ConfigError as exc:
+            raise ConfigError(f"budget store {self.path}: {exc}") from None
 
     def _sync(self) -> None:
         """Inside a transaction: pull the shared state unless we wrote it last."""
         query = "SELECT version, state FROM pacer WHERE id = 1"
-        version, state = self._db.execute(query).fetchone()
+        row = self._db.execute(query).fetchone()
+        if row is None or not isinstance(row[1], str):
+            raise ConfigError(f"budget store {self.path}: the pacer row is missing or damaged")
+        version, state = row
         if version != self._version:
             self._load(state)
             self._version = version
@@ -170,17 +143,20 @@ class SQLitePacer:
                 self._version = -1
                 raise
 
-    def decide(self, score: float, cost: float | None = None) -> Decision:
-        return self._transaction(lambda: self._pacer.decide(score, cost=cost))
+    def decide(
+        self, score: float | None, cost: float | None = None, *, force: bool = False
+    ) -> Decision:
+        return self._transaction(lambda: self._pacer.decide(score, cost=cost, force=force))
 
     def decide_many(
-        self, scores: Sequence[float], costs: Sequence[float | None] | None = None
+        self,
+        scores: Sequence[float | None],
+        costs: Sequence[float | None] | None = None,
+        *,
+        forced: Sequence[bool] | None = None,
     ) -> list[Decision]:
         """Several decisions in one transaction (a batch)."""
-        costs = costs if costs is not None else [None] * len(scores)
-        return self._transaction(
-            lambda: [self._pacer.decide(s, cost=c) for s, c in zip(scores, costs, strict=True)]
-        )
+        return self._transaction(lambda: self._pacer.decide_many(scores, costs, forced=forced))
 
     def refund(self, decision: Decision) -> bool:
         """Refund a decision made through any handle on this store in this process."""
