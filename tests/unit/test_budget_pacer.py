@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 import threading
 
@@ -8,6 +9,7 @@ import pytest
 from scipy.stats import norm
 
 from routelmt.budget import BudgetSpec, Pacer, calibrate_threshold
+from routelmt.budget.pacer import REFUND_HORIZON
 from routelmt.errors import ConfigError, InputError
 
 
@@ -188,3 +190,76 @@ def test_bad_per_request_inputs() -> None:
     with pytest.raises(ConfigError, match="gain"):
         Pacer(BudgetSpec(share=0.3), gain=-1)
     assert pacer.state()["requests"] == 0  # rejected requests are not counted
+
+
+def test_warmup_zero_works() -> None:
+    pacer = Pacer(BudgetSpec(share=0.3), warmup=0)
+    decisions = [pacer.decide(float(s)) for s in np.random.default_rng(3).normal(size=500)]
+    assert decisions[0].reason == "warmup" and pacer.threshold is not None
+    assert abs(np.mean([d.large for d in decisions]) - 0.3) < 0.05
+
+
+def test_state_dict_round_trip_continues_identically() -> None:
+    scores = np.random.default_rng(4).normal(size=400)
+    a = Pacer(BudgetSpec(share=0.3))
+    for s in scores[:200]:
+        d = a.decide(float(s))
+        if d.large and d.seq % 7 == 0:
+            a.refund(d)
+    b = Pacer(BudgetSpec(share=0.3))
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.state() == a.state()
+    rest_a = [a.decide(float(s)).large for s in scores[200:]]
+    rest_b = [b.decide(float(s)).large for s in scores[200:]]
+    assert rest_a == rest_b and b.state() == a.state()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: s.pop("tau"),
+        lambda s: s.update(extra=1),
+        lambda s: s.update(seq=-1),
+        lambda s: s.update(spent="x"),
+        lambda s: s.update(tau=math.inf),
+        lambda s: s.update(scores="%%%"),
+        lambda s: s.update(window=s["scores"][:12]),
+        lambda s: s.update(version=99),
+    ],
+)
+def test_a_damaged_state_is_a_config_error_and_changes_nothing(damage) -> None:
+    pacer = Pacer(BudgetSpec(share=0.3), initial_threshold=0.5)
+    pacer.decide(1.0)
+    state = pacer.state_dict()
+    before = pacer.state()
+    damage(state)
+    with pytest.raises(ConfigError, match="pacer state"):
+        pacer.load_state_dict(state)
+    assert pacer.state() == before
+
+
+def test_an_outage_cannot_walk_the_threshold_away() -> None:
+    """Every routed call fails and is refunded for 3,000 requests, then the model recovers."""
+    rng = np.random.default_rng(5)
+    pacer = Pacer(BudgetSpec(share=0.3))
+    for s in rng.normal(size=1000):
+        pacer.decide(float(s))
+    for s in rng.normal(size=3000):
+        d = pacer.decide(float(s))
+        if d.large:
+            pacer.refund(d)
+    assert pacer.threshold > norm.ppf(0.7) - 3.5  # bounded: 3 scales (about 1) below
+    after = np.array([pacer.decide(float(s)).large for s in rng.normal(size=1000)], dtype=float)
+    run = max(len(r) for r in "".join("L" if x else "s" for x in after).split("s"))
+    assert run < 40  # not hundreds in a row
+    assert abs(after[100:].mean() - 0.3) < 0.05
+    # the refund record stays bounded however many refunds there were
+    assert len(json.dumps(pacer.state_dict())) < 60_000
+
+
+def test_refunds_older_than_the_horizon_are_refused() -> None:
+    pacer = Pacer(BudgetSpec(share=0.5), initial_threshold=0.0, scale=1.0)
+    first = pacer.decide(1.0)
+    for _ in range(REFUND_HORIZON):
+        pacer.decide(-1.0)
+    assert pacer.refund(first) is False and pacer.state()["refunds"] == 0
