@@ -195,7 +195,12 @@ def test_bad_requests_are_4xx_naming_the_field(shared_server, endpoint, body, st
 
 def test_malformed_json_and_openai_client_error(server):
     srv, _, _ = server
-    r = httpx.post(srv.url + "/v1/translate", content=b"{not json", timeout=30)
+    r = httpx.post(
+        srv.url + "/v1/translate",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "body"
     client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError, match="unsupported language pair"):

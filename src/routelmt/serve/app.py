@@ -13,11 +13,14 @@ Chat convention (how a plain OpenAI client says what to translate, and into what
 Every response, and every streamed chunk, carries ``routing``: the model that answered, its
 tier, the router score, the threshold, the decision, the fallback flag and the budget state.
 Bad requests are 4xx with ``{"error": {"message", "type", "param", "code"}}``, ``param`` naming
-the field (OpenAI's error shape, so the ``openai`` client raises with the message).
+the field (OpenAI's error shape, so the ``openai`` client raises with the message). Request
+bodies are typed in ``serve.protocol`` (every limit is there); before a body is parsed, the
+Host header, the API key, the Content-Type and the size are checked (``serve.security``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -28,12 +31,24 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from routelmt.errors import ConfigError
-from routelmt.hybrid import POLICIES, HybridResult
+from routelmt.hybrid import HybridResult
 from routelmt.languages import LANGUAGE_NAMES, parse_direction
 from routelmt.records import Segment
-from routelmt.serve.service import SmallModelError, TranslationService
+from routelmt.serve.protocol import (
+    MAX_INSTRUCTION_CHARS,
+    BodyError,
+    ChatRequest,
+    Limits,
+    TranslateRequest,
+    parse_body,
+    validation_error,
+)
+from routelmt.serve.security import Security
+from routelmt.serve.service import SmallModelError, TranslationService, fallback_reason
 
 log = logging.getLogger(__name__)
 
@@ -81,27 +96,54 @@ def languages_from_instruction(text: str) -> tuple[str | None, str | None]:
 class Api:
     """Request parsing and validation around a TranslationService."""
 
-    def __init__(self, service: TranslationService) -> None:
+    def __init__(self, service: TranslationService, limits: Limits) -> None:
         self.service = service
+        self.limits = limits
 
-    # -- validation helpers ---------------------------------------------------------------
-    @staticmethod
-    async def body(request: Request) -> dict[str, Any]:
+    # -- the body ---------------------------------------------------------------------------
+    async def body(self, request: Request) -> dict[str, Any]:
+        """Content-Type, then size (before reading, and while reading), then JSON."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json" and not (
+            kind.startswith("application/") and kind.endswith("+json")
+        ):
+            raise RequestError(
+                415, "body", f"expected Content-Type application/json, got {kind or 'none'!r:.60}"
+            )
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestError(413, "body", f"{declared} bytes, over the limit of {limit}")
+
+        async def read() -> bytes:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(413, "body", f"over the limit of {limit} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+
         try:
-            data = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestError(400, "body", f"not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise RequestError(400, "body", f"expected a JSON object, got {type(data).__name__}")
-        return data
+            raw = await asyncio.wait_for(read(), self.limits.body_timeout_s)
+        except TimeoutError:
+            raise RequestError(
+                408, "body", f"not received within {self.limits.body_timeout_s:g} s"
+            ) from None
+        try:
+            return parse_body(raw)
+        except BodyError as exc:
+            raise RequestError(400, "body", str(exc)) from None
 
     @staticmethod
-    def opt_str(data: dict[str, Any], name: str, where: str = "") -> str | None:
-        value = data.get(name)
-        if value is not None and not isinstance(value, str):
-            raise RequestError(400, where + name, f"expected a string, got {type(value).__name__}")
-        return value
+    def model(kind: type[BaseModel], data: dict[str, Any]) -> Any:
+        try:
+            return kind.model_validate(data)
+        except ValidationError as exc:
+            param, message = validation_error(exc)
+            raise RequestError(400, param, message) from None
 
+    # -- checks that depend on the configuration -------------------------------------------
     def direction(self, src: str | None, tgt: str | None, field: str) -> str:
         default_src, default_tgt = parse_direction(self.service.default_direction)
         if tgt is None and src is None:
@@ -122,25 +164,19 @@ class Api:
             )
         return direction
 
-    def policy(self, value: Any, field: str = "policy") -> str:
+    def policy(self, value: str | None, field: str = "policy") -> str:
         if value is None:
             return "auto"
-        if not isinstance(value, str) or value not in POLICIES:
-            raise RequestError(
-                400, field, f"expected one of {', '.join(POLICIES)}, got {value!r:.40}"
-            )
         if value != "auto" and not self.service.allow_policy_override:
             raise RequestError(403, field, "policy overrides are disabled on this server")
         return value
 
-    def check_text(self, text: Any, field: str) -> str:
-        if not isinstance(text, str):
-            raise RequestError(400, field, f"expected a string, got {type(text).__name__}")
+    def check_text(self, text: str, field: str) -> str:
         if not text.strip():
             raise RequestError(400, field, "must not be empty")
-        if len(text) > self.service.max_chars:
+        if len(text) > self.limits.max_chars:
             raise RequestError(
-                413, field, f"{len(text)} characters, over the limit of {self.service.max_chars}"
+                413, field, f"{len(text)} characters, over the limit of {self.limits.max_chars}"
             )
         return text
 
@@ -148,50 +184,41 @@ class Api:
     def parse_translate(
         self, data: dict[str, Any], request_id: str
     ) -> tuple[list[Segment], str, bool]:
-        has_text, has_texts = "text" in data, "texts" in data
-        if has_text == has_texts:
+        req: TranslateRequest = self.model(TranslateRequest, data)
+        if (req.text is None) == (req.texts is None):
             raise RequestError(
                 400, "text", "give exactly one of 'text' (a string) or 'texts' (a list)"
             )
-        if has_text:
-            texts = [self.check_text(data["text"], "text")]
-            single = True
+        single = req.text is not None
+        if req.text is not None:
+            texts = [self.check_text(req.text, "text")]
         else:
-            raw = data["texts"]
-            if not isinstance(raw, list) or not raw:
-                raise RequestError(400, "texts", "expected a non-empty list of strings")
-            if len(raw) > self.service.max_items:
+            assert req.texts is not None
+            if len(req.texts) > self.limits.max_items:
                 raise RequestError(
-                    413, "texts", f"{len(raw)} texts, over the limit of {self.service.max_items}"
+                    413,
+                    "texts",
+                    f"{len(req.texts)} texts, over the limit of {self.limits.max_items}",
                 )
-            texts = [self.check_text(t, f"texts[{i}]") for i, t in enumerate(raw)]
-            single = False
-        ids: list[str]
-        if single and data.get("id") is not None:
-            if not isinstance(data["id"], (str, int)) or isinstance(data["id"], bool):
-                raise RequestError(400, "id", "expected a string")
-            ids = [str(data["id"])]
-        elif not single and data.get("ids") is not None:
-            raw_ids = data["ids"]
-            if not isinstance(raw_ids, list) or len(raw_ids) != len(texts):
+            texts = [self.check_text(t, f"texts[{i}]") for i, t in enumerate(req.texts)]
+        if single and req.id is not None:
+            ids = [str(req.id)]
+        elif not single and req.ids is not None:
+            if len(req.ids) != len(texts):
                 raise RequestError(400, "ids", f"expected a list of {len(texts)} strings")
-            if not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in raw_ids):
-                raise RequestError(400, "ids", "every id must be a string")
-            ids = [str(x) for x in raw_ids]
+            ids = [str(x) for x in req.ids]
         else:
             ids = [f"{request_id}-{i}" for i in range(len(texts))]
-        src = self.opt_str(data, "source_lang")
-        tgt = self.opt_str(data, "target_lang")
-        direction_field = self.opt_str(data, "direction")
-        if direction_field is not None:
+        src, tgt = req.source_lang, req.target_lang
+        if req.direction is not None:
             if src or tgt:
                 raise RequestError(400, "direction", "give 'direction' or source_lang/target_lang")
             try:
-                src, tgt = parse_direction(direction_field)
+                src, tgt = parse_direction(req.direction)
             except ConfigError as exc:
                 raise RequestError(400, "direction", str(exc)) from None
-        direction = self.direction(src, tgt, "direction" if direction_field else "target_lang")
-        policy = self.policy(data.get("policy"))
+        direction = self.direction(src, tgt, "direction" if req.direction else "target_lang")
+        policy = self.policy(req.policy)
         segments = [Segment(id=i, direction=direction, source=t) for i, t in zip(ids, texts)]
         return segments, policy, single
 
@@ -213,69 +240,67 @@ class Api:
 
     @staticmethod
     def public(r: HybridResult) -> dict[str, Any]:
+        """What a client sees: no budget copy per item, and no upstream details in ``error``
+        (an endpoint's URL or error body may hold credentials; the decision log has them)."""
         d = r.to_dict()
         d.pop("budget")
+        if d["error"]:
+            d["error"] = f"large model call failed ({fallback_reason(d['error'])})"
         return d
 
     # -- /v1/chat/completions --------------------------------------------------------------
     def parse_chat(self, data: dict[str, Any], request_id: str) -> tuple[Segment, str, bool]:
-        messages = data.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise RequestError(400, "messages", "expected a non-empty list of messages")
+        req: ChatRequest = self.model(ChatRequest, data)
         text: str | None = None
         instruction = ""
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise RequestError(400, f"messages[{i}]", "expected {'role': str, 'content': ...}")
-            content = m.get("content")
-            if isinstance(content, list):  # content parts: keep the text ones
-                parts = [p.get("text") for p in content if isinstance(p, dict)]
-                content = "".join(p for p in parts if isinstance(p, str))
-            if not isinstance(content, str):
-                raise RequestError(
-                    400,
-                    f"messages[{i}].content",
-                    f"expected a string, got {type(content).__name__}",
-                )
-            if m["role"] == "user":
+        for i, m in enumerate(req.messages):
+            content = m.text()
+            if content is None:
+                raise RequestError(400, f"messages[{i}].content", "expected a string, got null")
+            if m.role == "user":
                 text = content
-            elif m["role"] in ("system", "developer"):
+            elif m.role in ("system", "developer"):
                 instruction += content + "\n"
         if text is None:
             raise RequestError(
                 400, "messages", "no message with role 'user' (the text to translate)"
             )
         self.check_text(text, "messages")
-        stream = data.get("stream", False)
-        if not isinstance(stream, bool):
-            raise RequestError(400, "stream", f"expected a boolean, got {type(stream).__name__}")
-        n = data.get("n")
-        if n is not None and n != 1:
+        if len(instruction) > MAX_INSTRUCTION_CHARS:
+            raise RequestError(
+                413, "messages", f"system messages over {MAX_INSTRUCTION_CHARS} characters"
+            )
+        if req.n is not None and req.n != 1:
             raise RequestError(400, "n", "only n=1 is supported")
-        src = self.opt_str(data, "source_lang")
-        tgt = self.opt_str(data, "target_lang")
+        src, tgt = req.source_lang, req.target_lang
         field = "target_lang"
-        meta = data.get("metadata")
-        if meta is not None and not isinstance(meta, dict):
-            raise RequestError(400, "metadata", "expected an object")
+        meta = req.metadata or {}
         if src is None and tgt is None and meta:
-            src = self.opt_str(meta, "source_lang", "metadata.")
-            tgt = self.opt_str(meta, "target_lang", "metadata.")
+            src, tgt = meta.get("source_lang"), meta.get("target_lang")
             field = "metadata.target_lang"
-        if src is None and tgt is None and instruction:
-            src, tgt = languages_from_instruction(instruction)
-            field = "messages"
+        said_src, said_tgt = (
+            languages_from_instruction(instruction) if instruction else (None, None)
+        )
+        if src is None and tgt is None:
+            src, tgt, field = said_src, said_tgt, "messages"
+        else:  # both given: they must agree
+            for asked, said in ((src, said_src), (tgt, said_tgt)):
+                if asked and said and _lang_code(asked) not in (None, said):
+                    raise RequestError(
+                        400,
+                        "messages",
+                        f"the system message asks for {said}, the request for {asked}",
+                    )
         direction = self.direction(src, tgt, field)
-        policy_value = data.get("policy")
-        model = self.opt_str(data, "model")
-        if policy_value is None and model is not None:
+        policy_value = req.policy
+        if policy_value is None and req.model is not None:
             hybrid = self.service.hybrid
-            if model in ("small", hybrid.small.name):
+            if req.model in ("small", hybrid.small.name):
                 policy_value = "small"
-            elif model in ("large", hybrid.large.name):
+            elif req.model in ("large", hybrid.large.name):
                 policy_value = "large"
         policy = self.policy(policy_value)
-        return Segment(id=request_id, direction=direction, source=text), policy, stream
+        return Segment(id=request_id, direction=direction, source=text), policy, req.stream
 
     async def chat(self, request: Request) -> Any:
         data = await self.body(request)
@@ -284,7 +309,7 @@ class Api:
         (result,) = await self.service.translate(
             [segment], policy, request_id=request_id, endpoint="chat"
         )
-        routing = result.to_dict()
+        routing = {**self.public(result), "budget": result.budget}
         routing.pop("translation")
         created = int(time.time())
         cid = f"chatcmpl-{request_id}"
@@ -327,8 +352,18 @@ class Api:
         return StreamingResponse(events(), media_type="text/event-stream")
 
 
-def create_app(service: TranslationService, *, close_on_shutdown: bool = True) -> FastAPI:
-    """The ASGI app; ``service`` is closed (batcher drained, log flushed) on shutdown."""
+def create_app(
+    service: TranslationService,
+    *,
+    close_on_shutdown: bool = True,
+    security: Security | None = None,
+    limits: Limits | None = None,
+) -> FastAPI:
+    """The ASGI app; ``service`` is closed (batcher drained, log flushed) on shutdown.
+
+    ``security`` (default: none) sets API keys and the Host allow-list; ``limits`` (default:
+    the service's text limits and a 1 MB body) the request limits.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -336,23 +371,55 @@ def create_app(service: TranslationService, *, close_on_shutdown: bool = True) -
         if close_on_shutdown:
             service.close()
 
-    app = FastAPI(title="RouteLMT", lifespan=lifespan)
+    security = security or Security()
+    limits = limits or Limits(max_chars=service.max_chars, max_items=service.max_items)
+    app = FastAPI(title="RouteLMT", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
-    api = Api(service)
+    api = Api(service, limits)
     metrics = service.metrics
+    open_paths = {"/health"} | (set() if security.metrics_need_key else {"/metrics"})
+
+    def gate(request: Request) -> JSONResponse | None:
+        """Host and key, before anything is read: a refused request costs nothing."""
+        if not security.host_allowed(request.headers.get("host")):
+            return _error(
+                421, "this server does not answer for that Host", "host", "invalid_request_error"
+            )
+        if request.url.path not in open_paths and not security.key_ok(
+            request.headers.get("authorization")
+        ):
+            response = _error(
+                401,
+                "missing or wrong API key (send 'Authorization: Bearer <key>')",
+                None,
+                "authentication_error",
+            )
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return None
 
     @app.middleware("http")
     async def count(request: Request, call_next: Any) -> Any:
         t0 = time.perf_counter()
         path = request.url.path
         endpoint = path if path in ENDPOINTS else "other"
+        response = gate(request)
         try:
-            response = await call_next(request)
+            if response is None:
+                response = await call_next(request)
+        except ClientDisconnect:  # the client went away mid-body: nothing to answer
+            metrics.errors.inc("client_disconnect")
+            response = _error(499, "client disconnected", None, "client_disconnect")
         except Exception as exc:  # answered as JSON; the connection stays usable
-            log.exception("internal error on %s", path)
-            metrics.errors.inc("internal")
-            message = f"internal error: {type(exc).__name__}: {exc}"
-            response = _error(500, message, None, "internal_error")
+            if await request.is_disconnected():
+                metrics.errors.inc("client_disconnect")
+                response = _error(499, "client disconnected", None, "client_disconnect")
+            else:
+                log.exception("internal error on %s", path)
+                metrics.errors.inc("internal")
+                response = _error(
+                    500, f"internal error: {type(exc).__name__}", None, "internal_error"
+                )
         metrics.requests.inc(endpoint, str(response.status_code))
         metrics.request_latency.observe(time.perf_counter() - t0, endpoint)
         if response.status_code >= 400:
@@ -377,7 +444,11 @@ def create_app(service: TranslationService, *, close_on_shutdown: bool = True) -
 
     @app.get("/health")
     async def health() -> Any:
-        return service.health()
+        try:
+            return service.health()
+        except Exception as exc:  # e.g. a damaged shared budget store: say so, do not crash
+            log.error("health check failed: %s", exc)
+            return _error(503, f"unhealthy: {type(exc).__name__}: {exc}", None, "unavailable")
 
     @app.get("/metrics")
     async def prometheus() -> Any:

@@ -68,7 +68,7 @@ class TranslationService:
         max_items: int = 64,
         directions: list[str] | None = None,
         default_direction: str = "en-es",
-        allow_policy_override: bool = True,
+        allow_policy_override: bool = False,
         router_name: str | None = None,
         continuous: bool = True,
         max_share: float = 0.75,
