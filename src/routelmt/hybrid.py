@@ -32,6 +32,7 @@ from routelmt.backends.base import Translator
 from routelmt.budget.pacer import Decision
 from routelmt.errors import BackendError, ConfigError, InputError
 from routelmt.records import Segment
+from routelmt.redact import redact
 from routelmt.routers.base import Router
 
 log = logging.getLogger(__name__)
@@ -351,8 +352,9 @@ class HybridTranslator:
                 raise ValueError(f"large translator returned {texts!r:.80}")
             return texts[0], None, time.perf_counter() - t0
         except Exception as exc:  # any failure means: fall back, do not charge
-            log.warning("large call failed for %s: %s", segment.id, exc)
-            return None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0
+            error = redact(f"{type(exc).__name__}: {exc}")  # an endpoint URL may hold a key
+            log.warning("large call failed for %s: %s", segment.id, error)
+            return None, error, time.perf_counter() - t0
 
     def refund(self, routed: Routed) -> bool:
         """Give back the budget of a routed segment whose large call failed."""

@@ -14,6 +14,7 @@ from typing import IO, Any
 CACHE_ENV = "ROUTELMT_CACHE"
 MODELS_ENV = "ROUTELMT_MODELS"
 DATA_ENV = "ROUTELMT_DATA"
+STATE_ENV = "ROUTELMT_STATE"
 
 
 def cache_dir(*parts: str) -> Path:
@@ -21,6 +22,19 @@ def cache_dir(*parts: str) -> Path:
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "routelmt")
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def state_dir(*parts: str) -> Path:
+    """Where the service keeps what it records (the decision log): ``$ROUTELMT_STATE``, else
+    ``$XDG_STATE_HOME/routelmt``, else ``~/.local/state/routelmt``; created private (0700)."""
+    env = os.environ.get(STATE_ENV)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    root = (
+        Path(env) if env else (Path(xdg) if xdg else Path.home() / ".local" / "state") / "routelmt"
+    )
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
 

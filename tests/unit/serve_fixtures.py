@@ -61,6 +61,7 @@ def make_service(
     hybrid = HybridTranslator(small or Upper(), large or Reverse(), get_router("length"), pacer)
     options.setdefault("directions", ["en-es", "en-de"])
     options.setdefault("allow_policy_override", True)  # the tests force tiers
+    options.setdefault("log_text", True)  # and read the texts back from the log
     return TranslationService(hybrid, log_path=log_path, **options)
 
 

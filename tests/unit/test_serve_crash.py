@@ -43,7 +43,12 @@ def test_log_survives_a_kill_mid_load(tmp_path, sig):
         "small": str(tmp_path / "small.jsonl"),
         "large": str(tmp_path / "large.jsonl"),
         "router": {"name": "random"},
-        "server": {"port": port, "log_path": str(log_path), "directions": None},
+        "server": {
+            "port": port,
+            "log_path": str(log_path),
+            "log_text": True,
+            "directions": None,
+        },
     }
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(

@@ -32,6 +32,7 @@ from routelmt.backends.base import BACKENDS, Translator
 from routelmt.errors import BackendError, ConfigError, MissingDependencyError
 from routelmt.languages import language_name, parse_direction
 from routelmt.records import Segment
+from routelmt.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class OpenAITranslator(Translator):
         errors: list[str] = []
         for index, endpoint in enumerate(self.endpoints):
             url = f"{endpoint.base_url}/chat/completions"
-            where = f"openai backend '{self.name}' ({url}), segment {segment.id!r}"
+            where = f"openai backend '{self.name}' ({redact(url)}), segment {segment.id!r}"
             try:
                 text = self._try_endpoint(index, body, where)
             except BackendError as exc:

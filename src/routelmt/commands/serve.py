@@ -20,7 +20,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="YAML config (default: the embedded one)")
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--port", type=_port, help="port (default 8000)")
     parser.add_argument("--small", help="small backend spec, e.g. hf:gemma3-270m")
     parser.add_argument("--large", help="large backend spec, e.g. openai:http://h:8000/v1#model")
     parser.add_argument("--router", help="router name (length, random, routelmt, ...)")
@@ -30,15 +30,60 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--budget-store", help="SQLite file holding the budget shared by several replicas"
     )
-    parser.add_argument("--log", dest="log_path", help="decision log (JSONL)")
+    parser.add_argument(
+        "--log", dest="log_path", help="decision log (JSONL; default: in the state directory)"
+    )
+    parser.add_argument("--no-log", action="store_true", help="keep no decision log")
+    parser.add_argument(
+        "--log-text",
+        action="store_true",
+        help="write source and translation texts into the decision log (default: hashes)",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        help="file with the API keys clients must send (one per line); "
+        "or set $ROUTELMT_API_KEY (comma-separated)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        help="a Host name to answer (repeatable; '*' for any; default: loopback names when "
+        "bound to loopback)",
+    )
+    parser.add_argument(
+        "--allow-policy-override",
+        action="store_true",
+        help="let requests force the small or the large model (still under the hard cap)",
+    )
     parser.add_argument("--no-batching", action="store_true", help="one segment per forward pass")
     parser.add_argument("--max-batch-size", type=int, help="segments per small-model batch")
     parser.add_argument("--max-wait-ms", type=float, help="how long a batch waits to fill")
-    parser.add_argument("--large-timeout", type=float, help="seconds before a large call fails")
+    parser.add_argument("--large-timeout", type=_positive, help="seconds before a large call fails")
     parser.add_argument(
         "--print-config", action="store_true", help="print the merged config and exit"
     )
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is between 0 and 65535, got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,6 +95,19 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             server[key] = getattr(args, key)
     if args.no_batching:
         server["batching"] = False
+    if getattr(args, "no_log", False):
+        if args.log_path:
+            from routelmt.errors import ConfigError
+
+            raise ConfigError("give --log or --no-log, not both")
+        server["log_path"] = None
+    for key in ("log_text", "allow_policy_override"):
+        if getattr(args, key, False):
+            server[key] = True
+    if getattr(args, "api_key_file", None):
+        server["api_key_file"] = args.api_key_file
+    if getattr(args, "allowed_hosts", None):
+        server["allowed_hosts"] = args.allowed_hosts
     if args.small:
         out["small"] = args.small
     if args.large:
@@ -78,11 +136,15 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from routelmt.serve.config import load_config
+    from routelmt.redact import redact_config
+    from routelmt.serve.config import http_settings, load_config
 
     config = load_config(args.config, overrides_from_args(args))
-    if args.print_config:
-        print(json.dumps(config, indent=2))
+    security, limits, connections = http_settings(config)  # a bad key file fails here
+    if args.print_config:  # never the keys themselves
+        shown = redact_config(config)
+        shown["server"]["api_keys_loaded"] = len(security.api_keys)
+        print(json.dumps(shown, indent=2))
         return 0
     from routelmt.serve.app import create_app
     from routelmt.serve.runner import serve_forever
@@ -91,14 +153,16 @@ def run(args: argparse.Namespace) -> int:
     service = build_service(config)
     server = config["server"]
     log.info(
-        "serving small=%s large=%s router=%s budget=%s on http://%s:%s (log: %s)",
+        "serving small=%s large=%s router=%s budget=%s on http://%s:%s (log: %s; keys: %d)",
         service.hybrid.small.name,
         service.hybrid.large.name,
         service.router_name,
         config["budget"]["share"],
         server["host"],
         server["port"],
-        server["log_path"],
+        service.log.path if service.log else None,
+        len(security.api_keys),
     )
-    serve_forever(create_app(service), server["host"], server["port"])
+    app = create_app(service, security=security, limits=limits)
+    serve_forever(app, server["host"], server["port"], limits=connections)
     return 0

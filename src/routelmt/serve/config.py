@@ -42,7 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "server": {
         "host": "127.0.0.1",
         "port": 8000,
-        "log_path": "routelmt-decisions.jsonl",
+        "log_path": "auto",
+        "log_text": False,
         "batching": True,
         "max_batch_size": 16,
         "max_wait_ms": 5.0,
@@ -51,10 +52,21 @@ DEFAULTS: dict[str, Any] = {
         "max_items": 64,
         "directions": ["en-es", "en-de", "en-zh", "en-uk", "en-hi", "en-is"],
         "default_direction": "en-es",
-        "allow_policy_override": True,
+        "allow_policy_override": False,
         "shared_prefill": None,
         "continuous": True,
         "max_share": 0.75,
+        "api_keys": [],
+        "api_key_file": None,
+        "metrics_need_key": False,
+        "allowed_hosts": None,
+        "max_body_bytes": 1_000_000,
+        "body_timeout_s": 30.0,
+        "header_timeout_s": 10.0,
+        "keep_alive_s": 5.0,
+        "limit_concurrency": 1000,
+        "breaker_failures": 5,
+        "breaker_cooldown_s": 30.0,
     },
 }
 
@@ -92,7 +104,38 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "server.shared_prefill": (bool, type(None)),
     "server.continuous": (bool,),
     "server.max_share": (float, int),
+    "server.log_text": (bool,),
+    "server.api_keys": (list,),
+    "server.api_key_file": (str, type(None)),
+    "server.metrics_need_key": (bool,),
+    "server.allowed_hosts": (list, type(None)),
+    "server.max_body_bytes": (int,),
+    "server.body_timeout_s": (float, int),
+    "server.header_timeout_s": (float, int),
+    "server.keep_alive_s": (float, int),
+    "server.limit_concurrency": (int,),
+    "server.breaker_failures": (int,),
+    "server.breaker_cooldown_s": (float, int),
 }
+
+# (key, lowest allowed, highest allowed): numbers outside are a ConfigError naming the key
+_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("server.port", 0, 65535),
+    ("server.max_batch_size", 1, 4096),
+    ("server.max_wait_ms", 0, 10_000),
+    ("server.large_concurrency", 1, 4096),
+    ("server.max_chars", 1, 1_000_000),
+    ("server.max_items", 1, 100_000),
+    ("server.max_body_bytes", 1024, 1 << 30),
+    ("server.body_timeout_s", 0.001, 3600),
+    ("server.header_timeout_s", 0.001, 3600),
+    ("server.keep_alive_s", 0.001, 3600),
+    ("server.limit_concurrency", 1, 1_000_000),
+    ("server.breaker_failures", 0, 1_000_000),
+    ("server.breaker_cooldown_s", 0.001, 86_400),
+    ("budget.window", 1, 10_000_000),
+    ("budget.warmup", 0, 10_000_000),
+)
 _OPEN = {"small_options", "large_options", "router"}  # free-form option maps
 
 
@@ -125,6 +168,18 @@ def _check_types(config: dict[str, Any], where: str) -> None:
         if bad_bool or not isinstance(value, kinds):
             names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
             raise ConfigError(f"{where}: '{dotted}' must be {names}, got {value!r:.60}")
+    for dotted, low, high in _RANGES:
+        section, key = dotted.split(".")
+        value = config[section][key]
+        if not low <= value <= high:
+            raise ConfigError(
+                f"{where}: '{dotted}' must be between {low} and {high}, got {value!r}"
+            )
+    for dotted in ("server.api_keys", "server.allowed_hosts"):
+        section, key = dotted.split(".")
+        values = config[section][key] or []
+        if not all(isinstance(v, str) and v for v in values):
+            raise ConfigError(f"{where}: '{dotted}' must be a list of non-empty strings")
     if "name" not in config["router"] and "path" not in config["router"]:
         raise ConfigError(
             f"{where}: 'router' needs 'name' (e.g. length, random) or 'path' (a trained router)"
@@ -153,3 +208,29 @@ def load_config(
         where += " + flags"
     _check_types(config, where)
     return config
+
+
+def http_settings(config: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(Security, Limits, ConnectionLimits) from a loaded config's ``server`` section."""
+    from routelmt.serve.protocol import Limits
+    from routelmt.serve.runner import ConnectionLimits
+    from routelmt.serve.security import Security, default_allowed_hosts, load_api_keys
+
+    server = config["server"]
+    security = Security(
+        api_keys=load_api_keys(server["api_keys"], server["api_key_file"]),
+        allowed_hosts=default_allowed_hosts(server["host"], server["allowed_hosts"]),
+        metrics_need_key=server["metrics_need_key"],
+    )
+    limits = Limits(
+        max_body_bytes=server["max_body_bytes"],
+        max_chars=server["max_chars"],
+        max_items=server["max_items"],
+        body_timeout_s=float(server["body_timeout_s"]),
+    )
+    connections = ConnectionLimits(
+        header_timeout_s=float(server["header_timeout_s"]),
+        keep_alive_s=float(server["keep_alive_s"]),
+        limit_concurrency=server["limit_concurrency"],
+    )
+    return security, limits, connections

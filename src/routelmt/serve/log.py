@@ -1,5 +1,9 @@
 """Append-only, crash-safe decision log (JSONL): the training data of the next router.
 
+Privacy: the file is created private (mode 0600) in the state directory by default
+(``storage.state_dir()``); the source and translation texts are written only when the service
+is asked to (``server.log_text``), otherwise each is replaced by its SHA-256 and its length.
+
 Each record is one JSON line. A writer thread commits whatever is pending as a group: one
 ``os.write`` of whole lines on an ``O_APPEND`` descriptor, then ``fsync``, under a lock; a
 request is answered only after its lines are durable, so an answered request is never missing
@@ -10,6 +14,7 @@ line in the file is always a complete record.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,11 +25,34 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from routelmt.errors import InputError
+from routelmt.errors import ConfigError, InputError
+from routelmt.storage import state_dir
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_TEXT_FIELDS = ("source", "translation")
+
+
+def resolve_log_path(value: str | os.PathLike[str] | None) -> Path | None:
+    """``"auto"`` -> ``<state dir>/decisions.jsonl``; None or "" -> no log; else the path."""
+    if value is None or value == "":
+        return None
+    if value == "auto":
+        return state_dir() / "decisions.jsonl"
+    return Path(value)
+
+
+def without_text(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with each text replaced by ``<field>_sha256`` and ``<field>_chars``."""
+    out = dict(record)
+    for key in _TEXT_FIELDS:
+        text = out.pop(key, None)
+        if isinstance(text, str):
+            data = text.encode("utf-8", errors="surrogatepass")
+            out[f"{key}_sha256"] = hashlib.sha256(data).hexdigest()
+            out[f"{key}_chars"] = len(text)
+    return out
 
 
 def repair_tail(path: Path) -> int:
@@ -52,7 +80,8 @@ def repair_tail(path: Path) -> int:
             pos = start
         handle.seek(keep)
         torn = handle.read()
-        with open(str(path) + ".torn", "ab") as aside:
+        aside_fd = os.open(str(path) + ".torn", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(aside_fd, "ab") as aside:
             aside.write(torn + b"\n")
             aside.flush()
             os.fsync(aside.fileno())
@@ -68,9 +97,16 @@ class DecisionLog:
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_tail(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            repair_tail(self.path)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:  # a directory, unwritable, ...
+            raise ConfigError(f"cannot open the decision log {self.path}: {exc}") from None
+        try:
+            os.fchmod(self._fd, 0o600)  # an older, wider file is narrowed too
+        except OSError:
+            log.warning("decision log %s: could not make it private (0600)", self.path)
         self._fsync = fsync
         self._lock = threading.Lock()
         self._queue: queue.Queue[Any] = queue.Queue()

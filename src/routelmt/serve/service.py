@@ -19,7 +19,8 @@ from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed
 from routelmt.languages import parse_direction
 from routelmt.records import Segment
 from routelmt.serve.batcher import ContinuousDecoder, MicroBatcher
-from routelmt.serve.log import DecisionLog
+from routelmt.serve.breaker import BreakerTranslator, CircuitBreaker
+from routelmt.serve.log import DecisionLog, resolve_log_path, without_text
 from routelmt.serve.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 def fallback_reason(error: str) -> str:
     """Metric label for a failed large call."""
     text = error.lower()
+    if "circuit open" in text:
+        return "circuit_open"
     if "timed out" in text or "timeout" in text:
         return "timeout"
     if "unreachable" in text or "connect" in text:
@@ -72,6 +75,7 @@ class TranslationService:
         router_name: str | None = None,
         continuous: bool = True,
         max_share: float = 0.75,
+        log_text: bool = False,
     ) -> None:
         self.hybrid = hybrid
         self.metrics = ServiceMetrics(hybrid.pacer.state)
@@ -94,6 +98,7 @@ class TranslationService:
         )
         self.large_pool = ThreadPoolExecutor(large_concurrency, thread_name_prefix="large")
         self.log = DecisionLog(log_path) if log_path else None
+        self.log_text = bool(log_text)
         self.max_chars = int(max_chars)
         self.max_items = int(max_items)
         self.directions = None if directions is None else [d.lower() for d in directions]
@@ -175,6 +180,8 @@ class TranslationService:
                 self.record(r, seg, request_id=request_id, endpoint=endpoint)
                 for r, seg in zip(done, segments, strict=True)
             ]
+            if not self.log_text:
+                records = [without_text(r) for r in records]
             await asyncio.wrap_future(self.log.append(records))
         for r in done:
             self.metrics.segments.inc(r.tier, r.policy)
@@ -430,6 +437,10 @@ def build_service(
     large = large or make_backend(config["large"], config["large_options"], data)
     router, router_name = make_router(config["router"])
     server = config["server"]
+    if server["breaker_failures"] > 0:
+        large = BreakerTranslator(
+            large, CircuitBreaker(server["breaker_failures"], server["breaker_cooldown_s"])
+        )
     hybrid = HybridTranslator(
         small,
         large,
@@ -440,7 +451,8 @@ def build_service(
     )
     return TranslationService(
         hybrid,
-        log_path=server["log_path"],
+        log_path=resolve_log_path(server["log_path"]),
+        log_text=server["log_text"],
         batching=server["batching"],
         max_batch_size=server["max_batch_size"],
         max_wait_ms=server["max_wait_ms"],
