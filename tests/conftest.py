@@ -29,4 +29,6 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("ROUTELMT_MODELS", _USER_MODELS)
     if "ROUTELMT_TEST_REAL_CACHE" not in os.environ:
         monkeypatch.setenv("ROUTELMT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("ROUTELMT_STATE", str(tmp_path_factory.getbasetemp() / "state"))
+    monkeypatch.delenv("ROUTELMT_API_KEY", raising=False)
     yield

@@ -41,7 +41,9 @@ def _healthy(url: str) -> None:
 
 
 def _post(url: str, raw: bytes, headers: dict | None = None, path: str = "/v1/translate"):
-    return httpx.post(url + path, content=raw, headers=JSON if headers is None else headers, timeout=30)
+    return httpx.post(
+        url + path, content=raw, headers=JSON if headers is None else headers, timeout=30
+    )
 
 
 def _user(text: str = "hi", **extra):
