@@ -210,7 +210,8 @@ class Pacer:
     (held-out scores) seeds the score window for the scale estimate and, when no initial
     threshold is given, the starting threshold. ``gain`` trades reaction speed after a shift
     (extra spend ~ shift / gain) against threshold jitter (~ sqrt(gain)). ``margin`` bounds the
-    threshold to that many score-scales around the recent (1 - p) quantile. ``warmup=0`` starts
+    threshold to that many score-scales around the recent (1 - p) quantile (None: unbounded, the
+    behaviour before the bound; only for comparison). ``warmup=0`` starts
     from the first request's score.
     """
 
@@ -224,14 +225,14 @@ class Pacer:
         warmup: int = 50,
         scale_window: int = 1000,
         scale: float | None = None,
-        margin: float = 3.0,
+        margin: float | None = 3.0,
     ) -> None:
         if not isinstance(spec, BudgetSpec):
             raise ConfigError(f"spec must be a BudgetSpec, got {type(spec).__name__}")
         self.spec = spec
         self.p = spec.target
         self.gain = _positive(gain, "gain")
-        self.margin = _positive(margin, "margin")
+        self.margin = None if margin is None else _positive(margin, "margin")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}")
         if isinstance(scale_window, bool) or not isinstance(scale_window, int) or scale_window < 2:
@@ -298,7 +299,7 @@ class Pacer:
         return float(np.quantile(arr, 1.0 - self.p))
 
     def _bounded(self, tau: float) -> float:
-        if self._center is None:
+        if self._center is None or self.margin is None:
             return tau
         band = self.margin * self._scale
         return min(max(tau, self._center - band), self._center + band)
