@@ -85,6 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RouteLMTError as exc:
         print(f"routelmt {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the environment, not a bug: a path, a permission, a full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"routelmt {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as exc:
+        print(f"routelmt {args.command}: error: input is not UTF-8 text ({exc})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"routelmt {args.command}: interrupted; finished stages are kept", file=sys.stderr)
         return 130

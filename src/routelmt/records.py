@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from routelmt.errors import InputError, RouteLMTError
 from routelmt.languages import parse_direction
-from routelmt.storage import atomic_open
+from routelmt.storage import atomic_open, open_text, utf8_errors
 
 
 @dataclass(frozen=True)
@@ -158,9 +158,7 @@ _PARSERS[ScoredExample] = scored_from_dict
 def iter_jsonl_dicts(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; malformed lines name file and line."""
     path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", path=str(path))
-    with open(path, encoding="utf-8") as handle:
+    with open_text(path) as handle, utf8_errors(path):
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

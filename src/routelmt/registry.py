@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -34,7 +35,26 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} '{name}'; known: {known}") from None
 
     def create(self, name: str, **kwargs: object) -> T:
-        return self.get(name)(**kwargs)
+        """Build ``name`` with ``kwargs``; an option the factory does not take is a ConfigError
+        listing the ones it does (not a TypeError from deep inside)."""
+        factory = self.get(name)
+        try:
+            params = inspect.signature(factory).parameters
+        except (TypeError, ValueError):  # no signature to check against
+            return factory(**kwargs)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(k for k in kwargs if k not in params)
+            if unknown:
+                takes = [
+                    k
+                    for k, p in params.items()
+                    if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and k != "self"
+                ]
+                raise ConfigError(
+                    f"{self.kind} '{name}' has no option {', '.join(map(repr, unknown))}; "
+                    f"it takes: {', '.join(takes) or '(none)'}"
+                )
+        return factory(**kwargs)
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -67,12 +67,40 @@ def _umask() -> int:
     return mask
 
 
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """A path an output file can be written to, or a ConfigError saying why not."""
+    from routelmt.errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a file path for the output")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{path}: {parent} is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"{path}: no permission to write in {parent}")
+            break
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{path}: no permission to write this file")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a temporary file beside ``path`` and rename it into place on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write to a temporary file beside ``path`` and rename it into place on success.
+
+    An output that cannot be written (a directory, a parent that is a file, no permission)
+    is a ConfigError naming the path, raised before anything is written.
+    """
+    from routelmt.errors import ConfigError
+
+    path = check_output_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
@@ -85,6 +113,36 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def open_text(path: str | os.PathLike[str], *, newline: str | None = None) -> IO[str]:
+    """Open an input text file; a missing file, a directory or an unreadable one is an
+    InputError naming it (reading bytes that are not UTF-8 is caught by ``utf8_errors``)."""
+    from routelmt.errors import InputError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", path=str(path))
+    if path.is_dir():
+        raise InputError("is a directory; expected a file", path=str(path))
+    try:
+        return open(path, encoding="utf-8", newline=newline)
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror or exc})", path=str(path)) from None
+
+
+@contextlib.contextmanager
+def utf8_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a UnicodeDecodeError while reading ``path`` into an InputError naming it."""
+    from routelmt.errors import InputError
+
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"not UTF-8 text (byte {exc.start}: {exc.reason}); expected a text file",
+            path=str(path),
+        ) from None
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

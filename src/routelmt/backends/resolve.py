@@ -27,6 +27,12 @@ def make_translator(
     if not spec:
         raise ConfigError("empty backend spec; expected e.g. GPT-4, replay:GPT-4 or hf:gemma3-270m")
     kind, sep, argument = spec.partition(":")
+    replay = not sep or kind not in BACKENDS or kind == "replay"
+    if replay and options:
+        raise ConfigError(
+            f"backend '{spec}' replays recorded outputs and takes no options; "
+            f"got {', '.join(sorted(options))}"
+        )
     if not sep or kind not in BACKENDS:
         if spec.endswith(".jsonl"):
             from routelmt.backends.replay import ReplayTranslator

@@ -21,6 +21,7 @@ import numpy as np
 from routelmt.budget.allocation import as_scores, check_share
 from routelmt.errors import InputError
 from routelmt.records import iter_jsonl_dicts
+from routelmt.storage import open_text, utf8_errors
 
 __all__ = [
     "Calibration",
@@ -148,7 +149,8 @@ def read_scores(path: str | Path, column: str = "score") -> tuple[list[str], np.
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path=str(path))
-    text = path.read_text(encoding="utf-8")
+    with open_text(path) as handle, utf8_errors(path):
+        text = handle.read()
     items: list[tuple[str, float]] = []
     try:
         whole = json.loads(text)

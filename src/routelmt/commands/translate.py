@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from routelmt.backends.resolve import make_translator
     from routelmt.datasets.plain import load_segments
     from routelmt.pipeline import slug, translate_resumable
+    from routelmt.storage import check_output_path
 
     segments = load_segments(args.input, direction=args.direction)
     options = {
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = WMTDataset(args.wmt_root)
     pairs = [p.strip() for p in args.pairs.split(",") if p.strip()] if args.pairs else None
     output = args.output or args.input.with_name(f"{args.input.stem}.{slug(args.backend)}.jsonl")
+    check_output_path(output)
     translator = make_translator(args.backend, dataset=dataset, pairs=pairs, **options)
     try:
         result = translate_resumable(translator, segments, output, batch_size=args.batch_size)

@@ -14,6 +14,7 @@ from routelmt.datasets.wmt import source_id
 from routelmt.errors import ConfigError, InputError, RouteLMTError
 from routelmt.languages import parse_direction
 from routelmt.records import Segment, iter_jsonl_dicts, segment_from_dict
+from routelmt.storage import open_text, utf8_errors
 
 TSV_COLUMNS = ("id", "direction", "source", "reference", "domain", "doc_id", "source_id")
 
@@ -30,6 +31,8 @@ def load_segments(
     header naming columns from ``TSV_COLUMNS``, else its columns are source and reference.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError("is a directory; expected a file", path=str(path))
     if not path.is_file():
         raise InputError("file not found", path=str(path))
     if direction is not None:
@@ -80,7 +83,7 @@ def load_segments(
 
 
 def _read_tsv(path: Path, *, tabular: bool) -> list[tuple[int, dict[str, str]]]:
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_text(path, newline="") as handle, utf8_errors(path):
         text = handle.read()
     lines = text.split("\n")
     if lines and lines[-1] == "":

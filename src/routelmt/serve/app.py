@@ -445,7 +445,11 @@ def create_app(
     @app.get("/health")
     async def health() -> Any:
         try:
-            return service.health()
+            out = service.health()
+            breaker = getattr(service.hybrid.large, "breaker", None)
+            if breaker is not None:
+                out["large_breaker"] = breaker.to_dict()
+            return out
         except Exception as exc:  # e.g. a damaged shared budget store: say so, do not crash
             log.error("health check failed: %s", exc)
             return _error(503, f"unhealthy: {type(exc).__name__}: {exc}", None, "unavailable")

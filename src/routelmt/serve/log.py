@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from routelmt.errors import ConfigError, InputError
-from routelmt.storage import state_dir
+from routelmt.storage import check_output_path, state_dir
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class DecisionLog:
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self.path = Path(path)
         try:
+            check_output_path(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             repair_tail(self.path)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

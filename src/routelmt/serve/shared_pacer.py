@@ -21,6 +21,7 @@ from typing import Any
 
 from routelmt.budget.pacer import BudgetSpec, Decision, Pacer
 from routelmt.errors import ConfigError
+from routelmt.storage import check_output_path
 
 _HANDLES: dict[int, str] = {}  # local pacer id -> the store it belongs to
 
@@ -65,6 +66,7 @@ class SQLitePacer:
         self._lock = threading.Lock()
         self._version = -1
         try:
+            check_output_path(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
                 str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False
