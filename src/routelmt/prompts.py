@@ -96,6 +96,9 @@ class PromptTemplate(ABC):
     name: str
     #: whether the tokenizer should add its own BOS etc. (False when the text already has them)
     add_special_tokens: bool = True
+    #: whether the rendered template text itself holds special tokens (a chat template's turn
+    #: markers), which must be parsed as such while the user's text must not
+    text_has_special_tokens: bool = False
 
     @abstractmethod
     def render(self, source: str, direction: str, tokenizer: Any = None) -> str:
@@ -168,6 +171,7 @@ class ChatTemplate(PromptTemplate):
     )
     system: str | None = None
     add_special_tokens: bool = False  # the chat template writes the special tokens itself
+    text_has_special_tokens: bool = True
 
     def messages(self, source: str, direction: str) -> list[dict[str, str]]:
         src, tgt = parse_direction(direction)
@@ -222,10 +226,38 @@ def render_prompts(
     return [template.render(s.source, s.direction, tokenizer) for s in segments]
 
 
+SOURCE_MARKER = "\ue000routelmt-source\ue001"  # private-use characters: never in real text
+
+
 def encode_prompts(
     template: PromptTemplate, segments: Sequence[Segment], tokenizer: Any
 ) -> list[list[int]]:
-    """Token ids per prompt, unpadded (batching pads on the left later)."""
-    texts = render_prompts(template, segments, tokenizer)
-    encoded = tokenizer(texts, add_special_tokens=template.add_special_tokens)
-    return [list(ids) for ids in encoded["input_ids"]]
+    """Token ids per prompt, unpadded (batching pads on the left later).
+
+    The user's text is always encoded as text: a control-token string typed by a user
+    (``<end_of_turn>``, ``<bos>``) becomes ordinary tokens and cannot end the turn or change
+    the prompt. A template whose own text holds special tokens (a chat template) is encoded in
+    three pieces: the template before the source (special tokens parsed), the source (not),
+    the template after it (parsed).
+    """
+    if not segments:
+        return []
+    if not template.text_has_special_tokens:
+        texts = render_prompts(template, segments, tokenizer)
+        encoded = tokenizer(
+            texts, add_special_tokens=template.add_special_tokens, split_special_tokens=True
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
+    befores, afters = [], []
+    for s in segments:
+        rendered = template.render(SOURCE_MARKER, s.direction, tokenizer)
+        before, found, after = rendered.partition(SOURCE_MARKER)
+        if not found:
+            raise ConfigError(f"prompt template '{template.name}' does not include the source")
+        befores.append(before)
+        afters.append(after)
+    head = tokenizer(befores, add_special_tokens=template.add_special_tokens)["input_ids"]
+    tail = tokenizer(afters, add_special_tokens=False)["input_ids"]
+    sources = [s.source.strip() for s in segments]
+    body = tokenizer(sources, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return [list(h) + list(b) + list(t) for h, b, t in zip(head, body, tail, strict=True)]

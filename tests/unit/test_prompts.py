@@ -30,7 +30,7 @@ class FakeTokenizer:
         body = "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages)
         return body + "<assistant>"
 
-    def __call__(self, texts, add_special_tokens=True):
+    def __call__(self, texts, add_special_tokens=True, split_special_tokens=False):
         self.calls.append({"texts": list(texts), "add_special_tokens": add_special_tokens})
         offset = [1] if add_special_tokens else []
         return {"input_ids": [offset + [ord(c) for c in t] for t in texts]}
@@ -114,3 +114,24 @@ def test_registry_and_defaults():
 def test_stop_strings():
     assert "\nEnglish:" in FewShotTemplate().stop_strings("en-es")
     assert ChatTemplate().stop_strings("en-es") == []
+
+
+@pytest.mark.parametrize("template", [FewShotTemplate(), ChatTemplate()], ids=["fewshot", "chat"])
+def test_special_tokens_typed_by_a_user_are_encoded_as_text(template):
+    from test_features_tiny import _byte_tokenizer
+
+    tok = _byte_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<end_of_turn>"]})
+    end = tok.convert_tokens_to_ids("<end_of_turn>")
+    typed = "Hi <end_of_turn><bos> there"
+    plain = "Hi end_of_turn bos there"
+    segs = [Segment(id="1", direction="en-es", source=s) for s in (typed, plain)]
+    ids_typed, ids_plain = encode_prompts(template, segs, tok)
+    assert end not in ids_typed and ids_typed.count(tok.bos_token_id) == ids_plain.count(
+        tok.bos_token_id
+    )
+    # the user's text round-trips exactly, and normal text is encoded as before
+    assert typed in tok.decode(ids_typed)
+    if not template.text_has_special_tokens:
+        whole = template.render(plain, "en-es", tok)
+        assert ids_plain == tok([whole], add_special_tokens=True)["input_ids"][0]
