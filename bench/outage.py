@@ -19,7 +19,9 @@ Three configurations, side by side in one run:
 Reported per configuration: calls that reached the dead endpoint (and per breaker window,
 i.e. per cooldown of down time), the latency of requests during the outage (mean, p95), the
 threshold at the end of the outage, and after recovery: the longest run of consecutive large
-answers and the share of large answers in the first and the last requests.
+answers, the share of large answers in the first 100 and the other requests, how many requests
+passed before the first large answer (the breaker's cooldown still running), and the share
+from that answer on.
 
     python bench/outage.py [--up 200] [--down 600] [--after 600] [--timeout 0.5] [--json OUT]
 """
@@ -168,7 +170,12 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "threshold_at_recovery": round(float(threshold_end), 3),
         "after_longest_large_run": max(len(run) for run in tiers.split("s")),
         "after_share_first_100": round(tiers[:first].count("L") / first, 3),
-        "after_share_last": round(tiers[first:].count("L") / max(len(tiers) - first, 1), 3),
+        "after_share_rest": round(tiers[first:].count("L") / max(len(tiers) - first, 1), 3),
+        # until the first large answer, the circuit was still open (or the pacer said no)
+        "after_requests_to_first_large": tiers.find("L"),
+        "after_share_from_first_large": round(
+            tiers[tiers.find("L") :].count("L") / max(len(tiers) - tiers.find("L"), 1), 3
+        ),
     }
 
 
