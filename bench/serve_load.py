@@ -54,7 +54,14 @@ def run_server(args: argparse.Namespace) -> None:
 
     if args.role == "back":
         small = _make_synthetic("large-sim", args.large_ms, 0.0, reverse=True)
-        overrides = {"server": {"log_path": None, "directions": None, "max_batch_size": 64}}
+        overrides = {
+            "server": {
+                "log_path": None,
+                "directions": None,
+                "max_batch_size": 64,
+                "allow_policy_override": True,  # the front asks for model "small"
+            }
+        }
         service = build_service(load_config(None, overrides), small=small, large=small)
     else:
         small = None

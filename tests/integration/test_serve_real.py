@@ -98,7 +98,7 @@ def test_live_gemma_small_model_behind_the_service(wmt_root, tmp_path):
             "small_options": {"max_new_tokens": 32},
             "large": "replay:GPT-4",
             "data": {"root": str(wmt_root), "pairs": ["en-es"]},
-            "server": {"log_path": str(tmp_path / "log.jsonl")},
+            "server": {"log_path": str(tmp_path / "log.jsonl"), "allow_policy_override": True},
         },
     )
     service = build_service(config)

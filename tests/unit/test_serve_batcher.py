@@ -68,7 +68,7 @@ def test_batching_off_means_one_segment_per_forward_pass():
     small = Upper(delay=0.01)
     pacer = Pacer(BudgetSpec(share=0.3), warmup=5)
     h = HybridTranslator(small, Reverse(), _Length(), pacer)
-    srv = serve(TranslationService(h, batching=False))
+    srv = serve(TranslationService(h, batching=False, allow_policy_override=True))
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             r = c.post("/v1/translate", json={"texts": ["a", "b", "c", "d"], "policy": "small"})
@@ -93,7 +93,7 @@ class _Broken(Router):
 
 def test_an_internal_failure_is_a_json_500_and_counted():
     h = HybridTranslator(Upper(), Reverse(), _Broken(), Pacer(BudgetSpec(share=0.3)))
-    srv = serve(TranslationService(h))
+    srv = serve(TranslationService(h, allow_policy_override=True))
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             r = c.post("/v1/translate", json={"text": "a"})

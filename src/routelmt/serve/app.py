@@ -38,6 +38,7 @@ from routelmt.errors import ConfigError
 from routelmt.hybrid import HybridResult
 from routelmt.languages import LANGUAGE_NAMES, parse_direction
 from routelmt.records import Segment
+from routelmt.redact import redact
 from routelmt.serve.protocol import (
     MAX_INSTRUCTION_CHARS,
     BodyError,
@@ -417,9 +418,8 @@ def create_app(
             else:
                 log.exception("internal error on %s", path)
                 metrics.errors.inc("internal")
-                response = _error(
-                    500, f"internal error: {type(exc).__name__}", None, "internal_error"
-                )
+                message = f"internal error: {type(exc).__name__}: {redact(str(exc))}"
+                response = _error(500, message, None, "internal_error")
         metrics.requests.inc(endpoint, str(response.status_code))
         metrics.request_latency.observe(time.perf_counter() - t0, endpoint)
         if response.status_code >= 400:
