@@ -353,6 +353,26 @@ class Api:
         return StreamingResponse(events(), media_type="text/event-stream")
 
 
+def gate(request: Request, security: Security, open_paths: set[str]) -> JSONResponse | None:
+    """Host and key, before anything is read: a refused request costs nothing."""
+    if not security.host_allowed(request.headers.get("host")):
+        return _error(
+            421, "this server does not answer for that Host", "host", "invalid_request_error"
+        )
+    if request.url.path not in open_paths and not security.key_ok(
+        request.headers.get("authorization")
+    ):
+        response = _error(
+            401,
+            "missing or wrong API key (send 'Authorization: Bearer <key>')",
+            None,
+            "authentication_error",
+        )
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    return None
+
+
 def create_app(
     service: TranslationService,
     *,
@@ -380,31 +400,12 @@ def create_app(
     metrics = service.metrics
     open_paths = {"/health"} | (set() if security.metrics_need_key else {"/metrics"})
 
-    def gate(request: Request) -> JSONResponse | None:
-        """Host and key, before anything is read: a refused request costs nothing."""
-        if not security.host_allowed(request.headers.get("host")):
-            return _error(
-                421, "this server does not answer for that Host", "host", "invalid_request_error"
-            )
-        if request.url.path not in open_paths and not security.key_ok(
-            request.headers.get("authorization")
-        ):
-            response = _error(
-                401,
-                "missing or wrong API key (send 'Authorization: Bearer <key>')",
-                None,
-                "authentication_error",
-            )
-            response.headers["WWW-Authenticate"] = "Bearer"
-            return response
-        return None
-
     @app.middleware("http")
     async def count(request: Request, call_next: Any) -> Any:
         t0 = time.perf_counter()
         path = request.url.path
         endpoint = path if path in ENDPOINTS else "other"
-        response = gate(request)
+        response = gate(request, security, open_paths)
         try:
             if response is None:
                 response = await call_next(request)
