@@ -57,6 +57,7 @@ REFUND_HORIZON = 10_000
 """A refund must come within this many decisions of its decision (later ones are refused)."""
 
 STATE_VERSION = 1
+_REFUND_BYTES = 2 * REFUND_HORIZON // 8
 
 
 def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
@@ -185,6 +186,7 @@ def _unpack(text: Any, key: str) -> list[float]:
 
 # the state dict's keys and their types: load_state_dict accepts exactly these
 _STATE_NUMBERS = {
+    "refund_base": int,
     "seq": int,
     "n": int,
     "warmup_left": int,
@@ -271,7 +273,10 @@ class Pacer:
         self._capped = 0
         self._refunds = 0
         self._late_refunds = 0
-        self._refunded: set[int] = set()  # seqs within REFUND_HORIZON of the newest decision
+        # refunded seqs, as a bitmap of 2 * REFUND_HORIZON bits from ``_refund_base`` (it moves
+        # on by a horizon at a time): constant size, and stored as it is
+        self._refund_base = 0
+        self._refund_bits = bytearray(_REFUND_BYTES)
         self._win: deque[list[float]] = deque()  # [seq, charged, weight]
         self._win_charged = 0.0
         self._win_w = 0.0
@@ -304,6 +309,12 @@ class Pacer:
         band = self.margin * self._scale
         return min(max(tau, self._center - band), self._center + band)
 
+    def _advance_refunds(self) -> None:
+        while self._seq >= self._refund_base + 2 * REFUND_HORIZON:
+            half = REFUND_HORIZON // 8
+            self._refund_bits = self._refund_bits[half:] + bytearray(half)
+            self._refund_base += REFUND_HORIZON
+
     def _push_window(self, seq: int, charged: float, weight: float) -> None:
         self._win.append([float(seq), charged, weight])
         self._win_charged += charged
@@ -315,6 +326,7 @@ class Pacer:
 
     def _decide(self, s: float | None, w: float, force: bool) -> Decision:
         self._seq += 1
+        self._advance_refunds()
         self._n += 1
         self._seen_w += w
         tau = self._tau
@@ -417,15 +429,13 @@ class Pacer:
         if not decision.large or decision.charged <= 0:
             return False
         with self._lock:
-            if decision.seq in self._refunded:
-                return False
-            if decision.seq <= self._seq - REFUND_HORIZON:
+            offset = decision.seq - self._refund_base
+            if decision.seq <= self._seq - REFUND_HORIZON or offset < 0:
                 self._late_refunds += 1  # too old to tell apart from one already refunded
                 return False
-            self._refunded.add(decision.seq)
-            if len(self._refunded) > 64 and len(self._refunded) % 64 == 0:
-                oldest = self._seq - REFUND_HORIZON
-                self._refunded = {q for q in self._refunded if q > oldest}
+            if self._refund_bits[offset >> 3] >> (offset & 7) & 1:
+                return False
+            self._refund_bits[offset >> 3] |= 1 << (offset & 7)
             self._refunds += 1
             self._spent -= decision.charged
             self._wanted -= decision.charged
@@ -444,12 +454,6 @@ class Pacer:
     def state_dict(self) -> dict[str, Any]:
         """The whole mutable state, as JSON-ready values (see ``load_state_dict``)."""
         with self._lock:
-            oldest = self._seq - REFUND_HORIZON
-            refunded = sorted(q - oldest for q in self._refunded if q > oldest)
-            bits = 0
-            for offset in refunded:
-                bits |= 1 << offset
-            nbytes = (REFUND_HORIZON + 8) // 8
             return {
                 "version": STATE_VERSION,
                 "tau": self._tau,
@@ -470,8 +474,9 @@ class Pacer:
                 "win_w": self._win_w,
                 "scores": _pack(self._scores),
                 "window": _pack([x for row in self._win for x in row]),
-                # the refunded seqs in the horizon, as a bitmap relative to seq - horizon
-                "refunded": base64.b64encode(bits.to_bytes(nbytes, "little")).decode("ascii"),
+                # the refunded seqs, a bitmap from refund_base
+                "refund_base": self._refund_base,
+                "refunded": base64.b64encode(self._refund_bits).decode("ascii"),
             }
 
     def load_state_dict(self, state: Any) -> None:
@@ -503,11 +508,11 @@ class Pacer:
         if len(flat) % 3:
             raise ConfigError("pacer state: 'window' must hold rows of 3 numbers")
         try:
-            bits = int.from_bytes(base64.b64decode(state["refunded"], validate=True), "little")
+            bitmap = base64.b64decode(state["refunded"], validate=True)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"pacer state: 'refunded' is not a bitmap ({exc})") from None
-        oldest = values["seq"] - REFUND_HORIZON
-        refunded = {oldest + i for i in range(bits.bit_length()) if bits >> i & 1}
+        if len(bitmap) != _REFUND_BYTES:
+            raise ConfigError(f"pacer state: 'refunded' must be {_REFUND_BYTES} bytes")
         with self._lock:
             self._tau = None if state["tau"] is None else float(state["tau"])
             self._center = None if state["center"] is None else float(state["center"])
@@ -515,7 +520,7 @@ class Pacer:
                 setattr(self, f"_{key}", v)
             self._scores = deque(scores[-self._scores.maxlen :], maxlen=self._scores.maxlen)  # type: ignore[misc]
             self._win = deque(flat[i : i + 3] for i in range(0, len(flat), 3))
-            self._refunded = refunded
+            self._refund_bits = bytearray(bitmap)
 
     @property
     def threshold(self) -> float | None:
