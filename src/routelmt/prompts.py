@@ -238,7 +238,8 @@ def encode_prompts(
     (``<end_of_turn>``, ``<bos>``) becomes ordinary tokens and cannot end the turn or change
     the prompt. A template whose own text holds special tokens (a chat template) is encoded in
     three pieces: the template before the source (special tokens parsed), the source (not),
-    the template after it (parsed).
+    the template after it (parsed), when the user's text holds such a string; otherwise it is
+    encoded whole, exactly as before (pieces would tokenize the boundaries differently).
     """
     if not segments:
         return []
@@ -248,9 +249,18 @@ def encode_prompts(
             texts, add_special_tokens=template.add_special_tokens, split_special_tokens=True
         )
         return [list(ids) for ids in encoded["input_ids"]]
+    specials = _special_strings(tokenizer)
+    hostile = [i for i, s in enumerate(segments) if any(sp in s.source for sp in specials)]
+    texts = render_prompts(template, segments, tokenizer)
+    out = [
+        list(ids)
+        for ids in tokenizer(texts, add_special_tokens=template.add_special_tokens)["input_ids"]
+    ]
+    if not hostile:  # the usual case: the whole prompt at once, as the model was trained
+        return out
     befores, afters = [], []
-    for s in segments:
-        rendered = template.render(SOURCE_MARKER, s.direction, tokenizer)
+    for i in hostile:
+        rendered = template.render(SOURCE_MARKER, segments[i].direction, tokenizer)
         before, found, after = rendered.partition(SOURCE_MARKER)
         if not found:
             raise ConfigError(f"prompt template '{template.name}' does not include the source")
@@ -258,6 +268,16 @@ def encode_prompts(
         afters.append(after)
     head = tokenizer(befores, add_special_tokens=template.add_special_tokens)["input_ids"]
     tail = tokenizer(afters, add_special_tokens=False)["input_ids"]
-    sources = [s.source.strip() for s in segments]
+    sources = [segments[i].source.strip() for i in hostile]
     body = tokenizer(sources, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    return [list(h) + list(b) + list(t) for h, b, t in zip(head, body, tail, strict=True)]
+    for i, h, b, t in zip(hostile, head, body, tail, strict=True):
+        out[i] = list(h) + list(b) + list(t)
+    return out
+
+
+def _special_strings(tokenizer: Any) -> list[str]:
+    """The text forms of the tokenizer's special tokens (what a user must not smuggle in)."""
+    found = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    found |= {str(t) for t in added.values() if getattr(t, "special", False)}
+    return [t for t in found if t]
