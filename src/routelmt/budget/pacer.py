@@ -369,7 +369,7 @@ class Pacer:
             seq=self._seq,
             large=charged > 0,
             score=float("nan") if s is None else s,
-            threshold=tau,
+            threshold=None if force else tau,  # a forced request met no threshold
             charged=charged,
             weight=w,
             reason=reason,
