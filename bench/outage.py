@@ -12,7 +12,7 @@ requests with it back.
 Three configurations, side by side in one run:
 
 - ``before``: no breaker, and the pacer without its threshold bound (``margin`` infinite):
-  the behaviour before issue 12;
+  the behaviour before the hardening;
 - ``bound``: the pacer's threshold bound only;
 - ``breaker``: the bound and the circuit breaker (the default service).
 

@@ -1,4 +1,4 @@
-"""Every CLI mistake from issue 12 exits with status 2 and one line naming what was wrong,
+"""Every CLI mistake found by probing exits with status 2 and one line naming what was wrong,
 never a traceback (each of these raised one before)."""
 
 from __future__ import annotations
