@@ -16,4 +16,4 @@ ROUTERS.register("gain-oracle")(GainOracleRouter)
 ROUTERS.register("quality-oracle")(QualityOracleRouter)
 
 # These modules register their routers where they are defined; importing them is enough.
-from routelmt.routers import external, inmodel, lora  # noqa: E402, F401
+from routelmt.routers import external, inmodel, lora, two_stage  # noqa: E402, F401

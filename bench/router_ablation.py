@@ -1,0 +1,354 @@
+"""Ablation of the prefill router (issue 10): inputs x targets x heads x objectives.
+
+    python bench/router_ablation.py --prefill runs/ablation/prefill.npz \\
+        --small runs/im-a/translate/hf-gemma3-270m/translations.jsonl,... \\
+        --large GPT-4,Llama3-70B -o runs/ablation/prefill-router
+
+Every candidate chooses its own hyperparameters (layer, ridge penalty, mixing weights) inside
+its training rows only (grouped inner CV), and is scored out of fold (5 folds grouped by
+source; and leave-one-direction-out crossed with the same folds). Reported per direction first
+(HC@0.3 with its interval, paired difference to length and entropy), then the mean over
+directions. Always evaluated against the gain of the deployed large system, whatever the
+training target. Writes ``<out>.json`` and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ablation_data import STRONG, AblationData, load
+from ablation_eval import evaluate, out_of_fold
+from routelmt.heads import RidgeHead
+from routelmt.splits import fold_ids
+from routelmt.storage import atomic_open
+
+log = logging.getLogger("router_ablation")
+
+
+# -- inputs ----------------------------------------------------------------------------------
+class Inputs:
+    """Feature matrices built from the prefill signals (all free at serving time)."""
+
+    def __init__(self, data: AblationData) -> None:
+        p = data.prefill
+        self.last = p["last"]  # (n, L+1, H)
+        self.mean = p["mean"]
+        self.n_layers = self.last.shape[1] - 1
+        dirs = sorted(set(data.directions))
+        onehot = (data.directions[:, None] == np.asarray(dirs)[None, :]).astype(np.float64)
+        self.scalars = np.column_stack(
+            [np.log1p(p["source_tokens"]), p["entropy"], np.log1p(p["prompt_tokens"]), onehot]
+        )
+        self.length = p["source_tokens"].astype(np.float64)
+        self.entropy = p["entropy"].astype(np.float64)
+
+    def layer(self, layer: int, pooling: str = "last") -> np.ndarray:
+        return (self.last if pooling == "last" else self.mean)[:, layer, :].astype(np.float64)
+
+
+# -- targets ---------------------------------------------------------------------------------
+def make_target(data: AblationData, large: str, kind: str) -> np.ndarray:
+    """Training target; ``z`` kinds are standardised within direction on the rows given."""
+    if kind.startswith("strong"):
+        base = np.mean([data.q[s] for s in STRONG], axis=0) - data.q_small
+    else:
+        base = data.gain(large)
+    return base
+
+
+def standardise_within(y: np.ndarray, directions: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    out = y.astype(np.float64).copy()
+    for d in np.unique(directions[rows]):
+        sel = rows[directions[rows] == d]
+        out[sel] = (y[sel] - y[sel].mean()) / (y[sel].std() + 1e-9)
+    return out
+
+
+# -- heads -----------------------------------------------------------------------------------
+def ridge(X, y, groups, train, test):
+    head = RidgeHead().fit(X[train], y[train], groups[train])
+    return head.predict(X[test]), head
+
+
+_LAYER_CHOICES: dict[tuple, int] = {}
+
+
+def choose_layer(inputs: Inputs, y, groups, train, pooling="last", tag="") -> int:
+    """The paper probe's layer choice: lowest grouped-CV MSE of a ridge head, training rows only."""
+    key = (tag, pooling, hash(train.tobytes()))
+    if key not in _LAYER_CHOICES:
+        best = None
+        for layer in range(1, inputs.n_layers + 1):
+            head = RidgeHead().fit(inputs.layer(layer, pooling)[train], y[train], groups[train])
+            mse = min(head.cv_mse_)
+            if best is None or mse < best[0]:
+                best = (mse, layer)
+        _LAYER_CHOICES[key] = best[1]
+    return _LAYER_CHOICES[key]
+
+
+def pca(X_train: np.ndarray, X_test: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    mu = X_train.mean(0)
+    sd = X_train.std(0) + 1e-6
+    A = (X_train - mu) / sd
+    _, _, vt = np.linalg.svd(A, full_matrices=False)
+    W = vt[:k].T
+    return A @ W, ((X_test - mu) / sd) @ W
+
+
+def mlp_head(Xtr, ytr, Xte, seed=0):
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(Xtr)
+    model = MLPRegressor(
+        hidden_layer_sizes=(64,),
+        alpha=1.0,
+        early_stopping=True,
+        validation_fraction=0.15,
+        max_iter=300,
+        random_state=seed,
+    )
+    model.fit(sc.transform(Xtr), (ytr - ytr.mean()) / (ytr.std() + 1e-9))
+    return model.predict(sc.transform(Xte))
+
+
+def gbt_head(Xtr, ytr, Xte, seed=0):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    model = HistGradientBoostingRegressor(
+        max_iter=300,
+        learning_rate=0.05,
+        max_leaf_nodes=15,
+        min_samples_leaf=40,
+        l2_regularization=1.0,
+        early_stopping=True,
+        validation_fraction=0.15,
+        random_state=seed,
+    )
+    model.fit(Xtr, ytr)
+    return model.predict(Xte)
+
+
+def pairwise_head(Xtr, ytr, dtr, Xte, seed=0, epochs=60, pairs=20000, decay=1e-2):
+    """Linear scorer trained with a logistic pairwise ranking loss within each direction."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
+    A = torch.tensor((Xtr - mu) / sd, dtype=torch.float32)
+    B = torch.tensor((Xte - mu) / sd, dtype=torch.float32)
+    w = torch.zeros(A.shape[1], requires_grad=True)
+    opt = torch.optim.Adam([w], lr=0.01, weight_decay=decay)
+    by_dir = [np.flatnonzero(dtr == d) for d in np.unique(dtr)]
+    for _ in range(epochs):
+        i_all, j_all = [], []
+        for rows in by_dir:
+            m = pairs // len(by_dir)
+            i_all.append(rng.choice(rows, m))
+            j_all.append(rng.choice(rows, m))
+        i, j = np.concatenate(i_all), np.concatenate(j_all)
+        keep = ytr[i] != ytr[j]
+        i, j = i[keep], j[keep]
+        sign = torch.tensor(np.sign(ytr[i] - ytr[j]), dtype=torch.float32)
+        margin = (A[i] - A[j]) @ w
+        loss = torch.nn.functional.softplus(-sign * margin).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return (B @ w).numpy()
+
+
+# -- candidates ------------------------------------------------------------------------------
+def build_candidates(data: AblationData, inputs: Inputs, large: str, quick: bool) -> dict:
+    groups = data.groups
+    dirs = data.directions
+    gain = data.gain(large)
+    strong = make_target(data, large, "strong")
+
+    def target(kind: str, train: np.ndarray) -> np.ndarray:
+        y = strong if kind.startswith("strong") else gain
+        return standardise_within(y, dirs, train) if kind.endswith("z") else y
+
+    def probe(kind="gain", pooling="last", scalars=False):
+        def run(train, test):
+            y = target(kind, train)
+            layer = choose_layer(inputs, y, groups, train, pooling, tag=f"{large}/{kind}")
+            X = inputs.layer(layer, pooling)
+            if scalars:
+                X = np.hstack([X, inputs.scalars])
+            return ridge(X, y, groups, train, test)[0]
+
+        return run
+
+    def multi(kind="gain", layers=(3, 6, 9, 12, 15, 18), scalars=False):
+        X = np.hstack([inputs.layer(layer) for layer in layers])
+        if scalars:
+            X = np.hstack([X, inputs.scalars])
+
+        def run(train, test):
+            return ridge(X, target(kind, train), groups, train, test)[0]
+
+        return run
+
+    def mix(kind="gain", scalars=False):
+        """Learned mix of layers: per-layer ridge heads stacked with non-negative weights
+        fitted on their inner out-of-fold predictions (training rows only)."""
+        from scipy.optimize import nnls
+
+        def run(train, test):
+            y = target(kind, train)
+            inner = fold_ids(groups[train], 5, 1)
+            layers = list(range(1, inputs.n_layers + 1))
+            oof = np.zeros((len(train), len(layers)))
+            preds = np.zeros((len(test), len(layers)))
+            for c, layer in enumerate(layers):
+                X = inputs.layer(layer)
+                if scalars:
+                    X = np.hstack([X, inputs.scalars])
+                for f in range(5):
+                    tr, va = train[inner != f], train[inner == f]
+                    oof[inner == f, c] = ridge(X, y, groups, tr, va)[0]
+                preds[:, c] = ridge(X, y, groups, train, test)[0]
+            yc = y[train] - y[train].mean()
+            weights, _ = nnls(oof - oof.mean(0), yc)
+            return preds @ weights
+
+        return run
+
+    def scalars_only(kind="gain"):
+        def run(train, test):
+            return ridge(inputs.scalars, target(kind, train), groups, train, test)[0]
+
+        return run
+
+    def reduced(head, kind="gain", k=64):
+        def run(train, test):
+            y = target(kind, train)
+            layer = choose_layer(inputs, y, groups, train, tag=f"{large}/{kind}")
+            Ztr, Zte = pca(inputs.layer(layer)[train], inputs.layer(layer)[test], k)
+            Xtr = np.hstack([Ztr, inputs.scalars[train]])
+            Xte = np.hstack([Zte, inputs.scalars[test]])
+            if head == "pairwise":
+                return pairwise_head(Xtr, y[train], dirs[train], Xte)
+            fn = mlp_head if head == "mlp" else gbt_head
+            return fn(Xtr, y[train], Xte)
+
+        return run
+
+    c = {
+        "probe (paper: ridge, one layer by CV)": probe(),
+        "probe, mean pooling": probe(pooling="mean"),
+        "probe + free scalars": probe(scalars=True),
+        "several layers (3,6,..,18)": multi(),
+        "several layers + scalars": multi(scalars=True),
+        "learned layer mix": mix(),
+        "free scalars only (length, entropy, direction)": scalars_only(),
+        "probe, target z within direction": probe("z"),
+        "probe, target strong-systems gain": probe("strong"),
+        "probe + scalars, target strong z": probe("strong-z", scalars=True),
+        "several layers + scalars, target z": multi("z", scalars=True),
+        "MLP on PCA-64 + scalars": reduced("mlp"),
+        "GBT on PCA-32 + scalars": reduced("gbt", k=32),
+        "pairwise ranking on PCA-64 + scalars": reduced("pairwise"),
+        "pairwise ranking, target strong": reduced("pairwise", "strong"),
+    }
+    if quick:
+        keep = ("probe (paper", "probe + free", "several layers + scalars", "free scalars")
+        c = {k: v for k, v in c.items() if k.startswith(keep)}
+    return c
+
+
+def markdown(
+    results: dict, order: list[str], title: str, versus: tuple[str, ...] = ("length",)
+) -> str:
+    """Per direction first: HC@p with its interval and the paired difference to each of
+    ``versus`` (bold **beats** when the 95% interval of the difference is above zero)."""
+    lines = [f"### {title}", ""]
+    dirs = list(results["directions"])
+    head = ["router", "mean HC over directions"]
+    for d in dirs:
+        head += [f"{d} HC [95% CI]"] + [f"{d} minus {v} (paired)" for v in versus]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in order:
+        cells = [name, f"{results['mean_hc'][name]:.1f}"]
+        for d in dirs:
+            r = results["directions"][d]["routers"][name]
+            cells.append(f"{r['hc']:.1f} [{r['hc_ci'][0]:.1f}, {r['hc_ci'][1]:.1f}]")
+            for base in versus:
+                vs = r["vs"].get(base)
+                cells.append(
+                    "—"
+                    if vs is None
+                    else f"{vs['hc']:+.1f} [{vs['hc_ci'][0]:+.1f}, {vs['hc_ci'][1]:+.1f}]"
+                    + (" **beats**" if vs["beats"] else "")
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prefill", type=Path, default=Path("runs/ablation/prefill.npz"))
+    parser.add_argument("--small", required=True, help="translations.jsonl files, or replay:SYS")
+    parser.add_argument("--large", default="GPT-4,Llama3-70B")
+    parser.add_argument("--schemes", default="kfold,lodo")
+    parser.add_argument("--budget", type=float, default=0.3)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="only the cheap candidates")
+    parser.add_argument("--only", default=None, help="comma-separated candidate name prefixes")
+    parser.add_argument("-o", "--output", type=Path, default=Path("runs/ablation/prefill-router"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("routelmt").setLevel(logging.WARNING)
+
+    data = load(args.prefill, args.small)
+    inputs = Inputs(data)
+    report: dict = {"command": "python bench/router_ablation.py", "args": vars(args) | {}}
+    report["args"] = {k: str(v) for k, v in vars(args).items()}
+    md = [f"# Prefill-router ablation (p = {args.budget})\n"]
+    for large in args.large.split(","):
+        gain = data.gain(large)
+        candidates = build_candidates(data, inputs, large, args.quick)
+        if args.only:
+            prefixes = tuple(args.only.split(","))
+            candidates = {k: v for k, v in candidates.items() if k.startswith(prefixes)}
+        for scheme in args.schemes.split(","):
+            scores = {"length": inputs.length, "entropy": inputs.entropy}
+            seconds = {}
+            for name, candidate in candidates.items():
+                t0 = time.perf_counter()
+                scores[name] = out_of_fold(candidate, data.groups, data.directions, scheme)
+                seconds[name] = round(time.perf_counter() - t0, 1)
+                log.info("%s %s %s: %.1fs", large, scheme, name, seconds[name])
+            scores["quality oracle"] = -data.q_small
+            result = evaluate(
+                gain,
+                data.directions,
+                data.groups,
+                scores,
+                budget=args.budget,
+                n_boot=args.bootstrap,
+            )
+            result["seconds"] = seconds
+            report[f"{large}/{scheme}"] = result
+            order = sorted(scores, key=lambda n: -result["mean_hc"][n])
+            md.append(markdown(result, order, f"large = {large}, {scheme}", ("length", "entropy")))
+            print(md[-1], flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(args.output.with_suffix(".json")) as handle:
+        json.dump(report, handle, indent=1, default=float)
+    with atomic_open(args.output.with_suffix(".md")) as handle:
+        handle.write("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

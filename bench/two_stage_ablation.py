@@ -1,0 +1,290 @@
+"""Decode-then-route (issue 16): a second look at the small model's own translation.
+
+    python bench/two_stage_ablation.py --prefill runs/ablation/prefill.npz \\
+        --small runs/im-a/translate/hf-gemma3-270m/translations.jsonl,... \\
+        --large GPT-4,Llama3-70B -o runs/ablation/two-stage
+
+Stage 1 is the prefill router (ridge on one prefill layer plus the free scalars, layer and
+penalty chosen inside the training rows). Stage 2 reads the small translation: reference-free
+QE (``qe-embed``: multilingual embedding similarity gated by a language check), whether the
+language check failed, the output/source length ratio, repetition, copy of the source, and
+the stage-1 score. Compared, per direction and paired: the prefill router alone, the
+quality-hypo guard alone (prefill ranking, small outputs with high QE vetoed; threshold chosen
+on training rows), the untrained rank average of -QE and length, and the learned combination
+(ridge and gradient-boosted trees, stacked on inner out-of-fold stage-1 scores). Then the split
+of the budget between the stages (share alpha decided right after the prefill), with its cost:
+small decodes wasted on requests that went large, and QE passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ablation_data import AblationData, load
+from ablation_eval import evaluate
+from routelmt.splits import fold_ids
+from routelmt.storage import atomic_open, stable_hash
+from router_ablation import Inputs, choose_layer, ridge
+
+log = logging.getLogger("two_stage")
+
+STAGE2 = ("qe", "lang_fail", "log_ratio", "abs_log_ratio", "repetition", "copy")
+
+
+def _repetition(text: str, n: int = 5) -> float:
+    grams = [text[i : i + n] for i in range(max(0, len(text) - n + 1))]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def stage2_features(data: AblationData, cache: Path) -> dict[str, np.ndarray]:
+    """Features of the small translation (cached: QE embeds every source and output once)."""
+    from sacrebleu.metrics import CHRF
+
+    from routelmt.languages import target_language
+    from routelmt.metrics.base import get_metric
+
+    key = stable_hash(list(data.ids), data.small_texts, length=16)
+    path = cache / f"stage2-{key}.npz"
+    if path.exists():
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    qe = get_metric("qe-embed")
+    targets = [target_language(d) for d in data.directions]
+    hyps = data.small_texts
+    t0 = time.perf_counter()
+    scores = qe.sentence_scores(hyps, None, targets, sources=data.sources)
+    lang = qe.language_factors(hyps, targets)
+    qe_seconds = time.perf_counter() - t0
+    chrf = CHRF()
+    ratio = np.log(
+        (np.array([len(h) for h in hyps]) + 1) / (np.array([len(s) for s in data.sources]) + 1)
+    )
+    out = {
+        "qe": scores,
+        "lang_fail": (lang < 1).astype(np.float64),
+        "log_ratio": ratio,
+        "abs_log_ratio": np.abs(ratio),
+        "repetition": np.array([_repetition(h) for h in hyps]),
+        "copy": np.array(
+            [chrf.sentence_score(h, [s]).score / 100 for h, s in zip(hyps, data.sources)]
+        ),
+        "qe_seconds": np.asarray(qe_seconds),
+    }
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, **out)
+    return out
+
+
+def _ranks_within(values: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(values))
+    for d in np.unique(directions):
+        rows = np.flatnonzero(directions == d)
+        out[rows] = np.argsort(np.argsort(values[rows], kind="stable"), kind="stable") / len(rows)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prefill", type=Path, default=Path("runs/ablation/prefill.npz"))
+    parser.add_argument("--small", required=True)
+    parser.add_argument("--large", default="GPT-4,Llama3-70B")
+    parser.add_argument("--schemes", default="kfold,lodo")
+    parser.add_argument("--budget", type=float, default=0.3)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("-o", "--output", type=Path, default=Path("runs/ablation/two-stage"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("routelmt").setLevel(logging.WARNING)
+
+    data = load(args.prefill, args.small)
+    inputs = Inputs(data)
+    s2 = stage2_features(data, args.prefill.parent / "quality-cache")
+    dirs, groups = data.directions, data.groups
+    Z = np.column_stack([s2[k] for k in STAGE2])
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    report["qe_seconds_per_segment"] = float(s2["qe_seconds"]) / len(data.ids)
+    md = [f"# Two-stage (decode-then-route) ablation, p = {args.budget}\n"]
+    p = args.budget
+    for large in args.large.split(","):
+        gain = data.gain(large)
+
+        def stage1_fit(train, test, gain=gain, large=large):
+            layer = choose_layer(inputs, gain, groups, train, tag=f"{large}/gain")
+            X = np.hstack([inputs.layer(layer), inputs.scalars])
+            return ridge(X, gain, groups, train, test)[0]
+
+        for scheme in args.schemes.split(","):
+            fold = fold_ids(groups, 5, 0)
+            s1 = np.full(len(gain), np.nan)
+            learned = {"ridge": np.full(len(gain), np.nan), "gbt": np.full(len(gain), np.nan)}
+            guard = np.full(len(gain), np.nan)
+            for f in range(5):
+                splits = []
+                if scheme == "kfold":
+                    splits.append((np.flatnonzero(fold != f), np.flatnonzero(fold == f)))
+                else:
+                    for d in np.unique(dirs):
+                        splits.append(
+                            (
+                                np.flatnonzero((fold != f) & (dirs != d)),
+                                np.flatnonzero((fold == f) & (dirs == d)),
+                            )
+                        )
+                for train, test in splits:
+                    s1[test] = stage1_fit(train, test)
+                    # inner out-of-fold stage-1 scores of the training rows, for stacking
+                    inner = fold_ids(groups[train], 5, 1)
+                    s1_train = np.zeros(len(train))
+                    for g in range(5):
+                        s1_train[inner == g] = stage1_fit(train[inner != g], train[inner == g])
+                    feats = np.column_stack(
+                        [
+                            _ranks_within(
+                                np.r_[s1_train, s1[test]], np.r_[dirs[train], dirs[test]]
+                            ),
+                            np.r_[Z[train], Z[test]],
+                            inputs.scalars[np.r_[train, test]],
+                        ]
+                    )
+                    Ftr, Fte = feats[: len(train)], feats[len(train) :]
+                    learned["ridge"][test] = _ridge_xy(Ftr, gain[train], groups[train], Fte)
+                    learned["gbt"][test] = _gbt_xy(Ftr, gain[train], Fte)
+                    guard[test] = _guard_scores(
+                        s1_train,
+                        s2["qe"][train],
+                        gain[train],
+                        dirs[train],
+                        s1[test],
+                        s2["qe"][test],
+                        dirs[test],
+                        p,
+                    )
+            scores = {
+                "length": inputs.length,
+                "entropy": inputs.entropy,
+                "prefill router (stage 1 only)": s1,
+                "quality-hypo guard on the prefill router": guard,
+                "-QE of the small output (untrained)": -s2["qe"],
+                "rank average of -QE and length (untrained)": _ranks_within(-s2["qe"], dirs)
+                + _ranks_within(inputs.length, dirs),
+                "rank average of -QE, length, stage 1 (untrained)": _ranks_within(-s2["qe"], dirs)
+                + _ranks_within(inputs.length, dirs)
+                + _ranks_within(s1, dirs),
+                "two-stage, learned (ridge)": learned["ridge"],
+                "two-stage, learned (GBT)": learned["gbt"],
+                "quality oracle": -data.q_small,
+            }
+            baselines = (
+                "length",
+                "entropy",
+                "prefill router (stage 1 only)",
+                "quality-hypo guard on the prefill router",
+            )
+            result = evaluate(
+                gain, dirs, groups, scores, baselines=baselines, budget=p, n_boot=args.bootstrap
+            )
+            result["split"] = _split_curve(s1, learned["gbt"], gain, dirs, p)
+            report[f"{large}/{scheme}"] = result
+            md.append(_markdown(result, f"large = {large}, {scheme}"))
+            print(md[-1], flush=True)
+    with atomic_open(args.output.with_suffix(".json")) as handle:
+        json.dump(report, handle, indent=1, default=float)
+    with atomic_open(args.output.with_suffix(".md")) as handle:
+        handle.write("\n".join(md))
+
+
+def _ridge_xy(Xtr, ytr, gtr, Xte):
+    from routelmt.heads import RidgeHead
+
+    return RidgeHead().fit(Xtr, ytr, gtr).predict(Xte)
+
+
+def _gbt_xy(Xtr, ytr, Xte):
+    from router_ablation import gbt_head
+
+    return gbt_head(Xtr, ytr, Xte)
+
+
+def _guard_scores(s1_tr, qe_tr, g_tr, d_tr, s1_te, qe_te, d_te, p):
+    """Scores whose top-p per direction is the guarded allocation: the prefill ranking with
+    small outputs of QE >= tau vetoed (their budget goes to the next), tau chosen on training
+    rows (inner out-of-fold stage-1 scores) for the highest MeanDelta@p."""
+    best = (-math.inf, math.inf)
+    for q in [1.0, *np.arange(0.5, 1.0, 0.05)]:
+        tau = math.inf if q == 1.0 else float(np.quantile(qe_tr, q))
+        md = np.mean(
+            [_guarded_mean(s1_tr, qe_tr, g_tr, d_tr == d, p, tau) for d in np.unique(d_tr)]
+        )
+        if md > best[0]:
+            best = (md, tau)
+    tau = best[1]
+    return s1_te - 1e6 * (qe_te >= tau)  # vetoed rows sink below every accepted candidate
+
+
+def _guarded_mean(s1, qe, g, rows, p, tau):
+    s, q, gg = s1[rows], qe[rows], g[rows]
+    k = max(1, round(p * len(s)))
+    order = np.argsort(-s, kind="stable")
+    accepted = [i for i in order if q[i] < tau][:k]
+    return gg[accepted].mean() if accepted else 0.0
+
+
+def _split_curve(s1, s2, gain, dirs, p):
+    """HC@p per direction when a share ``alpha`` of the budget is spent right after the prefill
+    (top by stage 1, no small decode) and the rest after the small decode (top by stage 2 among
+    the others); cost per request: small decodes, wasted small decodes, QE passes."""
+    from ablation_eval import _metrics
+
+    out = {}
+    for alpha in (0.0, 0.25, 0.5, 0.75, 1.0):
+        hcs = {}
+        for d in np.unique(dirs):
+            rows = np.flatnonzero(dirs == d)
+            n = len(rows)
+            k = max(1, round(p * n))
+            k1 = round(alpha * k)
+            first = rows[np.argsort(-s1[rows], kind="stable")[:k1]]
+            rest = np.setdiff1d(rows, first)
+            second = rest[np.argsort(-s2[rest], kind="stable")[: k - k1]]
+            routed = np.zeros(len(gain), dtype=bool)
+            routed[first] = routed[second] = True
+            score = routed.astype(float)[rows]
+            hcs[str(d)] = _metrics(gain[rows], score, p)[0]
+        decoded = 1 - alpha * p
+        out[str(alpha)] = {
+            "hc": hcs,
+            "mean_hc": float(np.mean(list(hcs.values()))),
+            "small_decodes_per_request": decoded,
+            "wasted_small_decodes_per_request": (1 - alpha) * p,
+            "qe_passes_per_request": decoded,
+        }
+    return out
+
+
+def _markdown(result, title):
+    from router_ablation import markdown
+
+    order = sorted(result["mean_hc"], key=lambda n: -result["mean_hc"][n])
+    versus = ("length", "prefill router (stage 1 only)", "quality-hypo guard on the prefill router")
+    text = markdown(result, order, title, versus)
+    text += (
+        "\n| stage-1 share of the budget (alpha) | mean HC | small decodes / request "
+        "| wasted decodes / request |\n|---|---|---|---|\n"
+    )
+    for alpha, row in result["split"].items():
+        text += (
+            f"| {alpha} | {row['mean_hc']:.1f} | {row['small_decodes_per_request']:.2f} | "
+            f"{row['wasted_small_decodes_per_request']:.2f} |\n"
+        )
+    return text
+
+
+if __name__ == "__main__":
+    main()

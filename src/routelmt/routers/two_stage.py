@@ -1,0 +1,197 @@
+"""Decode-then-route: the prefill router first, a second look at the small translation after.
+
+Stage 1 is the in-model prefill router (``routelmt``): free, before any decoding, so a request
+it is sure about goes to the large model without a wasted small decode. Stage 2 runs after the
+small model has translated: a ridge head over the stage-1 score and the reference-free features
+of the output (``routelmt.output_features``: QE, language check, length ratio, repetition, copy)
+plus the source length. The stage-2 head is trained on *inner out-of-fold* stage-1 scores, so it
+learns how much to trust stage 1 on data stage 1 has not seen.
+
+``score`` (offline evaluation, ``routelmt evaluate``/``bench``) reads the small translation from
+each ``ScoredExample``; the service calls ``score_stage1`` on the prefill features and
+``score_stage2`` on its own decodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routelmt.errors import ConfigError, InputError
+from routelmt.heads import RidgeHead
+from routelmt.output_features import OUTPUT_FEATURES, output_features
+from routelmt.records import ScoredExample, Segment
+from routelmt.routers.base import ROUTERS, Router
+from routelmt.routers.inmodel import RouteLMTRouter
+from routelmt.splits import fold_ids
+from routelmt.storage import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+ROUTER_CONFIG = "router.json"
+STAGE1_DIR = "stage1"
+STAGE2_DIR = "stage2"
+STAGE2_INPUTS: tuple[str, ...] = ("stage1", *OUTPUT_FEATURES, "log_source_chars")
+
+
+def _segment(item: Segment | ScoredExample) -> Segment:
+    return item.segment if isinstance(item, ScoredExample) else item
+
+
+class TwoStageRouter(Router):
+    """``routelmt-2stage``: prefill router, then a head over it and the small output's features.
+
+    ``stage1`` holds the prefill router's settings (``layer``, ``model``, ...); ``inner_folds``
+    is the number of grouped folds that give the stage-2 head out-of-fold stage-1 scores.
+    """
+
+    name = "routelmt-2stage"
+    trainable = True
+
+    def __init__(
+        self,
+        *,
+        qe: str = "qe-embed",
+        inner_folds: int = 5,
+        seed: int = 0,
+        stage1: dict[str, Any] | None = None,
+        stage1_router: RouteLMTRouter | None = None,
+    ) -> None:
+        if inner_folds < 2:
+            raise ConfigError(f"inner_folds must be at least 2, got {inner_folds}")
+        self.qe = qe
+        self.inner_folds = int(inner_folds)
+        self.seed = int(seed)
+        self.stage1_args = dict(stage1 or {})
+        self.stage1 = stage1_router or RouteLMTRouter(**self.stage1_args)
+        self.head: RidgeHead | None = None
+        self.qe_seconds = 0.0
+
+    # -- inputs ---------------------------------------------------------------------------
+    def stage2_inputs(
+        self, segments: Sequence[Segment], texts: Sequence[str], stage1: np.ndarray
+    ) -> np.ndarray:
+        feats = output_features(segments, texts, self.qe)
+        self.qe_seconds += feats.seconds
+        length = np.log1p([len(s.source) for s in segments])
+        return np.column_stack([np.asarray(stage1, dtype=np.float64), feats.matrix, length])
+
+    def prepare(self, batch: Sequence[Segment | ScoredExample]) -> None:
+        self.stage1.prepare(batch)
+
+    # -- training -------------------------------------------------------------------------
+    def fit(self, train: Sequence[ScoredExample]) -> TwoStageRouter:
+        if not train or not all(isinstance(ex, ScoredExample) for ex in train):
+            raise InputError(f"{self.name}: needs labelled examples with the small translation")
+        groups = np.asarray([ex.segment.group for ex in train])
+        folds = min(self.inner_folds, len(np.unique(groups)))
+        if folds < 2:
+            raise InputError(f"{self.name}: needs at least 2 source groups to train")
+        inner = fold_ids(groups, folds, self.seed)
+        oof = np.zeros(len(train))
+        for f in range(folds):
+            part = [ex for ex, k in zip(train, inner, strict=True) if k != f]
+            held = [ex for ex, k in zip(train, inner, strict=True) if k == f]
+            oof[inner == f] = RouteLMTRouter(**self.stage1_args).fit(part).score(held)
+        self.stage1 = RouteLMTRouter(**self.stage1_args).fit(train)
+        X = self.stage2_inputs(
+            [ex.segment for ex in train], [ex.small_text for ex in train], oof
+        )
+        self.head = RidgeHead().fit(X, np.asarray([ex.gain for ex in train]), groups)
+        log.info("%s: stage-2 head on %d examples, alpha %g", self.name, len(train), self.head.alpha_)
+        return self
+
+    # -- scoring --------------------------------------------------------------------------
+    def score_stage1(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
+        return self.stage1.score(batch)
+
+    def score_stage1_features(self, features: np.ndarray) -> np.ndarray:
+        """Stage 1 from the serving prefill's features (no second forward)."""
+        return self.stage1.score_features(features)
+
+    def score_stage2(
+        self, segments: Sequence[Segment], texts: Sequence[str], stage1: np.ndarray
+    ) -> np.ndarray:
+        if self.head is None:
+            raise ConfigError(f"router '{self.name}' is not trained; call fit() or load() first")
+        return self.head.predict(self.stage2_inputs(segments, texts, stage1))
+
+    def score(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
+        if not all(isinstance(item, ScoredExample) for item in batch):
+            raise InputError(
+                f"{self.name} scores after the small model has translated: give examples "
+                "with the small translation (ScoredExample)"
+            )
+        segments = [_segment(item) for item in batch]
+        texts = [item.small_text for item in batch]  # type: ignore[union-attr]
+        return self.score_stage2(segments, texts, self.score_stage1(batch))
+
+    # -- artifact -------------------------------------------------------------------------
+    @property
+    def layer(self) -> int | None:
+        """The prefill layer stage 1 reads (the service captures it during its prefill)."""
+        return self.stage1.layer
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "router": self.name,
+            "format_version": FORMAT_VERSION,
+            "qe": self.qe,
+            "inner_folds": self.inner_folds,
+            "seed": self.seed,
+            "stage2_inputs": list(STAGE2_INPUTS),
+        }
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        if self.head is None:
+            raise ConfigError(f"cannot save router '{self.name}': it is not trained")
+        directory = Path(directory)
+        self.stage1.save(directory / STAGE1_DIR)
+        self.head.save(directory / STAGE2_DIR)
+        write_json(directory / ROUTER_CONFIG, self.config())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], *, source: Any = None) -> TwoStageRouter:
+        """Load an artifact; stage 1 refuses a model or template other than its own."""
+        directory = Path(directory)
+        where = str(directory / ROUTER_CONFIG)
+        config = read_json(directory / ROUTER_CONFIG)
+        if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
+            raise InputError("not a RouteLMT two-stage router artifact", path=where)
+        if list(config.get("stage2_inputs", [])) != list(STAGE2_INPUTS):
+            raise InputError(
+                "this two-stage artifact was trained on other stage-2 inputs; retrain it",
+                path=where,
+            )
+        router = cls(
+            qe=config["qe"],
+            inner_folds=config["inner_folds"],
+            seed=config["seed"],
+            stage1_router=RouteLMTRouter.load(directory / STAGE1_DIR, source=source),
+        )
+        router.head = RidgeHead.load(directory / STAGE2_DIR)
+        return router
+
+
+def split_budget(p: float, stage1_share: float) -> tuple[float, float]:
+    """The large-model shares of the two stages for a total budget ``p``: stage 1 sends
+    ``stage1_share * p`` of all requests right after the prefill; stage 2 sends the rest of the
+    budget as a share of the requests that reach it, so the total stays ``p``."""
+    if not 0.0 < p < 1.0 or not math.isfinite(p):
+        raise ConfigError(f"budget must be in (0, 1), got {p}")
+    if not 0.0 <= stage1_share <= 1.0:
+        raise ConfigError(f"stage1_share must be in [0, 1], got {stage1_share}")
+    first = stage1_share * p
+    second = (p - first) / (1.0 - first)
+    return first, second
+
+
+ROUTERS.register("routelmt-2stage")(TwoStageRouter)

@@ -1,0 +1,122 @@
+"""Decode-then-route: the small-output features and the two-stage router on a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from test_inmodel_router import _examples, _source  # noqa: E402
+
+from routelmt.errors import ConfigError, InputError  # noqa: E402
+from routelmt.metrics.base import Metric  # noqa: E402
+from routelmt.output_features import (  # noqa: E402
+    OUTPUT_FEATURES,
+    copy_rate,
+    output_features,
+    repetition,
+)
+from routelmt.records import ScoredExample, Segment  # noqa: E402
+from routelmt.routers.artifacts import load_router  # noqa: E402
+from routelmt.routers.two_stage import TwoStageRouter, split_budget  # noqa: E402
+
+
+class LengthQE(Metric):
+    """A stand-in QE scorer (the real one loads a sentence encoder): longer output scores
+    higher, an output equal to its source scores 0, and a language check that fails on 'xx'."""
+
+    name = "test-qe"
+    needs_reference = False
+
+    def sentence_scores(self, hypotheses, references, target_languages, sources=None):
+        return np.array(
+            [0.0 if h == s else min(100.0, 10.0 * len(h)) for h, s in zip(hypotheses, sources)]
+        )
+
+    def language_factors(self, hypotheses, target_languages):
+        return np.array([0.0 if h.startswith("xx") else 1.0 for h in hypotheses])
+
+    def signature(self):
+        return "test-qe"
+
+
+def test_repetition_and_copy_rate():
+    assert repetition("abcdefgh") == 0.0
+    assert repetition("abcabcabcabcabcabc") > 0.6
+    assert repetition("") == 0.0
+    assert copy_rate("the cat sleeps", "the cat sleeps") == pytest.approx(1.0)
+    assert copy_rate("el gato duerme", "the cat sleeps") < 0.3
+    assert copy_rate("", "the cat") == 0.0
+
+
+def test_output_features_flag_copies_and_wrong_language():
+    segs = [Segment(id=f"s{i}", direction="en-es", source="the cat sleeps") for i in range(3)]
+    texts = ["el gato duerme", "the cat sleeps", "xx ein Katze"]
+    feats = output_features(segs, texts, LengthQE())
+    assert feats.matrix.shape == (3, len(OUTPUT_FEATURES))
+    assert feats.column("qe")[1] == 0.0 and feats.column("qe")[0] > 0
+    assert feats.column("copy")[1] == pytest.approx(1.0)
+    assert list(feats.column("lang_fail")) == [0.0, 0.0, 1.0]
+    assert feats.column("abs_log_ratio")[1] == 0.0
+
+
+def _labelled(n: int = 30) -> list[ScoredExample]:
+    """The gain is high exactly where the small output copies its source (no prefill can
+    know that): a second stage must find it, a prefill router cannot."""
+    out = []
+    for i, ex in enumerate(_examples(n)):
+        copied = i % 3 == 0
+        small = ex.segment.source if copied else "una traduccion " + "x" * (i % 5)
+        gain = 40.0 if copied else float(i % 5)
+        out.append(
+            ScoredExample(ex.segment, "S", "L", small, "b", "chrF2", 50.0 - gain, 50.0)
+        )
+    return out
+
+
+def test_two_stage_learns_what_the_prefill_cannot_see(tmp_path):
+    source = _source()
+    examples = _labelled()
+    train, test = examples[:21], examples[21:]
+    stage1 = {"layer": 2, "source": source, "cv_folds": 3}
+    router = TwoStageRouter(qe=LengthQE(), inner_folds=3, stage1=stage1).fit(train)
+    scores = router.score(test)
+    copied = np.array([ex.small_text == ex.segment.source for ex in test])
+    assert copied.any() and (~copied).any()
+    assert scores[copied].min() > scores[~copied].max()  # every copy ranks above every other
+    with pytest.raises(InputError, match="small translation"):
+        router.score([ex.segment for ex in test])
+
+
+def test_two_stage_saves_loads_and_refuses_another_model(tmp_path):
+    source = _source()
+    stage1 = {"layer": 2, "source": source, "cv_folds": 3}
+    router = TwoStageRouter(qe="qe-embed", inner_folds=3, stage1=stage1)
+    router.qe = LengthQE()
+    router.fit(_labelled())
+    router.qe = "qe-embed"  # what the artifact names
+    router.save(tmp_path / "r")
+    loaded = TwoStageRouter.load(tmp_path / "r", source=source)
+    assert loaded.layer == 2 and loaded.qe == "qe-embed"
+    loaded.qe = router.qe = LengthQE()
+    test = _labelled()[:6]
+    np.testing.assert_allclose(loaded.score(test), router.score(test))
+    with pytest.raises(ConfigError, match="trained with model"):
+        TwoStageRouter.load(tmp_path / "r", source=_source(identity="other@test"))
+    assert load_router  # the registry names it
+    from routelmt.routers.base import ROUTERS
+
+    assert "routelmt-2stage" in ROUTERS
+
+
+def test_split_budget_keeps_the_total_share():
+    for p in (0.1, 0.3, 0.5):
+        for alpha in (0.0, 0.25, 0.5, 1.0):
+            first, second = split_budget(p, alpha)
+            assert first + (1 - first) * second == pytest.approx(p)
+    with pytest.raises(ConfigError):
+        split_budget(0.3, 1.5)
+    with pytest.raises(ConfigError):
+        split_budget(0.0, 0.5)
