@@ -70,9 +70,7 @@ def _labelled(n: int = 30) -> list[ScoredExample]:
         copied = i % 3 == 0
         small = ex.segment.source if copied else "una traduccion " + "x" * (i % 5)
         gain = 40.0 if copied else float(i % 5)
-        out.append(
-            ScoredExample(ex.segment, "S", "L", small, "b", "chrF2", 50.0 - gain, 50.0)
-        )
+        out.append(ScoredExample(ex.segment, "S", "L", small, "b", "chrF2", 50.0 - gain, 50.0))
     return out
 
 

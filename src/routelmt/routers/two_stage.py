@@ -101,11 +101,11 @@ class TwoStageRouter(Router):
             held = [ex for ex, k in zip(train, inner, strict=True) if k == f]
             oof[inner == f] = RouteLMTRouter(**self.stage1_args).fit(part).score(held)
         self.stage1 = RouteLMTRouter(**self.stage1_args).fit(train)
-        X = self.stage2_inputs(
-            [ex.segment for ex in train], [ex.small_text for ex in train], oof
-        )
+        X = self.stage2_inputs([ex.segment for ex in train], [ex.small_text for ex in train], oof)
         self.head = RidgeHead().fit(X, np.asarray([ex.gain for ex in train]), groups)
-        log.info("%s: stage-2 head on %d examples, alpha %g", self.name, len(train), self.head.alpha_)
+        log.info(
+            "%s: stage-2 head on %d examples, alpha %g", self.name, len(train), self.head.alpha_
+        )
         return self
 
     # -- scoring --------------------------------------------------------------------------
