@@ -40,12 +40,14 @@ class Inputs:
         self.last = p["last"]  # (n, L+1, H)
         self.mean = p["mean"]
         self.n_layers = self.last.shape[1] - 1
+        self.candidate_layers = list(range(1, self.n_layers + 1))
         dirs = sorted(set(data.directions))
         onehot = (data.directions[:, None] == np.asarray(dirs)[None, :]).astype(np.float64)
         self.scalars = np.column_stack(
             [np.log1p(p["source_tokens"]), p["entropy"], np.log1p(p["prompt_tokens"]), onehot]
         )
-        self.length = p["source_tokens"].astype(np.float64)
+        self.length = p["source_chars"].astype(np.float64)  # the `length` router's unit
+        self.length_tokens = p["source_tokens"].astype(np.float64)
         self.entropy = p["entropy"].astype(np.float64)
 
     def layer(self, layer: int, pooling: str = "last") -> np.ndarray:
@@ -84,7 +86,7 @@ def choose_layer(inputs: Inputs, y, groups, train, pooling="last", tag="") -> in
     key = (tag, pooling, hash(train.tobytes()))
     if key not in _LAYER_CHOICES:
         best = None
-        for layer in range(1, inputs.n_layers + 1):
+        for layer in inputs.candidate_layers:
             head = RidgeHead().fit(inputs.layer(layer, pooling)[train], y[train], groups[train])
             mse = min(head.cv_mse_)
             if best is None or mse < best[0]:
@@ -207,7 +209,7 @@ def build_candidates(data: AblationData, inputs: Inputs, large: str, quick: bool
         def run(train, test):
             y = target(kind, train)
             inner = fold_ids(groups[train], 5, 1)
-            layers = list(range(1, inputs.n_layers + 1))
+            layers = inputs.candidate_layers
             oof = np.zeros((len(train), len(layers)))
             preds = np.zeros((len(test), len(layers)))
             for c, layer in enumerate(layers):
@@ -295,6 +297,32 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def label_reliability(data: AblationData, larges: list[str]) -> str:
+    """How much of a segment's gain is signal at all: the within-direction Spearman between the
+    gains of the same small output against two strong large systems (a ceiling for any router
+    that predicts one of them), and how well the small model's own quality ranks the gain."""
+    from scipy.stats import spearmanr
+
+    other = {"GPT-4": "Claude-3.5", "Llama3-70B": "Aya23"}
+    lines = ["### How predictable is the gain? (within each direction)", ""]
+    lines += [
+        "| large | direction | mean gain | Spearman(gain, gain vs " + "other strong system) "
+        "| Spearman(gain, -q_small) |",
+        "|---|---|---|---|---|",
+    ]
+    for large in larges:
+        twin = other.get(large, "Claude-3.5")
+        for d in sorted(set(data.directions)):
+            m = data.mask(d)
+            g, g2 = data.gain(large)[m], data.gain(twin)[m]
+            lines.append(
+                f"| {large} (vs {twin}) | {d} | {g.mean():.1f} | "
+                f"{spearmanr(g, g2).statistic:.2f} | "
+                f"{spearmanr(g, -data.q_small[m]).statistic:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefill", type=Path, default=Path("runs/ablation/prefill.npz"))
@@ -304,6 +332,11 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.3)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="only the cheap candidates")
+    parser.add_argument(
+        "--layers",
+        default="all",
+        help="layers the probes choose from by inner CV (e.g. 3,6,9,12,15,18; default all)",
+    )
     parser.add_argument("--only", default=None, help="comma-separated candidate name prefixes")
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/ablation/prefill-router"))
     args = parser.parse_args()
@@ -312,9 +345,13 @@ def main() -> None:
 
     data = load(args.prefill, args.small)
     inputs = Inputs(data)
+    if args.layers != "all":
+        inputs.candidate_layers = [int(x) for x in args.layers.split(",")]
     report: dict = {"command": "python bench/router_ablation.py", "args": vars(args) | {}}
     report["args"] = {k: str(v) for k, v in vars(args).items()}
     md = [f"# Prefill-router ablation (p = {args.budget})\n"]
+    md.append(label_reliability(data, args.large.split(",")))
+    print(md[-1], flush=True)
     for large in args.large.split(","):
         gain = data.gain(large)
         candidates = build_candidates(data, inputs, large, args.quick)
@@ -322,7 +359,11 @@ def main() -> None:
             prefixes = tuple(args.only.split(","))
             candidates = {k: v for k, v in candidates.items() if k.startswith(prefixes)}
         for scheme in args.schemes.split(","):
-            scores = {"length": inputs.length, "entropy": inputs.entropy}
+            scores = {
+                "length": inputs.length,
+                "length (tokens)": inputs.length_tokens,
+                "entropy": inputs.entropy,
+            }
             seconds = {}
             for name, candidate in candidates.items():
                 t0 = time.perf_counter()

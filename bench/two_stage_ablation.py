@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,48 +34,25 @@ from router_ablation import Inputs, choose_layer, ridge
 
 log = logging.getLogger("two_stage")
 
-STAGE2 = ("qe", "lang_fail", "log_ratio", "abs_log_ratio", "repetition", "copy")
-
-
-def _repetition(text: str, n: int = 5) -> float:
-    grams = [text[i : i + n] for i in range(max(0, len(text) - n + 1))]
-    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
-
 
 def stage2_features(data: AblationData, cache: Path) -> dict[str, np.ndarray]:
-    """Features of the small translation (cached: QE embeds every source and output once)."""
-    from sacrebleu.metrics import CHRF
-
-    from routelmt.languages import target_language
-    from routelmt.metrics.base import get_metric
+    """``routelmt.output_features`` of every small translation (cached: QE embeds each source
+    and output once)."""
+    from routelmt.output_features import OUTPUT_FEATURES, output_features
+    from routelmt.records import Segment
 
     key = stable_hash(list(data.ids), data.small_texts, length=16)
     path = cache / f"stage2-{key}.npz"
     if path.exists():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
-    qe = get_metric("qe-embed")
-    targets = [target_language(d) for d in data.directions]
-    hyps = data.small_texts
-    t0 = time.perf_counter()
-    scores = qe.sentence_scores(hyps, None, targets, sources=data.sources)
-    lang = qe.language_factors(hyps, targets)
-    qe_seconds = time.perf_counter() - t0
-    chrf = CHRF()
-    ratio = np.log(
-        (np.array([len(h) for h in hyps]) + 1) / (np.array([len(s) for s in data.sources]) + 1)
-    )
-    out = {
-        "qe": scores,
-        "lang_fail": (lang < 1).astype(np.float64),
-        "log_ratio": ratio,
-        "abs_log_ratio": np.abs(ratio),
-        "repetition": np.array([_repetition(h) for h in hyps]),
-        "copy": np.array(
-            [chrf.sentence_score(h, [s]).score / 100 for h, s in zip(hyps, data.sources)]
-        ),
-        "qe_seconds": np.asarray(qe_seconds),
-    }
+    segments = [
+        Segment(id=i, direction=d, source=s)
+        for i, d, s in zip(data.ids, data.directions, data.sources, strict=True)
+    ]
+    feats = output_features(segments, data.small_texts)
+    out = {name: feats.column(name) for name in OUTPUT_FEATURES}
+    out["qe_seconds"] = np.asarray(feats.seconds)
     with atomic_open(path, "wb") as handle:
         np.savez(handle, **out)
     return out
@@ -107,7 +83,9 @@ def main() -> None:
     inputs = Inputs(data)
     s2 = stage2_features(data, args.prefill.parent / "quality-cache")
     dirs, groups = data.directions, data.groups
-    Z = np.column_stack([s2[k] for k in STAGE2])
+    from routelmt.output_features import OUTPUT_FEATURES
+
+    Z = np.column_stack([s2[k] for k in OUTPUT_FEATURES])
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
     report["qe_seconds_per_segment"] = float(s2["qe_seconds"]) / len(data.ids)
     md = [f"# Two-stage (decode-then-route) ablation, p = {args.budget}\n"]
@@ -144,11 +122,11 @@ def main() -> None:
                     s1_train = np.zeros(len(train))
                     for g in range(5):
                         s1_train[inner == g] = stage1_fit(train[inner != g], train[inner == g])
+                    # what the library's routelmt-2stage reads: the raw stage-1 score, the output
+                    # features, the source length (plus, here, the other free prefill scalars)
                     feats = np.column_stack(
                         [
-                            _ranks_within(
-                                np.r_[s1_train, s1[test]], np.r_[dirs[train], dirs[test]]
-                            ),
+                            np.r_[s1_train, s1[test]],
                             np.r_[Z[train], Z[test]],
                             inputs.scalars[np.r_[train, test]],
                         ]
