@@ -28,6 +28,7 @@ import numpy as np
 
 from ablation_data import AblationData, load
 from ablation_eval import evaluate
+from routelmt.routers.two_stage import quadratic
 from routelmt.splits import fold_ids
 from routelmt.storage import atomic_open, stable_hash
 from router_ablation import Inputs, choose_layer, ridge
@@ -101,7 +102,7 @@ def main() -> None:
         for scheme in args.schemes.split(","):
             fold = fold_ids(groups, 5, 0)
             s1 = np.full(len(gain), np.nan)
-            learned = {"ridge": np.full(len(gain), np.nan), "gbt": np.full(len(gain), np.nan)}
+            learned = {k: np.full(len(gain), np.nan) for k in ("ridge", "gbt", "shipped")}
             guard = np.full(len(gain), np.nan)
             for f in range(5):
                 splits = []
@@ -134,6 +135,18 @@ def main() -> None:
                     Ftr, Fte = feats[: len(train)], feats[len(train) :]
                     learned["ridge"][test] = _ridge_xy(Ftr, gain[train], groups[train], Fte)
                     learned["gbt"][test] = _gbt_xy(Ftr, gain[train], Fte)
+                    # routelmt-2stage as shipped: stage 1, output features, log source chars,
+                    # standardised, with squares and pairwise products, ridge
+                    cols = 1 + Z.shape[1]
+                    Str = np.column_stack([Ftr[:, :cols], np.log1p(inputs.length[train])])
+                    Ste = np.column_stack([Fte[:, :cols], np.log1p(inputs.length[test])])
+                    mu, sd = Str.mean(0), Str.std(0) + 1e-9
+                    learned["shipped"][test] = _ridge_xy(
+                        quadratic((Str - mu) / sd),
+                        gain[train],
+                        groups[train],
+                        quadratic((Ste - mu) / sd),
+                    )
                     guard[test] = _guard_scores(
                         s1_train,
                         s2["qe"][train],
@@ -157,6 +170,7 @@ def main() -> None:
                 + _ranks_within(s1, dirs),
                 "two-stage, learned (ridge)": learned["ridge"],
                 "two-stage, learned (GBT)": learned["gbt"],
+                "two-stage as shipped (ridge, quadratic)": learned["shipped"],
                 "quality oracle": -data.q_small,
             }
             baselines = (

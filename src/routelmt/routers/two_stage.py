@@ -2,10 +2,11 @@
 
 Stage 1 is the in-model prefill router (``routelmt``): free, before any decoding, so a request
 it is sure about goes to the large model without a wasted small decode. Stage 2 runs after the
-small model has translated: a ridge head over the stage-1 score and the reference-free features
-of the output (``routelmt.output_features``: QE, language check, length ratio, repetition, copy)
-plus the source length. The stage-2 head is trained on *inner out-of-fold* stage-1 scores, so it
-learns how much to trust stage 1 on data stage 1 has not seen.
+small model has translated: a ridge head over the stage-1 score, the reference-free features of
+the output (``routelmt.output_features``: QE, language check, length ratio, repetition, copy) and
+the source length, with their squares and pairwise products. The stage-2 head is trained on
+*inner out-of-fold* stage-1 scores, so it learns how much to trust stage 1 on data stage 1 has
+not seen.
 
 ``score`` (offline evaluation, ``routelmt evaluate``/``bench``) reads the small translation from
 each ``ScoredExample``; the service calls ``score_stage1`` on the prefill features and
@@ -41,6 +42,14 @@ STAGE2_DIR = "stage2"
 STAGE2_INPUTS: tuple[str, ...] = ("stage1", *OUTPUT_FEATURES, "log_source_chars")
 
 
+def quadratic(Z: np.ndarray) -> np.ndarray:
+    """Inputs, their squares and pairwise products: a copy (QE 0, copy rate 1) or a wrong
+    language matters more for a long source, which a linear head cannot express."""
+    n = Z.shape[1]
+    pairs = [Z[:, i] * Z[:, j] for i in range(n) for j in range(i, n)]
+    return np.column_stack([Z, *pairs])
+
+
 def _segment(item: Segment | ScoredExample) -> Segment:
     return item.segment if isinstance(item, ScoredExample) else item
 
@@ -72,6 +81,8 @@ class TwoStageRouter(Router):
         self.stage1_args = dict(stage1 or {})
         self.stage1 = stage1_router or RouteLMTRouter(**self.stage1_args)
         self.head: RidgeHead | None = None
+        self.center: np.ndarray | None = None  # stage-2 input mean and scale (training rows)
+        self.scale: np.ndarray | None = None
         self.qe_seconds = 0.0
 
     # -- inputs ---------------------------------------------------------------------------
@@ -102,7 +113,9 @@ class TwoStageRouter(Router):
             oof[inner == f] = RouteLMTRouter(**self.stage1_args).fit(part).score(held)
         self.stage1 = RouteLMTRouter(**self.stage1_args).fit(train)
         X = self.stage2_inputs([ex.segment for ex in train], [ex.small_text for ex in train], oof)
-        self.head = RidgeHead().fit(X, np.asarray([ex.gain for ex in train]), groups)
+        self.center, self.scale = X.mean(0), X.std(0) + 1e-9
+        y = np.asarray([ex.gain for ex in train])
+        self.head = RidgeHead().fit(quadratic((X - self.center) / self.scale), y, groups)
         log.info(
             "%s: stage-2 head on %d examples, alpha %g", self.name, len(train), self.head.alpha_
         )
@@ -119,9 +132,10 @@ class TwoStageRouter(Router):
     def score_stage2(
         self, segments: Sequence[Segment], texts: Sequence[str], stage1: np.ndarray
     ) -> np.ndarray:
-        if self.head is None:
+        if self.head is None or self.center is None or self.scale is None:
             raise ConfigError(f"router '{self.name}' is not trained; call fit() or load() first")
-        return self.head.predict(self.stage2_inputs(segments, texts, stage1))
+        X = self.stage2_inputs(segments, texts, stage1)
+        return self.head.predict(quadratic((X - self.center) / self.scale))
 
     def score(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
         if not all(isinstance(item, ScoredExample) for item in batch):
@@ -147,6 +161,9 @@ class TwoStageRouter(Router):
             "inner_folds": self.inner_folds,
             "seed": self.seed,
             "stage2_inputs": list(STAGE2_INPUTS),
+            "stage2_head": "ridge on standardised inputs, their squares and pairwise products",
+            "center": None if self.center is None else [float(v) for v in self.center],
+            "scale": None if self.scale is None else [float(v) for v in self.scale],
         }
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -178,6 +195,8 @@ class TwoStageRouter(Router):
             stage1_router=RouteLMTRouter.load(directory / STAGE1_DIR, source=source),
         )
         router.head = RidgeHead.load(directory / STAGE2_DIR)
+        router.center = np.asarray(config["center"], dtype=np.float64)
+        router.scale = np.asarray(config["scale"], dtype=np.float64)
         return router
 
 
