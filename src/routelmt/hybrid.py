@@ -107,6 +107,10 @@ class Routed:
     large: bool | None = None  # set by route(): the decision, before any small translation
     state: Any = field(default=None, repr=False, compare=False)  # route(): the shared prefill
     index: int | None = None  # route(): this segment's row in ``state``
+    stage: int = 1  # the routing stage that decided: 1 after the prefill, 2 after the small decode
+    stage2_score: float | None = None
+    stage2_s: float = 0.0  # the second look (QE pass and head) for this segment
+    small_kept: str | None = None  # a stage-2 escalation's small translation: the fallback
 
     @property
     def goes_large(self) -> bool:
@@ -132,6 +136,8 @@ class HybridResult:
     error: str | None
     budget: dict[str, Any]
     timings: dict[str, float]
+    stage: int = 1
+    stage2_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +153,8 @@ class HybridResult:
             "fallback": self.fallback,
             "error": self.error,
             "budget": self.budget,
+            "stage": self.stage,
+            "stage2_score": self.stage2_score,
             "timings_ms": {k: round(v * 1000.0, 3) for k, v in self.timings.items()},
         }
 
@@ -161,6 +169,16 @@ def check_policy(policy: str, field_name: str = "policy") -> str:
 def _finite(x: float) -> float | None:
     x = float(x)
     return x if np.isfinite(x) else None
+
+
+@dataclass
+class SecondStage:
+    """Decode-then-route (``routers.two_stage``): after the small decode, ``router`` scores the
+    small translation (``score_stage2``) and ``pacer`` decides with its own share, so that the
+    two stages together spend the budget (``routers.two_stage.split_budget``)."""
+
+    router: Any
+    pacer: BudgetPacer
 
 
 class HybridTranslator:
@@ -182,8 +200,10 @@ class HybridTranslator:
         cost: Callable[[Segment], float] | None = None,
         shared_prefill: bool | None = None,
         large_workers: int = 8,
+        second_stage: SecondStage | None = None,
     ) -> None:
         self.small = small
+        self.second_stage = second_stage
         self.large = large
         self.router = router
         self.pacer = pacer
@@ -342,6 +362,39 @@ class HybridTranslator:
             raise BackendError(f"small translator returned {len(texts)} texts for {len(indices)}")
         return list(texts)
 
+    def review(self, routed: Sequence[Routed]) -> list[Routed]:
+        """The second look: every ``auto`` segment the small model translated is scored on its
+        own output and decided by the second pacer; one sent large keeps its small translation
+        as the fallback, and its small decode is counted in its latency (a wasted decode)."""
+        if self.second_stage is None:
+            return list(routed)
+        todo = [
+            r
+            for r in routed
+            if r.policy == "auto" and r.translation is not None and r.error is None
+        ]
+        if not todo:
+            return list(routed)
+        t0 = time.perf_counter()
+        stage1 = np.asarray([r.score if r.score is not None else 0.0 for r in todo], dtype=float)
+        scores = self.second_stage.router.score_stage2(
+            [r.segment for r in todo], [r.translation for r in todo], stage1
+        )
+        each = (time.perf_counter() - t0) / len(todo)
+        pacer = self.second_stage.pacer
+        for r, value in zip(todo, np.asarray(scores, dtype=float), strict=True):
+            r.stage, r.stage2_s, r.stage2_score = 2, each, _finite(value)
+            decision = pacer.decide(value if np.isfinite(value) else -np.inf)
+            r.budget = {**r.budget, "stage2": pacer.state()}
+            if decision.large:
+                r.decision, r.reason = decision, f"stage2_{decision.reason}"
+                if decision.threshold is not None:
+                    r.threshold = _finite(decision.threshold)
+                r.small_kept, r.translation = r.translation, None
+                if getattr(r, "large", None) is not None:
+                    r.large = True
+        return list(routed)
+
     # -- stage 2 -------------------------------------------------------------------------
     def call_large(self, segment: Segment) -> tuple[str | None, str | None, float]:
         """(translation, None, seconds) or (None, error message, seconds); never raises."""
@@ -360,6 +413,8 @@ class HybridTranslator:
         """Give back the budget of a routed segment whose large call failed."""
         if routed.decision is None:
             return False
+        if routed.stage == 2 and self.second_stage is not None:
+            return self.second_stage.pacer.refund(routed.decision)
         return self.pacer.refund(routed.decision)
 
     # -- assembling ----------------------------------------------------------------------
@@ -376,6 +431,8 @@ class HybridTranslator:
     ) -> HybridResult:
         seg = routed.segment
         timings = {"route": routed.route_s, "small": routed.small_s + fallback_s}
+        if routed.stage == 2:
+            timings["stage2"] = routed.stage2_s
         if routed.goes_large:
             timings["large"] = large_s
         if large_text is not None:
@@ -401,6 +458,8 @@ class HybridTranslator:
             error=error,
             budget=routed.budget,
             timings=timings,
+            stage=routed.stage,
+            stage2_score=routed.stage2_score,
         )
 
     def translate(
@@ -410,6 +469,7 @@ class HybridTranslator:
         t0 = time.perf_counter()
         routed = self.stage_small(segments, policy)
         self._raise_small_errors(routed)
+        routed = self.review(routed)
         large_idx = [i for i, r in enumerate(routed) if r.goes_large]
         large: dict[int, tuple[str | None, str | None, float]] = {}
         if large_idx:
@@ -418,15 +478,19 @@ class HybridTranslator:
                 calls = pool.map(self.call_large, [routed[i].segment for i in large_idx])
                 large = dict(zip(large_idx, calls, strict=True))
         failed = [i for i in large_idx if large[i][0] is None]
-        fallback: dict[int, tuple[str, float]] = {}
+        for i in failed:
+            self.refund(routed[i])
+        # a stage-2 escalation already holds its small translation: no second decode
+        fallback: dict[int, tuple[str, float]] = {
+            i: (routed[i].small_kept or "", 0.0) for i in failed if routed[i].small_kept is not None
+        }
+        failed = [i for i in failed if i not in fallback]
         if failed:
-            for i in failed:
-                self.refund(routed[i])
             tf = time.perf_counter()
             again = self.stage_small([routed[i].segment for i in failed], FALLBACK)
             self._raise_small_errors(again)
             each = (time.perf_counter() - tf) / len(failed)
-            fallback = {i: (r.translation or "", each) for i, r in zip(failed, again, strict=True)}
+            fallback |= {i: (r.translation or "", each) for i, r in zip(failed, again, strict=True)}
         total = time.perf_counter() - t0
         out = []
         for i, r in enumerate(routed):

@@ -9,7 +9,7 @@ pytest.importorskip("torch")
 
 from routelmt.errors import ConfigError  # noqa: E402
 from routelmt.labels import wmt_labels  # noqa: E402
-from routelmt.routers.artifacts import load_router  # noqa: E402
+from routelmt.routers.artifacts import load_router, resolve_artifact  # noqa: E402
 from routelmt.routers.inmodel import RouteLMTRouter  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -31,3 +31,24 @@ def _load_zeroshot(directory):
     from routelmt.routers.inmodel import feature_source
 
     return RouteLMTRouter.load(directory, source=feature_source(template="zeroshot"))
+
+
+def test_shipped_two_stage_router_scores_real_outputs_and_refuses_another_template(wmt_root):
+    """The artifact that ships for Gemma-3-270M loads on the real model, ranks a copied
+    source above a real translation of it, and refuses a model/template it was not trained on."""
+    from routelmt.routers.inmodel import feature_source
+    from routelmt.routers.two_stage import TwoStageRouter
+
+    examples = wmt_labels(pairs="en-es", limit=4, root=wmt_root)
+    router = load_router("shipped:routelmt-2stage")
+    assert isinstance(router, TwoStageRouter) and router.layer is not None
+    segments = [ex.segment for ex in examples]
+    stage1 = router.score_stage1(segments)
+    assert stage1.shape == (4,) and np.all(np.isfinite(stage1))
+    copies = router.score_stage2(segments, [s.source for s in segments], stage1)
+    real = router.score_stage2(segments, [s.reference for s in segments], stage1)
+    assert np.all(copies > real)  # a copy of the source is worth escalating, a good output is not
+    with pytest.raises(ConfigError, match="template_fingerprint"):
+        TwoStageRouter.load(
+            resolve_artifact("shipped:routelmt-2stage"), source=feature_source(template="zeroshot")
+        )

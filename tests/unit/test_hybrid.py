@@ -173,3 +173,79 @@ def test_shared_prefill_continues_decoding_for_those_staying_small():
     assert [r.tier for r in slow] == [r.tier for r in fast]
     with pytest.raises(ConfigError, match="shared_prefill"):
         HybridTranslator(Upper(), Reverse(), get_router("length"), pacer, shared_prefill=True)
+
+
+class CopyDetector:
+    """A stand-in second-stage router: a small output that equals its source scores high."""
+
+    def score_stage2(self, segments, texts, stage1):
+        return np.array(
+            [100.0 if t == s.source else 0.0 for s, t in zip(segments, texts, strict=True)]
+        )
+
+
+class Copier(Translator):
+    """A small model that copies some sources (those containing 'x') instead of translating."""
+
+    name = "small-copier"
+
+    def translate(self, segments):
+        return [s.source if "x" in s.source else s.source.upper() for s in segments]
+
+
+def _two_stage(large: Translator | None = None, stage1_share: float = 0.0, p: float = 0.3):
+    from routelmt.hybrid import SecondStage
+    from routelmt.routers.two_stage import split_budget
+
+    first, second = split_budget(p, stage1_share)
+    pacer1 = Pacer(BudgetSpec(share=max(first, 1e-6)), warmup=20)
+    pacer2 = Pacer(BudgetSpec(share=second), warmup=20)
+    return HybridTranslator(
+        Copier(),
+        large or Reverse(),
+        get_router("length"),
+        pacer1,
+        second_stage=SecondStage(CopyDetector(), pacer2),
+    )
+
+
+def copy_segments(n: int) -> list[Segment]:
+    rng = np.random.default_rng(1)
+    return [
+        Segment(
+            id=f"c{i}",
+            direction="en-es",
+            source=("x" if i % 5 == 0 else "w") * int(rng.integers(5, 60)),
+        )
+        for i in range(n)
+    ]
+
+
+def test_second_stage_escalates_copied_outputs_and_says_so():
+    h = _two_stage(p=0.3)
+    segs = copy_segments(400)
+    results = h.translate(segs)
+    by_id = {r.segment_id: r for r in results}
+    copies = [s for s in segs[100:] if "x" in s.source]  # after the pacers' warm-up
+    assert copies
+    for s in copies:
+        r = by_id[s.id]
+        assert r.tier == "large" and r.stage == 2 and r.reason.startswith("stage2_")
+        assert r.to_dict()["stage"] == 2 and r.stage2_score == 100.0
+        assert "stage2" in r.timings and r.timings["small"] >= 0.0
+    share = np.mean([r.tier == "large" for r in results])
+    assert abs(share - 0.3) < 0.06, share
+
+
+def test_second_stage_fallback_reuses_the_small_translation_and_refunds():
+    h = _two_stage(large=Down(), p=0.3)
+    segs = copy_segments(200)
+    results = h.translate(segs)
+    escalated = [r for r in results if r.stage == 2 and r.fallback]
+    assert escalated
+    small_out = dict(zip([s.id for s in segs], Copier().translate(segs), strict=True))
+    for r in escalated:  # the translation kept from the stage-2 decode, not a second decode
+        assert r.tier == "small" and r.translation == small_out[r.segment_id]
+        assert "unreachable" in r.error
+    assert h.second_stage.pacer.state()["refunds"] == len(escalated)
+    assert h.pacer.state()["refunds"] == sum(r.fallback and r.stage == 1 for r in results)

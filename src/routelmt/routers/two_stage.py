@@ -125,8 +125,9 @@ class TwoStageRouter(Router):
     def score_stage1(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
         return self.stage1.score(batch)
 
-    def score_stage1_features(self, features: np.ndarray) -> np.ndarray:
-        """Stage 1 from the serving prefill's features (no second forward)."""
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        """Stage 1 from the serving prefill's features (no second forward): with ``layer`` this
+        makes the router a ``hybrid.FeatureRouter`` for the shared prefill."""
         return self.stage1.score_features(features)
 
     def score_stage2(

@@ -1,0 +1,32 @@
+"""The router artifacts that ship inside the package for the embedded default model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from routelmt.errors import InputError
+from routelmt.routers.artifacts import SHIPPED_DIR, resolve_artifact, shipped_routers
+
+
+def test_the_learned_routers_ship_and_are_small():
+    assert {"routelmt", "routelmt-2stage"} <= set(shipped_routers())
+    total = sum(p.stat().st_size for p in SHIPPED_DIR.rglob("*") if p.is_file())
+    assert total < 200_000  # heads only, never model weights
+    for name in ("routelmt", "routelmt-2stage"):
+        config = json.loads((resolve_artifact(f"shipped:{name}") / "router.json").read_text())
+        assert config["router"] == name
+
+
+def test_the_stage1_probe_names_the_embedded_model_and_template():
+    for folder in (SHIPPED_DIR / "routelmt", SHIPPED_DIR / "routelmt-2stage" / "stage1"):
+        config = json.loads((folder / "router.json").read_text())
+        assert config["model_spec"] == "gemma3-270m" and config["model"].startswith("gemma3-270m@")
+        assert config["template_fingerprint"]
+
+
+def test_an_unknown_shipped_name_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="no shipped router 'nope'; shipped: routelmt"):
+        resolve_artifact("shipped:nope")
+    assert resolve_artifact(tmp_path) == tmp_path
