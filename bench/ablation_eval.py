@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.stats import spearmanr
 
+from routelmt.evaluation.evaluate import headroom_closed
 from routelmt.splits import fold_ids
 
 Candidate = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -48,8 +49,7 @@ def _metrics(g: np.ndarray, s: np.ndarray, budget: float) -> tuple[float, float,
     top = np.argsort(-s, kind="stable")[:k]
     best = np.sort(g)[::-1][:k].mean()
     md = g[top].mean()
-    hc = 100.0 * (md - g.mean()) / (best - g.mean()) if best > g.mean() else float("nan")
-    return hc, md, float(spearmanr(s, g).statistic)
+    return float(headroom_closed(md, g.mean(), best)), md, float(spearmanr(s, g).statistic)
 
 
 def evaluate(
