@@ -118,3 +118,19 @@ def test_split_budget_keeps_the_total_share():
         split_budget(0.3, 1.5)
     with pytest.raises(ConfigError):
         split_budget(0.0, 0.5)
+
+
+def test_two_stage_artifact_records_its_training_sources(tmp_path):
+    from routelmt.routers.provenance import read_training_sources
+
+    source = _source()
+    router = TwoStageRouter(inner_folds=3, stage1={"layer": 2, "source": source, "cv_folds": 3})
+    router.qe = LengthQE()
+    train = _labelled()
+    router.fit(train)
+    router.qe = "qe-embed"
+    router.save(tmp_path / "r")
+    record = read_training_sources(tmp_path / "r")
+    assert record is not None and record["n_examples"] == len(train)
+    assert len(record["sources"]) == len({ex.segment.source for ex in train})
+    assert TwoStageRouter.load(tmp_path / "r", source=source).train_sources == record

@@ -30,6 +30,11 @@ from routelmt.output_features import OUTPUT_FEATURES, output_features
 from routelmt.records import ScoredExample, Segment
 from routelmt.routers.base import ROUTERS, Router
 from routelmt.routers.inmodel import RouteLMTRouter
+from routelmt.routers.provenance import (
+    read_training_sources,
+    training_sources,
+    write_training_sources,
+)
 from routelmt.splits import fold_ids
 from routelmt.storage import read_json, write_json
 
@@ -83,6 +88,7 @@ class TwoStageRouter(Router):
         self.head: RidgeHead | None = None
         self.center: np.ndarray | None = None  # stage-2 input mean and scale (training rows)
         self.scale: np.ndarray | None = None
+        self.train_sources: dict[str, Any] | None = None
         self.qe_seconds = 0.0
 
     # -- inputs ---------------------------------------------------------------------------
@@ -113,6 +119,7 @@ class TwoStageRouter(Router):
             oof[inner == f] = RouteLMTRouter(**self.stage1_args).fit(part).score(held)
         self.stage1 = RouteLMTRouter(**self.stage1_args).fit(train)
         X = self.stage2_inputs([ex.segment for ex in train], [ex.small_text for ex in train], oof)
+        self.train_sources = training_sources(train)
         self.center, self.scale = X.mean(0), X.std(0) + 1e-9
         y = np.asarray([ex.gain for ex in train])
         self.head = RidgeHead().fit(quadratic((X - self.center) / self.scale), y, groups)
@@ -173,6 +180,7 @@ class TwoStageRouter(Router):
         directory = Path(directory)
         self.stage1.save(directory / STAGE1_DIR)
         self.head.save(directory / STAGE2_DIR)
+        write_training_sources(directory, self.train_sources)
         write_json(directory / ROUTER_CONFIG, self.config())
         return directory
 
@@ -198,6 +206,7 @@ class TwoStageRouter(Router):
         router.head = RidgeHead.load(directory / STAGE2_DIR)
         router.center = np.asarray(config["center"], dtype=np.float64)
         router.scale = np.asarray(config["scale"], dtype=np.float64)
+        router.train_sources = read_training_sources(directory)
         return router
 
 
