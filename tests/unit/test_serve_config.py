@@ -55,6 +55,7 @@ def test_build_service_skips_unavailable_small_backends(tmp_path):
             "large": str(tmp_path / "s.jsonl"),
             "server": {"log_path": None},
             "budget": {"store": str(tmp_path / "b.sqlite")},
+            "router": {"name": "length"},
         },
     )
     service = build_service(config)
@@ -95,3 +96,25 @@ def test_router_from_a_path_names_what_is_wrong(tmp_path):
         make_router({"path": str(tmp_path)})
     with pytest.raises(ConfigError, match="'router' needs"):
         load_config(None, {"router": {"unit": "words"}})
+
+
+def test_the_default_router_is_the_shipped_two_stage_one_with_a_split_budget():
+    from routelmt.serve.service import make_pacers
+
+    config = load_config(None)
+    assert config["router"] == {"path": "shipped:routelmt-2stage"}
+
+    class TwoStage:  # only the capability matters here
+        def score_stage2(self, segments, texts, stage1):
+            return [0.0] * len(texts)
+
+    budget = {**config["budget"], "share": 0.3, "stage1_share": 0.25, "hard_cap": 100}
+    first, second = make_pacers(budget, TwoStage())
+    s1, s2 = first.spec.share, second.spec.share
+    assert s1 == pytest.approx(0.075) and s1 + (1 - s1) * s2 == pytest.approx(0.3)
+    assert first.spec.hard_cap + second.spec.hard_cap == pytest.approx(100)
+    single, none = make_pacers(budget, object())
+    assert none is None and single.spec.share == 0.3
+    for bad in (0.0, 1.0):
+        with pytest.raises(ConfigError, match="stage1_share"):
+            make_pacers({**budget, "stage1_share": bad}, TwoStage())

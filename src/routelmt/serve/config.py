@@ -26,7 +26,9 @@ DEFAULTS: dict[str, Any] = {
     "large": "replay:GPT-4",
     "large_options": {},
     "data": {"root": None, "pairs": ["en-es", "en-de"]},
-    "router": {"name": "length"},
+    # the learned router that ships for the embedded model: the prefill probe, then a second
+    # look at the small translation (docs/router-ablation.md); {name: length} needs no model
+    "router": {"path": "shipped:routelmt-2stage"},
     "budget": {
         "share": 0.3,
         "cost_share": None,
@@ -38,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
         "warmup": 50,
         "initial_threshold": None,
         "store": None,
+        # with a two-stage router: the part of the budget spent right after the prefill (no
+        # small decode wasted); the rest goes after the small decode (docs/router-ablation.md)
+        "stage1_share": 0.25,
     },
     "server": {
         "host": "127.0.0.1",
@@ -89,6 +94,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "budget.warmup": (int,),
     "budget.initial_threshold": (float, int, type(None)),
     "budget.store": (str, type(None)),
+    "budget.stage1_share": (float, int),
     "server.host": (str,),
     "server.port": (int,),
     "server.log_path": (str, type(None)),

@@ -15,7 +15,7 @@ from typing import Any
 from routelmt.backends.base import Translator
 from routelmt.budget.pacer import BudgetSpec, Pacer
 from routelmt.errors import BackendError, ConfigError
-from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed
+from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed, SecondStage
 from routelmt.languages import parse_direction
 from routelmt.records import Segment
 from routelmt.serve.batcher import ContinuousDecoder, MicroBatcher
@@ -197,6 +197,10 @@ class TranslationService:
             routed = await self._decode(routed, owner)
         if routed.error is not None:
             return f"small model failed on segment {routed.segment.id}: {routed.error}"
+        if self.hybrid.second_stage is not None and routed.translation is not None:
+            # the second look at the small translation (QE pass): off the event loop
+            loop = asyncio.get_running_loop()
+            routed = (await loop.run_in_executor(None, self.hybrid.review, [routed]))[0]
         if not routed.goes_large:
             self.metrics.model_latency.observe(routed.small_s, "small")
             return self.hybrid.result(routed, total_s=time.perf_counter() - t0)
@@ -212,6 +216,14 @@ class TranslationService:
             )
         self.hybrid.refund(routed)  # a failed call is not charged
         self.metrics.fallbacks.inc(fallback_reason(error or ""))
+        if routed.small_kept is not None:  # escalated at stage 2: its small translation stands
+            return self.hybrid.result(
+                routed,
+                large_s=large_s,
+                error=error,
+                fallback_text=routed.small_kept,
+                total_s=time.perf_counter() - t0,
+            )
         again = await self._stage(routed.segment, FALLBACK, owner)
         if again.error is not None:
             return f"large call failed ({error}) and so did the small model: {again.error}"
@@ -272,7 +284,13 @@ class TranslationService:
                 "continuous_decoding": self.decoder is not None,
                 "decode_steps": self.decoder.steps if self.decoder is not None else 0,
             },
+            "router_stages": 1 if self.hybrid.second_stage is None else 2,
             "budget": self.hybrid.pacer.state(),
+            **(
+                {"budget_stage2": self.hybrid.second_stage.pacer.state()}
+                if self.hybrid.second_stage is not None
+                else {}
+            ),
             "decision_log": str(self.log.path) if self.log else None,
             "uptime_s": round(time.time() - self.started, 3),
         }
@@ -386,6 +404,30 @@ def first_backend(
     raise ConfigError("no small backend could be loaded: " + "; ".join(errors))
 
 
+def make_pacers(budget: dict[str, Any], router: Any) -> tuple[Any, Any | None]:
+    """The pacer, and for a two-stage router (``score_stage2``) a second one: stage 1 spends
+    ``stage1_share`` of the budget right after the prefill, stage 2 the rest after the small
+    decode, so that together they route ``share`` of requests (``two_stage.split_budget``)."""
+    if not hasattr(router, "score_stage2"):
+        return make_pacer(budget), None
+    from routelmt.routers.two_stage import split_budget
+
+    if budget["cost_share"] is not None:
+        raise ConfigError(
+            "a two-stage router needs budget.share (a share of requests), not cost_share"
+        )
+    alpha = float(budget["stage1_share"])
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"budget.stage1_share must be between 0 and 1 (exclusive), got {alpha}")
+    first, second = split_budget(float(budget["share"]), alpha)
+    cap = budget["hard_cap"]
+    stage1 = {**budget, "share": first, "hard_cap": None if cap is None else cap * alpha}
+    stage2 = {**budget, "share": second, "hard_cap": None if cap is None else cap * (1 - alpha)}
+    if budget["store"]:
+        stage2["store"] = f"{budget['store']}.stage2"
+    return make_pacer(stage1), make_pacer(stage2)
+
+
 def make_pacer(budget: dict[str, Any]) -> Any:
     spec = BudgetSpec(
         share=budget["share"] if budget["cost_share"] is None else None,
@@ -441,11 +483,13 @@ def build_service(
         large = BreakerTranslator(
             large, CircuitBreaker(server["breaker_failures"], server["breaker_cooldown_s"])
         )
+    pacer, pacer2 = make_pacers(config["budget"], router)
     hybrid = HybridTranslator(
         small,
         large,
         router,
-        make_pacer(config["budget"]),
+        pacer,
+        second_stage=None if pacer2 is None else SecondStage(router, pacer2),
         shared_prefill=server["shared_prefill"],
         large_workers=server["large_concurrency"],
     )
