@@ -31,7 +31,7 @@ def test_stage1_and_stage2_decisions_and_the_share_over_a_stream():
         client = httpx.Client(base_url=srv.url, timeout=60)
         rng = np.random.default_rng(0)
         results = []
-        for batch in range(25):
+        for _ in range(25):
             texts = [
                 ("x" if rng.random() < 0.15 else "w") * int(rng.integers(5, 400)) for _ in range(40)
             ]
