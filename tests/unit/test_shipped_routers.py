@@ -13,7 +13,7 @@ from routelmt.routers.artifacts import SHIPPED_DIR, resolve_artifact, shipped_ro
 def test_the_learned_routers_ship_and_are_small():
     assert {"routelmt", "routelmt-2stage"} <= set(shipped_routers())
     total = sum(p.stat().st_size for p in SHIPPED_DIR.rglob("*") if p.is_file())
-    assert total < 200_000  # heads only, never model weights
+    assert total < 500_000  # heads and their training-source records, never model weights
     for name in ("routelmt", "routelmt-2stage"):
         config = json.loads((resolve_artifact(f"shipped:{name}") / "router.json").read_text())
         assert config["router"] == name
