@@ -43,6 +43,10 @@ def test_embedded_defaults_on_wmt24_replay(wmt_root, tmp_path):
         for seg, res in zip(segments, results, strict=True):
             recorded = large if res["tier"] == "large" else small
             assert res["translation"] == recorded[seg.id]
+        # with no router flag the service routes with the shipped decode-then-route router
+        health = c.get("/health").json()
+        assert health["router"] == "routelmt-2stage" and health["router_stages"] == 2
+        assert {r["stage"] for r in results} == {1, 2}
         share = sum(r["tier"] == "large" for r in results) / len(results)
         assert abs(share - 0.3) < 0.04, share
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)

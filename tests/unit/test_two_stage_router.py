@@ -134,3 +134,11 @@ def test_two_stage_artifact_records_its_training_sources(tmp_path):
     assert record is not None and record["n_examples"] == len(train)
     assert len(record["sources"]) == len({ex.segment.source for ex in train})
     assert TwoStageRouter.load(tmp_path / "r", source=source).train_sources == record
+
+
+def test_cli_style_settings_reach_stage_one():
+    router = TwoStageRouter(
+        model="tiny-llama", layer=2, stage1={"cv_folds": 3, "source": _source()}
+    )
+    assert router.stage1_args["model"] == "tiny-llama" and router.stage1_args["layer"] == 2
+    assert router.stage1_args["cv_folds"] == 3

@@ -75,6 +75,9 @@ class TwoStageRouter(Router):
         qe: str = "qe-embed",
         inner_folds: int = 5,
         seed: int = 0,
+        model: str | None = None,
+        template: str | None = None,
+        layer: int | str | None = None,
         stage1: dict[str, Any] | None = None,
         stage1_router: RouteLMTRouter | None = None,
     ) -> None:
@@ -83,7 +86,9 @@ class TwoStageRouter(Router):
         self.qe = qe
         self.inner_folds = int(inner_folds)
         self.seed = int(seed)
-        self.stage1_args = dict(stage1 or {})
+        # stage 1's settings: ``stage1`` in Python; model/template/layer from the CLI
+        flat = {"model": model, "template": template, "layer": layer}
+        self.stage1_args = {**(stage1 or {}), **{k: v for k, v in flat.items() if v is not None}}
         self.stage1 = stage1_router or RouteLMTRouter(**self.stage1_args)
         self.head: RidgeHead | None = None
         self.center: np.ndarray | None = None  # stage-2 input mean and scale (training rows)
