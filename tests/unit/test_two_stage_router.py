@@ -84,8 +84,10 @@ def test_two_stage_learns_what_the_prefill_cannot_see(tmp_path):
     copied = np.array([ex.small_text == ex.segment.source for ex in test])
     assert copied.any() and (~copied).any()
     assert scores[copied].min() > scores[~copied].max()  # every copy ranks above every other
-    with pytest.raises(InputError, match="small translation"):
-        router.score([ex.segment for ex in test])
+    stage1 = router.score([ex.segment for ex in test])  # before decoding: stage 1
+    np.testing.assert_allclose(stage1, router.score_stage1(test))
+    with pytest.raises(InputError, match="not a mix"):
+        router.score([test[0].segment, test[1]])
 
 
 def test_two_stage_saves_loads_and_refuses_another_model(tmp_path):

@@ -151,10 +151,14 @@ class TwoStageRouter(Router):
         return self.head.predict(quadratic((X - self.center) / self.scale))
 
     def score(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
+        """Labelled examples (offline evaluation): the stage-2 score of their small translation.
+        Plain segments (a request before any decoding): the stage-1 score."""
+        if all(isinstance(item, Segment) for item in batch):
+            return self.score_stage1(batch)
         if not all(isinstance(item, ScoredExample) for item in batch):
             raise InputError(
-                f"{self.name} scores after the small model has translated: give examples "
-                "with the small translation (ScoredExample)"
+                f"{self.name}: give segments (stage 1) or labelled examples with the small "
+                "translation (stage 2), not a mix"
             )
         segments = [_segment(item) for item in batch]
         texts = [item.small_text for item in batch]  # type: ignore[union-attr]
