@@ -26,6 +26,7 @@ def test_embedded_defaults_on_wmt24_replay(wmt_root, tmp_path):
         None,
         {
             "small": ["replay:Phi-3-Medium"],  # the live model has its own test below
+            "router": {"name": "length"},  # the shipped in-model router: the live test below
             "data": {"root": str(wmt_root), "pairs": ["en-de"]},
             "server": {"log_path": str(tmp_path / "log.jsonl")},
         },
@@ -43,10 +44,7 @@ def test_embedded_defaults_on_wmt24_replay(wmt_root, tmp_path):
         for seg, res in zip(segments, results, strict=True):
             recorded = large if res["tier"] == "large" else small
             assert res["translation"] == recorded[seg.id]
-        # with no router flag the service routes with the shipped decode-then-route router
-        health = c.get("/health").json()
-        assert health["router"] == "routelmt-2stage" and health["router_stages"] == 2
-        assert {r["stage"] for r in results} == {1, 2}
+
         share = sum(r["tier"] == "large" for r in results) / len(results)
         assert abs(share - 0.3) < 0.04, share
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
@@ -112,6 +110,15 @@ def test_live_gemma_small_model_behind_the_service(wmt_root, tmp_path):
         assert r.status_code == 200, r.text
         out = r.json()["results"]
         assert all(x["model"] == "hf:gemma3-270m" and x["translation"].strip() for x in out)
+        # with no router setting the service routes with the shipped decode-then-route router:
+        # stage 1 from the shared prefill, then a second look at each small translation
+        health = httpx.get(srv.url + "/health", timeout=60).json()
+        assert health["router"] == "routelmt-2stage" and health["router_stages"] == 2
+        assert health["shared_prefill"] is True
+        body = {"texts": [s.source for s in segments], "direction": "en-es"}
+        auto = httpx.post(srv.url + "/v1/translate", json=body, timeout=600).json()["results"]
+        assert all(x["stage"] in (1, 2) and x["translation"].strip() for x in auto)
+        assert any(x["stage"] == 2 and x["stage2_score"] is not None for x in auto)
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
         answer = client.chat.completions.create(
             model="small",
@@ -119,7 +126,7 @@ def test_live_gemma_small_model_behind_the_service(wmt_root, tmp_path):
             extra_body={"target_lang": "es"},
         )
         assert answer.choices[0].message.content == out[0]["translation"]  # greedy: same text
-    assert len(read_decision_log(tmp_path / "log.jsonl")) == 4
+    assert len(read_decision_log(tmp_path / "log.jsonl")) == 7  # 3 forced small, 3 auto, 1 chat
 
 
 @pytest.mark.skipif(not _live_backend_ready(), reason="the hf backend is not registered")
