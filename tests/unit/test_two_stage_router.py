@@ -144,3 +144,15 @@ def test_cli_style_settings_reach_stage_one():
     )
     assert router.stage1_args["model"] == "tiny-llama" and router.stage1_args["layer"] == 2
     assert router.stage1_args["cv_folds"] == 3
+
+
+def test_the_qe_scorer_is_built_once(monkeypatch):
+    import routelmt.metrics.base as base
+
+    built = []
+    monkeypatch.setattr(base, "get_metric", lambda name: built.append(name) or LengthQE())
+    router = TwoStageRouter(stage1={"layer": 2, "source": _source(), "cv_folds": 3})
+    segs = [Segment(id="a", direction="en-es", source="the cat")]
+    for _ in range(3):
+        router.stage2_inputs(segs, ["el gato"], np.zeros(1))
+    assert built == ["qe-embed"]

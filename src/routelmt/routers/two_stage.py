@@ -95,15 +95,27 @@ class TwoStageRouter(Router):
         self.scale: np.ndarray | None = None
         self.train_sources: dict[str, Any] | None = None
         self.qe_seconds = 0.0
+        self._qe_metric: tuple[Any, Any] | None = None  # (setting, metric): built once
 
     # -- inputs ---------------------------------------------------------------------------
     def stage2_inputs(
         self, segments: Sequence[Segment], texts: Sequence[str], stage1: np.ndarray
     ) -> np.ndarray:
-        feats = output_features(segments, texts, self.qe)
+        feats = output_features(segments, texts, self.qe_metric())
         self.qe_seconds += feats.seconds
         length = np.log1p([len(s.source) for s in segments])
         return np.column_stack([np.asarray(stage1, dtype=np.float64), feats.matrix, length])
+
+    def qe_metric(self) -> Any:
+        """The QE scorer, built once: the service calls stage 2 on every request, and building
+        ``qe-embed`` loads a sentence encoder."""
+        from routelmt.metrics.base import Metric, get_metric
+
+        if isinstance(self.qe, Metric):
+            return self.qe
+        if self._qe_metric is None or self._qe_metric[0] != self.qe:
+            self._qe_metric = (self.qe, get_metric(str(self.qe)))
+        return self._qe_metric[1]
 
     def prepare(self, batch: Sequence[Segment | ScoredExample]) -> None:
         self.stage1.prepare(batch)
