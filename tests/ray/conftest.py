@@ -1,0 +1,86 @@
+"""A real local Ray cluster for the Ray tests: ``ray start --head`` on a free port with 2 CPUs
+and token authentication, shared by the session and stopped (SIGTERM to ``ray start --block``,
+which stops what it started) at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+
+@dataclass
+class Cluster:
+    address: str
+    src: str
+
+    def driver_env(self) -> dict[str, str]:
+        """The environment of a driver process that joins the cluster (this test's caches)."""
+        env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (self.src, env.get("PYTHONPATH")) if p)
+        return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ray_cli() -> str:
+    beside = Path(sys.executable).with_name("ray")
+    return str(beside) if beside.exists() else shutil.which("ray") or "ray"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    src = str(Path(__file__).resolve().parents[2] / "src")  # workers import these sources
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    if not (Path.home() / ".ray" / "auth_token").is_file():
+        subprocess.run(  # prints the token: keep it out of the logs
+            [_ray_cli(), "get-auth-token", "--generate"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    port = _free_port()
+    logs = tmp_path_factory.mktemp("ray") / "ray-start.log"
+    command = [_ray_cli(), "start", "--head", f"--port={port}", "--num-cpus=2"]
+    command += ["--include-dashboard=false", "--disable-usage-stats", "--block"]
+    with open(logs, "w") as out:
+        head = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while "Ray runtime started" not in logs.read_text(errors="replace"):
+        if head.poll() is not None or time.monotonic() > deadline:
+            head.kill()
+            pytest.fail(f"ray start failed:\n{logs.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    os.environ["RAY_AUTH_MODE"] = "token"  # this process joins it too (Serve tests)
+    try:
+        yield Cluster(address, src)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
