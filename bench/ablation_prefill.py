@@ -22,7 +22,8 @@ import numpy as np
 
 from routelmt.backends.hf import cached_causal_lm
 from routelmt.datasets.wmt import WMTDataset
-from routelmt.features import _common_prefix_length, _hooked_forward, _SharedPrefix, num_layers_of
+from routelmt.features import _hooked_forward, _SharedPrefix
+from routelmt.lm import common_prefix_length, num_layers_of
 from routelmt.progress import bar
 from routelmt.prompts import encode_prompts, resolve_template
 from routelmt.storage import atomic_open
@@ -123,7 +124,7 @@ def main() -> None:
     progress = bar(desc="prefill signals", total=n, unit="seg")
     for direction in sorted({s.direction for s in segments}):
         rows = [i for i, s in enumerate(segments) if s.direction == direction]
-        plen = _common_prefix_length([encoded[i] for i in rows])
+        plen = common_prefix_length([encoded[i] for i in rows])
         prefix = _SharedPrefix(model, encoded[rows[0]][:plen], list(range(n_layers + 1)))
         rows.sort(key=lambda i: -len(encoded[i]))
         for start in range(0, len(rows), args.batch_size):

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from routelmt.backends.hf import load_causal_lm
-from routelmt.features import _pad_left, compute_features
+from routelmt.features import compute_features
+from routelmt.lm import pad_left
 from routelmt.prompts import encode_prompts, resolve_template
 from routelmt.records import Segment
 from routelmt.storage import default_wmt_root
@@ -38,7 +39,7 @@ def plain_forward(model, tokenizer, template, segments, batch_size: int) -> dict
     out: dict[int, np.ndarray] = {}
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        input_ids, mask = _pad_left([encoded[i] for i in rows], tokenizer.pad_token_id)
+        input_ids, mask = pad_left([encoded[i] for i in rows], tokenizer.pad_token_id)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             result = model(

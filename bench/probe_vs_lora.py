@@ -24,8 +24,9 @@ import torch
 
 from routelmt.backends.hf import cached_causal_lm
 from routelmt.evaluation.ranking import hit_rate, mean_delta, spearman
-from routelmt.features import _pad_left, compute_features
+from routelmt.features import compute_features
 from routelmt.labels import wmt_labels
+from routelmt.lm import pad_left
 from routelmt.prompts import encode_prompts
 from routelmt.routers.inmodel import FeatureSource, RouteLMTRouter
 from routelmt.routers.lora import RouteLMTLoRARouter, subsample_by_group
@@ -64,7 +65,7 @@ def base_prefill_seconds(model, tokenizer, template, segments, batch_size: int =
     start = time.perf_counter()
     for offset in range(0, len(order), batch_size):
         rows = order[offset : offset + batch_size]
-        input_ids, mask = _pad_left([encoded[i] for i in rows], tokenizer.pad_token_id)
+        input_ids, mask = pad_left([encoded[i] for i in rows], tokenizer.pad_token_id)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             model(

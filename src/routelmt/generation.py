@@ -35,14 +35,8 @@ from typing import Any
 import numpy as np
 
 from routelmt.errors import ConfigError
-from routelmt.features import (
-    MIN_SHARED_PREFIX,
-    _common_prefix_length,
-    _decoder,
-    _pad_left,
-    num_layers_of,
-    resolve_layers,
-)
+from routelmt.features import MIN_SHARED_PREFIX, resolve_layers
+from routelmt.lm import common_prefix_length, decoder_body, num_layers_of, pad_left
 from routelmt.lmhead import GreedyHead
 from routelmt.prompts import FewShotTemplate, PromptTemplate, encode_prompts
 from routelmt.records import Segment
@@ -177,7 +171,7 @@ class LMGenerator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.device = next(model.parameters()).device
         self.last_stats = GenerationStats()
-        self.body = _decoder(model)
+        self.body = decoder_body(model)
         output = model.get_output_embeddings()
         if output is None or getattr(output, "bias", None) is not None:
             raise ConfigError(f"{type(model).__name__} has no bias-free linear LM head")
@@ -270,7 +264,7 @@ class LMGenerator:
             for k, text in enumerate(("Q", "7 z"))
         ]
         a, b = encode_prompts(self.template, probes, self.tokenizer)
-        return a[: _common_prefix_length([a, b])]
+        return a[: common_prefix_length([a, b])]
 
     def _prefix_for(
         self, segment: Segment, batch: list[list[int]], new_tokens: int
@@ -335,7 +329,7 @@ class LMGenerator:
         import torch
 
         shared = prefix[0] if prefix is not None else 0
-        input_ids, mask = _pad_left([ids[shared:] for ids in batch], self.pad_id)
+        input_ids, mask = pad_left([ids[shared:] for ids in batch], self.pad_id)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         position_ids = shared + (mask.cumsum(-1) - 1).clamp(min=0)
         cache = None
@@ -380,7 +374,7 @@ class LMGenerator:
         """Hooks that keep the last position's state of ``layer`` (features.py's numbering)."""
         if layer is None:
             return []
-        body = _decoder(self.model)
+        body = decoder_body(self.model)
 
         def keep(hidden: Any) -> None:
             # left padding: the last column is every row's last prompt token
@@ -498,7 +492,7 @@ class LMGenerator:
         for first in range(0, len(order), self.batch_size):
             rows = order[first : first + self.batch_size]
             t0 = time.perf_counter()
-            input_ids, mask = _pad_left([encoded[i] for i in rows], self.pad_id)
+            input_ids, mask = pad_left([encoded[i] for i in rows], self.pad_id)
             limits = [self.limit_for(segs[i]) for i in rows]
             stops = [self.stops_for(segs[i]) for i in rows]
             config = GenerationConfig(

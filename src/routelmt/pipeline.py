@@ -625,7 +625,6 @@ class BenchResult:
 
 def _check_backend(spec: str, label: str) -> None:
     """Fail before any work when a ``kind:`` spec names a backend this install lacks."""
-    import routelmt.backends.builtin  # noqa: F401
     from routelmt.backends.base import BACKENDS
 
     kind, sep, argument = spec.partition(":")
@@ -728,7 +727,6 @@ def run_bench(
     systems = {"small": config["small"]} | {f"large:{spec}": spec for spec in config["large"]}
     for label, spec in systems.items():
         _check_backend(spec, label.partition(":")[0])
-    import routelmt.routers.builtin  # noqa: F401  (registers the routers)
     from routelmt.routers.base import ROUTERS
 
     for name in config["routers"]:

@@ -8,6 +8,7 @@ hash of all its text) that caches and artifacts record and check.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -196,9 +197,10 @@ class ChatTemplate(PromptTemplate):
 
 
 TEMPLATES: Registry[PromptTemplate] = Registry("prompt template")
-TEMPLATES.register("fewshot")(FewShotTemplate)
-TEMPLATES.register("zeroshot")(lambda: FewShotTemplate(name="zeroshot", shots=0))
-TEMPLATES.register("chat")(ChatTemplate)
+TEMPLATES.register(FewShotTemplate)
+TEMPLATES.register(ChatTemplate)
+# zeroshot is a setting of fewshot, not a class of its own (its fingerprint names FewShotTemplate)
+TEMPLATES.register("zeroshot")(functools.partial(FewShotTemplate, name="zeroshot", shots=0))
 
 
 def get_template(name: str | PromptTemplate) -> PromptTemplate:

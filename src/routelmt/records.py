@@ -71,6 +71,11 @@ R = TypeVar("R", Segment, Translation, ScoredExample)
 _SEGMENT_FIELDS = {f.name: f for f in dataclasses.fields(Segment)}
 
 
+def segment_of(item: Segment | ScoredExample) -> Segment:
+    """The segment of a plain request or of a labelled example (routers and features take both)."""
+    return item.segment if isinstance(item, ScoredExample) else item
+
+
 def _require(data: dict[str, Any], name: str, kind: type | tuple[type, ...], where: dict[str, Any]):
     if name not in data or data[name] is None:
         raise InputError("missing required field", field=name, **where)

@@ -1,33 +1,96 @@
-"""A tiny name -> class registry, so a new router, metric or backend is one class and one line."""
+"""Name -> class registries that load themselves, so a new router, metric or backend is one
+decorated class: ``@ROUTERS.register`` keys it by the class's own ``name``.
+
+A registry that names a ``package`` imports every public module of that package the first time
+it is asked for a name (so a module dropped into ``routers/`` is found without an import line
+anywhere), then every module that an installed distribution lists under the entry-point group
+``routelmt.<kind>s`` (third-party plugins: ``[project.entry-points."routelmt.routers"]``).
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import logging
+import pkgutil
+import threading
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar, overload
 
 from routelmt.errors import ConfigError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., object])
+
+log = logging.getLogger(__name__)
 
 
 class Registry(Generic[T]):
     """Maps user-facing names to factories; unknown names list the known ones."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        key: str = "name",
+        package: str | None = None,
+        entry_point_group: str | None = None,
+    ) -> None:
         self.kind = kind
+        self.key = key
+        self.package = package
+        self.entry_point_group = entry_point_group
         self._items: dict[str, Callable[..., T]] = {}
+        self._loaded = package is None and entry_point_group is None
+        self._lock = threading.RLock()
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        def decorator(factory: Callable[..., T]) -> Callable[..., T]:
-            if name in self._items:
-                raise ValueError(f"{self.kind} '{name}' is already registered")
-            self._items[name] = factory
-            return factory
+    @overload
+    def register(self, target: str) -> Callable[[F], F]: ...
 
-        return decorator
+    @overload
+    def register(self, target: F) -> F: ...
+
+    def register(self, target: str | F) -> F | Callable[[F], F]:
+        """``@REG.register`` on a class keys it by its own ``name`` (or the registry's ``key``
+        attribute); ``REG.register("key")(factory)`` names a factory that has none."""
+        if isinstance(target, str):
+            return lambda factory: self._add(target, factory)
+        name = getattr(target, self.key, None)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{target!r} has no string '{self.key}' to register it under")
+        return self._add(name, target)
+
+    def _add(self, name: str, factory: F) -> F:
+        if name in self._items:
+            raise ValueError(f"{self.kind} '{name}' is already registered")
+        self._items[name] = factory
+        return factory
+
+    def load(self) -> None:
+        """Import the package's modules and the installed plugins once (they register on import)."""
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            if self.package is not None:
+                package = importlib.import_module(self.package)
+                for module in pkgutil.iter_modules(package.__path__):
+                    if module.name.startswith("_"):
+                        continue
+                    try:
+                        importlib.import_module(f"{self.package}.{module.name}")
+                    except ImportError as exc:  # an optional extra is missing: skip its members
+                        log.debug("%s module %s not loaded: %s", self.kind, module.name, exc)
+            if self.entry_point_group is not None:
+                for point in entry_points(group=self.entry_point_group):
+                    try:
+                        point.load()
+                    except Exception as exc:  # a broken plugin must not break the built-ins
+                        log.warning("%s plugin %s failed to load: %s", self.kind, point.value, exc)
 
     def get(self, name: str) -> Callable[..., T]:
+        self.load()
         try:
             return self._items[name]
         except KeyError:
@@ -57,9 +120,11 @@ class Registry(Generic[T]):
         return factory(**kwargs)
 
     def names(self) -> list[str]:
+        self.load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self.load()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

@@ -60,7 +60,6 @@ def test_embedded_defaults_on_wmt24_replay(wmt_root, tmp_path):
 
 
 def _live_backend_ready() -> bool:
-    import routelmt.backends.builtin  # noqa: F401
 
     try:
         import routelmt.backends.hf  # noqa: F401

@@ -17,6 +17,7 @@ class Translator(ABC):
     """
 
     name: str
+    kind: str  # the backend spec's prefix (``hf`` in ``hf:gemma3-270m``); the registry key
 
     @abstractmethod
     def translate(self, segments: Sequence[Segment]) -> list[str]:
@@ -26,4 +27,8 @@ class Translator(ABC):
         """Release resources (connections, model memory)."""
 
 
-BACKENDS: Registry[Translator] = Registry("backend")
+BACKENDS: Registry[Translator] = Registry(
+    "backend", key="kind", package="routelmt.backends", entry_point_group="routelmt.backends"
+)
+"""Keyed by each class's ``kind`` (``hf``, ``openai``, ...); ``name`` is the system an instance
+serves."""

@@ -164,7 +164,7 @@ def cached_causal_lm(
     return load_causal_lm(spec, dtype=dtype, device=device)
 
 
-@BACKENDS.register("hf")
+@BACKENDS.register
 class HFTranslator(Translator):
     """A live transformers model as a translator (``hf:<model spec>``), with shared prefill.
 
@@ -182,6 +182,8 @@ class HFTranslator(Translator):
     not output-equal); ``dtype: bfloat16`` runs the whole model in bf16. Threads:
     ``$ROUTELMT_THREADS``.
     """
+
+    kind = "hf"
 
     def __init__(
         self,

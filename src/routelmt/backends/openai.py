@@ -127,7 +127,7 @@ def retry_after_seconds(headers: Mapping[str, str] | Any) -> float | None:
     return None
 
 
-@BACKENDS.register("openai")
+@BACKENDS.register
 class OpenAITranslator(Translator):
     """Translates one segment per chat-completion call; a batch runs ``concurrency`` calls at once.
 
@@ -143,6 +143,8 @@ class OpenAITranslator(Translator):
     own service reads them; strict APIs such as OpenAI's reject unknown fields, so off by
     default -- the system prompt carries the languages either way).
     """
+
+    kind = "openai"
 
     def __init__(
         self,

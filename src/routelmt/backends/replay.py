@@ -16,7 +16,7 @@ from routelmt.errors import BackendError, ConfigError
 from routelmt.records import Segment, Translation, read_records
 
 
-@BACKENDS.register("replay")
+@BACKENDS.register
 class ReplayTranslator(Translator):
     """Returns a recorded system's output by segment id.
 
@@ -24,6 +24,8 @@ class ReplayTranslator(Translator):
     a local root folder, or None for the default WMT24 data; ``pairs`` limits which pairs are
     loaded (default: every pair that has the system).
     """
+
+    kind = "replay"
 
     def __init__(
         self,

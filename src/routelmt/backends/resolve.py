@@ -22,7 +22,6 @@ def make_translator(
     Kinds are the names in ``BACKENDS`` (replay, hf, openai, ...). ``dataset`` and ``pairs``
     tell a replay backend where the recorded outputs live.
     """
-    import routelmt.backends.builtin  # noqa: F401  (registers the built-in backends)
 
     if not spec:
         raise ConfigError("empty backend spec; expected e.g. GPT-4, replay:GPT-4 or hf:gemma3-270m")

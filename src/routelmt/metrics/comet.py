@@ -22,7 +22,6 @@ import numpy as np
 
 from routelmt.errors import MissingDependencyError
 from routelmt.metrics.base import METRICS, Metric
-from routelmt.metrics.sacre import check_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +54,13 @@ def _looks_like_path(checkpoint: str) -> bool:
     return checkpoint.endswith(".ckpt") or checkpoint.startswith((".", "~", os.sep))
 
 
+@METRICS.register
 class Comet(Metric):
     """Reference-based COMET (default ``Unbabel/wmt22-comet-da``); needs sources too."""
 
     name = "comet"
     needs_reference = True
+    needs_sources = True
     default_checkpoint = "Unbabel/wmt22-comet-da"
 
     def __init__(
@@ -140,14 +141,13 @@ class Comet(Metric):
         except ImportError:
             return 0
 
-    def sentence_scores(
+    def _score(
         self,
         hypotheses: Sequence[str],
         references: Sequence[str] | None,
-        target_languages: Sequence[str],
-        sources: Sequence[str] | None = None,
+        target_languages: list[str],
+        sources: Sequence[str] | None,
     ) -> np.ndarray:
-        check_inputs(self, hypotheses, references, target_languages, sources, needs_sources=True)
         if len(hypotheses) == 0:
             return np.zeros(0, dtype=np.float64)
         assert sources is not None
@@ -167,6 +167,7 @@ class Comet(Metric):
         return f"{self.name}|model:{self.checkpoint}|nrefs:{nrefs}|version:{_comet_version()}"
 
 
+@METRICS.register
 class CometKiwi(Comet):
     """Reference-free quality estimation (source + hypothesis), for routing guards."""
 
@@ -175,13 +176,9 @@ class CometKiwi(Comet):
     default_checkpoint = "Unbabel/wmt22-cometkiwi-da"
 
 
+@METRICS.register
 class XComet(Comet):
     """XCOMET-XXL, the metric the RouteLMT paper labels gains with (large: a GPU is advised)."""
 
     name = "xcomet"
     default_checkpoint = "Unbabel/XCOMET-XXL"
-
-
-METRICS.register("comet")(Comet)
-METRICS.register("cometkiwi")(CometKiwi)
-METRICS.register("xcomet")(XComet)

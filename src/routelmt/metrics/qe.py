@@ -26,7 +26,7 @@ import numpy as np
 
 import routelmt
 from routelmt.encoders import SentenceEncoder, encode_cached, get_encoder
-from routelmt.errors import ConfigError, InputError, MissingDependencyError
+from routelmt.errors import ConfigError, MissingDependencyError
 from routelmt.languages import LANGUAGE_NAMES
 from routelmt.metrics.base import METRICS, Metric
 
@@ -70,12 +70,14 @@ def _detector(codes: tuple[str, ...]) -> Any:
         return _detectors[codes]
 
 
-@METRICS.register("qe-embed")
+@METRICS.register
 class EmbeddingQE(Metric):
     """Source-hypothesis embedding similarity gated by a target-language check (0-100)."""
 
     name = "qe-embed"
     needs_reference = False
+    needs_sources = True
+    known_languages_only = False  # a target lingua does not know passes the language check
 
     def __init__(
         self,
@@ -136,20 +138,14 @@ class EmbeddingQE(Metric):
                 factors[i] = self.penalty
         return factors
 
-    def sentence_scores(
+    def _score(
         self,
         hypotheses: Sequence[str],
         references: Sequence[str] | None,
-        target_languages: Sequence[str],
-        sources: Sequence[str] | None = None,
+        target_languages: list[str],
+        sources: Sequence[str] | None,
     ) -> np.ndarray:
-        if sources is None:
-            raise InputError("metric 'qe-embed' is reference-free but needs the sources")
-        if not (len(hypotheses) == len(sources) == len(target_languages)):
-            raise InputError(
-                f"qe-embed: {len(hypotheses)} hypotheses, {len(sources)} sources and "
-                f"{len(target_languages)} target languages; expected equal counts"
-            )
+        assert sources is not None
         if not len(hypotheses):
             return np.empty(0, dtype=np.float64)
         vectors = encode_cached(

@@ -13,9 +13,8 @@ import numpy as np
 from sacrebleu.metrics.bleu import BLEU, BLEUSignature
 from sacrebleu.metrics.chrf import CHRF, CHRFSignature
 
-from routelmt.errors import ConfigError, InputError, MissingDependencyError
-from routelmt.languages import language_name
-from routelmt.metrics.base import METRICS, Metric
+from routelmt.errors import ConfigError, MissingDependencyError
+from routelmt.metrics.base import METRICS, Metric, base_language
 
 # BLEU counts word n-grams, so targets written without spaces need a word segmenter; these are
 # the tokenisers sacrebleu itself picks for such targets (``sacrebleu -l en-zh``).
@@ -24,66 +23,11 @@ DEFAULT_BLEU_TOKENIZER = "13a"
 _MECAB_EXTRAS = {"ja-mecab": ("Japanese", "ja"), "ko-mecab": ("Korean", "ko")}
 
 
-def base_language(code: str) -> str:
-    """``zh-Hans`` / ``pt_BR`` -> ``zh`` / ``pt``; unknown codes raise ``ConfigError``."""
-    language_name(code)
-    return code.split("_")[0].split("-")[0].lower()
-
-
-def check_inputs(
-    metric: Metric,
-    hypotheses: Sequence[str],
-    references: Sequence[str] | None,
-    target_languages: Sequence[str] | str,
-    sources: Sequence[str] | None = None,
-    *,
-    needs_sources: bool = False,
-) -> list[str]:
-    """Validate a scoring batch; return one base language code per hypothesis.
-
-    ``target_languages`` may be a single code, meaning every hypothesis has that target.
-    """
-    n = len(hypotheses)
-    if isinstance(target_languages, str):
-        target_languages = [target_languages] * n
-    columns: dict[str, Sequence[str] | None] = {
-        "references": references,
-        "target_languages": target_languages,
-        "sources": sources,
-    }
-    for field, column in columns.items():
-        if column is not None and len(column) != n:
-            raise InputError(
-                f"{n} hypotheses but {len(column)} {field}: metric '{metric.name}' needs one "
-                "per hypothesis",
-                field=field,
-            )
-    if references is None and metric.needs_reference:
-        raise InputError(
-            f"metric '{metric.name}' compares with a reference translation but none was given; "
-            "provide references or use a reference-free metric such as 'cometkiwi'",
-            field="references",
-        )
-    if sources is None and needs_sources:
-        raise InputError(
-            f"metric '{metric.name}' reads the source sentences but none were given",
-            field="sources",
-        )
-    for field, column in {"hypotheses": hypotheses, **columns}.items():
-        if column is None:
-            continue
-        for i, text in enumerate(column):
-            if not isinstance(text, str):
-                raise InputError(
-                    f"item {i} is {type(text).__name__}, expected a string", field=field
-                )
-    return [base_language(code) for code in target_languages]
-
-
 def _one_signature(name: str, sacrebleu_signature: str) -> str:
     return f"{name}|{sacrebleu_signature}"
 
 
+@METRICS.register
 class ChrF(Metric):
     """Character n-gram F-score (sacrebleu default: chrF2, 6 character orders, 0 word orders).
 
@@ -112,14 +56,13 @@ class ChrF(Metric):
             eps_smoothing=_as_bool(eps_smoothing),
         )
 
-    def sentence_scores(
+    def _score(
         self,
         hypotheses: Sequence[str],
         references: Sequence[str] | None,
-        target_languages: Sequence[str],
-        sources: Sequence[str] | None = None,
+        target_languages: list[str],
+        sources: Sequence[str] | None,
     ) -> np.ndarray:
-        check_inputs(self, hypotheses, references, target_languages, sources)
         assert references is not None
         score = self._chrf.sentence_score
         return np.array(
@@ -135,6 +78,7 @@ class ChrF(Metric):
         return _one_signature(score_name, sig)
 
 
+@METRICS.register
 class SentenceBLEU(Metric):
     """Sentence BLEU with effective-order ``exp`` smoothing, as ``sacrebleu -sl`` computes it.
 
@@ -198,14 +142,13 @@ class SentenceBLEU(Metric):
             self._by_tokenizer[tokenizer] = bleu
         return bleu
 
-    def sentence_scores(
+    def _score(
         self,
         hypotheses: Sequence[str],
         references: Sequence[str] | None,
-        target_languages: Sequence[str],
-        sources: Sequence[str] | None = None,
+        languages: list[str],
+        sources: Sequence[str] | None,
     ) -> np.ndarray:
-        languages = check_inputs(self, hypotheses, references, target_languages, sources)
         assert references is not None
         tokenizers = [self.tokenizer_for(lang) for lang in languages]
         # Set every tokeniser up before scoring, so a missing extra fails fast.
@@ -253,14 +196,19 @@ def _as_bool(value: object) -> bool:
     return bool(value)
 
 
-def _chrf_plus_plus(**kwargs: object) -> ChrF:
+@METRICS.register
+class ChrFPlusPlus(ChrF):
     """chrF++: chrF plus word uni- and bigrams (Popović 2017)."""
-    kwargs.setdefault("word_order", 2)
-    metric = ChrF(**kwargs)  # type: ignore[arg-type]
-    metric.name = "chrf++"
-    return metric
 
+    name = "chrf++"
 
-METRICS.register("chrf")(ChrF)
-METRICS.register("chrf++")(_chrf_plus_plus)
-METRICS.register("bleu")(SentenceBLEU)
+    def __init__(
+        self,
+        char_order: int = CHRF.CHAR_ORDER,
+        word_order: int = 2,
+        beta: int = CHRF.BETA,
+        lowercase: bool = False,
+        whitespace: bool = False,
+        eps_smoothing: bool = False,
+    ) -> None:
+        super().__init__(char_order, word_order, beta, lowercase, whitespace, eps_smoothing)

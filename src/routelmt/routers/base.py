@@ -35,11 +35,11 @@ class Router(ABC):
         """One float per item; higher means a larger expected gain from the large model."""
 
 
-ROUTERS: Registry[Router] = Registry("router")
+ROUTERS: Registry[Router] = Registry(
+    "router", package="routelmt.routers", entry_point_group="routelmt.routers"
+)
 
 
 def get_router(name: str, **kwargs: object) -> Router:
-    """Create a registered router by name (importing the built-ins on first use)."""
-    import routelmt.routers.builtin  # noqa: F401
-
+    """Create a registered router by name."""
     return ROUTERS.create(name, **kwargs)

@@ -20,24 +20,19 @@ from routelmt.encoders import SentenceEncoder, encode_cached, get_encoder
 from routelmt.errors import ConfigError, InputError
 from routelmt.heads import DEFAULT_ALPHAS, RidgeHead
 from routelmt.languages import language_name, target_language
-from routelmt.records import ScoredExample, Segment
-from routelmt.routers.base import ROUTERS, Router
-from routelmt.routers.provenance import (
-    read_training_sources,
-    training_sources,
-    write_training_sources,
+from routelmt.records import ScoredExample, Segment, segment_of
+from routelmt.routers.artifacts import (
+    read_artifact_config,
+    write_artifact,
 )
-from routelmt.storage import read_json, stable_hash, write_json
+from routelmt.routers.base import ROUTERS, Router
+from routelmt.routers.provenance import read_training_sources, training_sources
+from routelmt.storage import stable_hash
 
 logger = logging.getLogger(__name__)
 
-ROUTER_CONFIG = "router.json"
 FORMAT_VERSION = 1
 TARGETS = {"gain": "q_large - q_small", "difficulty": "-q_small"}
-
-
-def _segment(item: Segment | ScoredExample) -> Segment:
-    return item.segment if isinstance(item, ScoredExample) else item
 
 
 def router_input(segment: Segment, direction_prefix: bool = True) -> str:
@@ -92,7 +87,7 @@ class ExternalEncoderRouter(Router):
 
     def features(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
         """Encoder embeddings of the router inputs (cached on disk by encoder id and text)."""
-        texts = [router_input(_segment(item), self.direction_prefix) for item in batch]
+        texts = [router_input(segment_of(item), self.direction_prefix) for item in batch]
         return encode_cached(
             self.encoder,
             texts,
@@ -154,13 +149,7 @@ class ExternalEncoderRouter(Router):
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """``router.json`` (encoder, target, settings, training-data hash) + the head's files."""
-        if not self.head.fitted:
-            raise ConfigError(f"cannot save router '{self.name}': it is not trained")
-        directory = Path(directory)
-        self.head.save(directory)
-        write_training_sources(directory, self.train_sources)
-        write_json(directory / ROUTER_CONFIG, self.config())
-        return directory
+        return write_artifact(self, directory, trained=self.head.fitted, write_state=self.head.save)
 
     @classmethod
     def load(
@@ -173,15 +162,11 @@ class ExternalEncoderRouter(Router):
 
         Called on the base class, it returns the subclass named in the config.
         """
-        directory = Path(directory)
-        config = read_json(directory / ROUTER_CONFIG)
-        where = str(directory / ROUTER_CONFIG)
-        if not isinstance(config, dict) or config.get("router") not in _EXTERNAL_ROUTERS:
-            raise InputError(
-                f"not an external-encoder router (expected router in {sorted(_EXTERNAL_ROUTERS)})",
-                path=where,
-                field="router",
-            )
+        directory, config, where = read_artifact_config(
+            directory,
+            valid=lambda c: c.get("router") in _EXTERNAL_ROUTERS,
+            what=f"external-encoder router (expected router in {sorted(_EXTERNAL_ROUTERS)})",
+        )
         if config.get("format_version") != FORMAT_VERSION:
             raise InputError(
                 f"unsupported format_version {config.get('format_version')!r}",
@@ -218,7 +203,7 @@ class ExternalEncoderRouter(Router):
         return router
 
 
-@ROUTERS.register("external-delta")
+@ROUTERS.register
 class ExternalDeltaRouter(ExternalEncoderRouter):
     """Predicts the gain from the source (the paper's XLM-R-Delta, on any local encoder)."""
 
@@ -226,7 +211,7 @@ class ExternalDeltaRouter(ExternalEncoderRouter):
     target = "gain"
 
 
-@ROUTERS.register("external-difficulty")
+@ROUTERS.register
 class ExternalDifficultyRouter(ExternalEncoderRouter):
     """Predicts -q_small from the source (analogue of sentinel-src: difficulty, not gain)."""
 

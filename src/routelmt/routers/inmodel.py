@@ -19,25 +19,21 @@ import numpy as np
 
 from routelmt.errors import ConfigError, InputError
 from routelmt.heads import DEFAULT_ALPHAS, RidgeHead
-from routelmt.records import ScoredExample, Segment
-from routelmt.routers.base import ROUTERS, Router
-from routelmt.routers.provenance import (
-    read_training_sources,
-    training_sources,
-    write_training_sources,
+from routelmt.records import ScoredExample, Segment, segment_of
+from routelmt.routers.artifacts import (
+    check_trained_on,
+    read_artifact_config,
+    write_artifact,
 )
-from routelmt.storage import read_json, stable_hash, write_json
+from routelmt.routers.base import ROUTERS, Router
+from routelmt.routers.provenance import read_training_sources, training_sources
+from routelmt.storage import stable_hash
 
 log = logging.getLogger(__name__)
 
-ROUTER_CONFIG = "router.json"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "gemma3-270m"
 CHUNK = 500  # segments per feature pass (and per cache file)
-
-
-def _segment(item: Segment | ScoredExample) -> Segment:
-    return item.segment if isinstance(item, ScoredExample) else item
 
 
 class FeatureSource:
@@ -107,7 +103,7 @@ class FeatureSource:
         missing: list[Segment] = []
         seen: set[str] = set()
         for item in items:
-            segment = _segment(item)
+            segment = segment_of(item)
             if segment.id not in self._rows and segment.id not in seen:
                 missing.append(segment)
                 seen.add(segment.id)
@@ -138,7 +134,7 @@ class FeatureSource:
 
     def _index(self, items: Sequence[Segment | ScoredExample]) -> np.ndarray:
         self.ensure(items)
-        return np.asarray([self._rows[_segment(item).id] for item in items], dtype=np.int64)
+        return np.asarray([self._rows[segment_of(item).id] for item in items], dtype=np.int64)
 
     def layer(self, items: Sequence[Segment | ScoredExample], layer: int) -> np.ndarray:
         """[N, hidden] features of one layer, rows aligned with ``items``."""
@@ -181,6 +177,7 @@ def _targets(examples: Sequence[ScoredExample], target: str) -> np.ndarray:
     return np.asarray([ex.q_small for ex in examples], dtype=np.float64)
 
 
+@ROUTERS.register
 class RouteLMTRouter(Router):
     """RouteLMT probe: frozen small model, ridge head on one layer's prefill state.
 
@@ -299,24 +296,21 @@ class RouteLMTRouter(Router):
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """``router.json`` (model, template, layer, pooling, metric, data hash) + the head."""
-        if self.head is None:
-            raise ConfigError(f"cannot save router '{self.name}': it is not trained")
-        directory = Path(directory)
-        self.head.save(directory)
-        write_training_sources(directory, self.train_sources)
-        write_json(directory / ROUTER_CONFIG, self.config())
-        return directory
+        head = self.head
+        return write_artifact(
+            self, directory, trained=head is not None, write_state=lambda d: head.save(d)
+        )
 
     @classmethod
     def load(
         cls, directory: str | os.PathLike[str], *, source: FeatureSource | None = None
     ) -> RouteLMTRouter:
         """Load an artifact; refuses a model or prompt template other than the trained one."""
-        directory = Path(directory)
-        config = read_json(directory / ROUTER_CONFIG)
-        where = str(directory / ROUTER_CONFIG)
-        if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
-            raise InputError("not a RouteLMT in-model router artifact", path=where)
+        directory, config, where = read_artifact_config(
+            directory,
+            valid=lambda c: c.get("format_version") == FORMAT_VERSION,
+            what="RouteLMT in-model router",
+        )
         if config.get("router") != cls.name:
             raise InputError(
                 f"this is a '{config.get('router')}' router, not '{cls.name}'", path=where
@@ -329,13 +323,7 @@ class RouteLMTRouter(Router):
             dtype=config.get("dtype", "float32"),
             source=source,
         )
-        have = router.source.describe()
-        for key in ("model", "template_fingerprint", "pooling"):
-            if have[key] != config[key]:
-                raise ConfigError(
-                    f"router artifact {directory} was trained with {key} {config[key]!r} but the "
-                    f"loaded small model gives {have[key]!r}; retrain it for this model/prompt"
-                )
+        check_trained_on(directory, config, router.source.describe())
         router.head = RidgeHead.load(directory)
         router.layer = int(config["layer"])
         router.metric = config.get("metric")
@@ -345,6 +333,7 @@ class RouteLMTRouter(Router):
         return router
 
 
+@ROUTERS.register
 class RouteLMTQualityRouter(RouteLMTRouter):
     """RouteLMT-Q: the same probe trained on q_small (the paper's ablation)."""
 
@@ -352,6 +341,7 @@ class RouteLMTQualityRouter(RouteLMTRouter):
     target = "q_small"
 
 
+@ROUTERS.register
 class EntropyRouter(Router):
     """The small model's next-token entropy at the end of the prompt: uncertain goes to L."""
 
@@ -371,8 +361,3 @@ class EntropyRouter(Router):
 
     def score(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
         return self.source.entropy(batch).astype(np.float64)
-
-
-ROUTERS.register("routelmt")(RouteLMTRouter)
-ROUTERS.register("routelmt-q")(RouteLMTQualityRouter)
-ROUTERS.register("entropy")(EntropyRouter)

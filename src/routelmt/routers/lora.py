@@ -32,26 +32,22 @@ from typing import Any
 import numpy as np
 
 from routelmt.errors import ConfigError, InputError
-from routelmt.records import ScoredExample, Segment
-from routelmt.routers.base import ROUTERS, Router
-from routelmt.routers.provenance import (
-    read_training_sources,
-    training_sources,
-    write_training_sources,
+from routelmt.records import ScoredExample, Segment, segment_of
+from routelmt.routers.artifacts import (
+    check_trained_on,
+    read_artifact_config,
+    write_artifact,
 )
-from routelmt.storage import atomic_open, read_json, read_safetensors, stable_hash, write_json
+from routelmt.routers.base import ROUTERS, Router
+from routelmt.routers.provenance import read_training_sources, training_sources
+from routelmt.storage import atomic_open, read_safetensors, stable_hash
 
 log = logging.getLogger(__name__)
 
-ROUTER_CONFIG = "router.json"
 WEIGHTS_FILE = "lora.safetensors"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "gemma3-270m"
 TARGETS = ("gain", "q_small")
-
-
-def _segment(item: Segment | ScoredExample) -> Segment:
-    return item.segment if isinstance(item, ScoredExample) else item
 
 
 def subsample_by_group(
@@ -89,9 +85,9 @@ class _AdaptedBody:
         import torch
         from peft import LoraConfig, inject_adapter_in_model
 
-        from routelmt.features import _decoder
+        from routelmt.lm import decoder_body
 
-        base_body = _decoder(model)
+        base_body = decoder_body(model)
         blocks = base_body.layers
         memo: dict[int, Any] = {}
         for index in range(layer, len(blocks)):  # blocks above the layer: not copied, dropped
@@ -131,7 +127,7 @@ class _AdaptedBody:
 
     def forward(self, input_ids: Any, attention_mask: Any, pooling: str) -> Any:
         """Pooled hidden state of ``self.layer`` ([batch, hidden] float32), with autograd."""
-        from routelmt.features import _pool
+        from routelmt.lm import pool
 
         captured: dict[str, Any] = {}
         handle = None
@@ -153,9 +149,10 @@ class _AdaptedBody:
             if handle is not None:
                 handle.remove()
         hidden = captured["h"] if handle is not None else out.last_hidden_state
-        return _pool(hidden, attention_mask, pooling) if pooling == "mean" else hidden[:, -1, :]
+        return pool(hidden, attention_mask, pooling) if pooling == "mean" else hidden[:, -1, :]
 
 
+@ROUTERS.register
 class RouteLMTLoRARouter(Router):
     """RouteLMT with LoRA (rank 8, alpha 32, all block linears) + linear head, MSE on the gain.
 
@@ -276,7 +273,7 @@ class RouteLMTLoRARouter(Router):
         }
 
     def _resolve_layer(self) -> int:
-        from routelmt.features import num_layers_of
+        from routelmt.lm import num_layers_of
 
         n = num_layers_of(self._load()[0])
         layer = self.layer_setting if self.layer_setting >= 0 else n + 1 + self.layer_setting
@@ -304,19 +301,19 @@ class RouteLMTLoRARouter(Router):
         from routelmt.prompts import encode_prompts
 
         _model, tokenizer, _identity, template = self._load()
-        encoded = encode_prompts(template, [_segment(i) for i in items], tokenizer)
+        encoded = encode_prompts(template, [segment_of(i) for i in items], tokenizer)
         return [ids[-self.max_length :] for ids in encoded]  # keep the end: see module docstring
 
     def _features(self, batch_ids: Sequence[Sequence[int]]) -> Any:
         """Standardised pooled states of the adapted prefill for one batch (with autograd)."""
         import torch
 
-        from routelmt.features import _pad_left
+        from routelmt.lm import pad_left
 
         assert self._adapted is not None and self.feature_mean is not None
         tokenizer = self._load()[1]
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        input_ids, mask = _pad_left(batch_ids, pad_id)
+        input_ids, mask = pad_left(batch_ids, pad_id)
         pooled = self._adapted.forward(input_ids, mask, self.pooling).float()
         mean = torch.as_tensor(self.feature_mean, dtype=torch.float32)
         std = torch.as_tensor(self.feature_std, dtype=torch.float32)
@@ -524,23 +521,22 @@ class RouteLMTLoRARouter(Router):
         import torch
         from safetensors.torch import save
 
-        if self._adapted is None or self._head is None:
-            raise ConfigError(f"cannot save router '{self.name}': it is not trained")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            f"lora.{name}": p.detach().contiguous().clone()
-            for name, p in self._adapted.lora_parameters().items()
-        }
-        tensors["head.weight"] = self._head.weight.detach().clone()
-        tensors["head.bias"] = self._head.bias.detach().clone()
-        tensors["feature_mean"] = torch.as_tensor(self.feature_mean)
-        tensors["feature_std"] = torch.as_tensor(self.feature_std)
-        with atomic_open(directory / WEIGHTS_FILE, "wb") as handle:
-            handle.write(save(tensors))
-        write_training_sources(directory, self.train_sources)
-        write_json(directory / ROUTER_CONFIG, self.config())
-        return directory
+        def write_weights(directory: Path) -> None:
+            assert self._adapted is not None and self._head is not None
+            directory.mkdir(parents=True, exist_ok=True)
+            tensors = {
+                f"lora.{name}": p.detach().contiguous().clone()
+                for name, p in self._adapted.lora_parameters().items()
+            }
+            tensors["head.weight"] = self._head.weight.detach().clone()
+            tensors["head.bias"] = self._head.bias.detach().clone()
+            tensors["feature_mean"] = torch.as_tensor(self.feature_mean)
+            tensors["feature_std"] = torch.as_tensor(self.feature_std)
+            with atomic_open(directory / WEIGHTS_FILE, "wb") as handle:
+                handle.write(save(tensors))
+
+        trained = self._adapted is not None and self._head is not None
+        return write_artifact(self, directory, trained=trained, write_state=write_weights)
 
     @classmethod
     def load(
@@ -553,13 +549,11 @@ class RouteLMTLoRARouter(Router):
         progress: bool = True,
     ) -> RouteLMTLoRARouter:
         """Load an artifact; refuses a model or prompt template other than the trained one."""
-        directory = Path(directory)
-        where = str(directory / ROUTER_CONFIG)
-        config = read_json(directory / ROUTER_CONFIG)
-        if not isinstance(config, dict) or config.get("mode") != "lora":
-            raise InputError(
-                "not a RouteLMT LoRA router artifact (expected mode 'lora')", path=where
-            )
+        directory, config, where = read_artifact_config(
+            directory,
+            valid=lambda c: c.get("mode") == "lora",
+            what="RouteLMT LoRA router (expected mode 'lora')",
+        )
         if config.get("format_version") != FORMAT_VERSION:
             raise InputError(
                 f"unsupported format_version {config.get('format_version')!r}; this routelmt "
@@ -582,14 +576,7 @@ class RouteLMTLoRARouter(Router):
             progress=progress,
             lm=lm,
         )
-        have = router.describe()
-        for key in ("model", "template_fingerprint", "pooling"):
-            if have[key] != config[key]:
-                raise ConfigError(
-                    f"router artifact {directory} was trained with {key} {config[key]!r} but the "
-                    f"loaded small model/prompt gives {have[key]!r}; retrain it for this "
-                    "model/prompt"
-                )
+        check_trained_on(directory, config, router.describe())
         weights = directory / WEIGHTS_FILE
         tensors = read_safetensors(weights, framework="torch")
         router._build(int(config["layer"]))
@@ -627,6 +614,3 @@ class RouteLMTLoRARouter(Router):
             if k in training
         }
         return router
-
-
-ROUTERS.register("routelmt-lora")(RouteLMTLoRARouter)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from routelmt.errors import InputError
-from routelmt.records import ScoredExample, Segment
+from routelmt.records import ScoredExample, Segment, segment_of
 from routelmt.storage import read_json, write_json
 
 TRAINING_SOURCES = "training_sources.json"
@@ -31,15 +31,11 @@ def source_fingerprint(text: str) -> str:
     return hashlib.sha256(normal.encode("utf-8")).hexdigest()[:16]
 
 
-def _segment(item: Segment | ScoredExample) -> Segment:
-    return item.segment if isinstance(item, ScoredExample) else item
-
-
 def training_sources(examples: Sequence[Segment | ScoredExample]) -> dict[str, Any]:
     """The record of a training set: each source's hash with the directions it was seen in."""
     seen: dict[str, set[str]] = {}
     for item in examples:
-        segment = _segment(item)
+        segment = segment_of(item)
         seen.setdefault(source_fingerprint(segment.source), set()).add(segment.direction)
     return {
         "format": FORMAT,
@@ -137,7 +133,7 @@ def training_overlap(
         str(directory), recorded=True, n_eval=len(examples), n_train=record.get("n_examples")
     )
     for item in examples:
-        segment = _segment(item)
+        segment = segment_of(item)
         trained_in = sources.get(source_fingerprint(segment.source))
         if trained_in is None:
             continue

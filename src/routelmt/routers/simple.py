@@ -8,14 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from routelmt.errors import ConfigError, InputError
-from routelmt.records import ScoredExample, Segment
-from routelmt.routers.base import Router
+from routelmt.records import ScoredExample, Segment, segment_of
+from routelmt.routers.base import ROUTERS, Router
 
 
-def _segment(item: Segment | ScoredExample) -> Segment:
-    return item.segment if isinstance(item, ScoredExample) else item
-
-
+@ROUTERS.register
 class RandomRouter(Router):
     """Uniform scores in [0, 1) from a hash of (seed, segment id).
 
@@ -33,11 +30,14 @@ class RandomRouter(Router):
     def score(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
         out = np.empty(len(batch), dtype=float)
         for i, item in enumerate(batch):
-            digest = hashlib.blake2b(f"{self.seed}\x00{_segment(item).id}".encode(), digest_size=8)
+            digest = hashlib.blake2b(
+                f"{self.seed}\x00{segment_of(item).id}".encode(), digest_size=8
+            )
             out[i] = int.from_bytes(digest.digest(), "big") / 2.0**64
         return out
 
 
+@ROUTERS.register
 class LengthRouter(Router):
     """Longer sources go to the large model.
 
@@ -55,8 +55,8 @@ class LengthRouter(Router):
 
     def score(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
         if self.unit == "words":
-            return np.array([len(_segment(x).source.split()) for x in batch], dtype=float)
-        return np.array([len(_segment(x).source) for x in batch], dtype=float)
+            return np.array([len(segment_of(x).source.split()) for x in batch], dtype=float)
+        return np.array([len(segment_of(x).source) for x in batch], dtype=float)
 
 
 def _require_labels(router: str, batch: Sequence[Segment | ScoredExample]) -> None:
@@ -69,6 +69,7 @@ def _require_labels(router: str, batch: Sequence[Segment | ScoredExample]) -> No
             )
 
 
+@ROUTERS.register
 class GainOracleRouter(Router):
     """The true gain q_large - q_small: the upper bound of any router."""
 
@@ -80,6 +81,7 @@ class GainOracleRouter(Router):
         return np.array([x.gain for x in batch], dtype=float)  # type: ignore[union-attr]
 
 
+@ROUTERS.register
 class QualityOracleRouter(Router):
     """The true -q_small: knowing that the small model is bad is not knowing the gain."""
 

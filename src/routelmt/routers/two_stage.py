@@ -27,21 +27,19 @@ import numpy as np
 from routelmt.errors import ConfigError, InputError
 from routelmt.heads import RidgeHead
 from routelmt.output_features import OUTPUT_FEATURES, output_features
-from routelmt.records import ScoredExample, Segment
+from routelmt.records import ScoredExample, Segment, segment_of
+from routelmt.routers.artifacts import (
+    read_artifact_config,
+    write_artifact,
+)
 from routelmt.routers.base import ROUTERS, Router
 from routelmt.routers.inmodel import RouteLMTRouter
-from routelmt.routers.provenance import (
-    read_training_sources,
-    training_sources,
-    write_training_sources,
-)
+from routelmt.routers.provenance import read_training_sources, training_sources
 from routelmt.splits import fold_ids
-from routelmt.storage import read_json, write_json
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-ROUTER_CONFIG = "router.json"
 STAGE1_DIR = "stage1"
 STAGE2_DIR = "stage2"
 STAGE2_INPUTS: tuple[str, ...] = ("stage1", *OUTPUT_FEATURES, "log_source_chars")
@@ -55,10 +53,7 @@ def quadratic(Z: np.ndarray) -> np.ndarray:
     return np.column_stack([Z, *pairs])
 
 
-def _segment(item: Segment | ScoredExample) -> Segment:
-    return item.segment if isinstance(item, ScoredExample) else item
-
-
+@ROUTERS.register
 class TwoStageRouter(Router):
     """``routelmt-2stage``: prefill router, then a head over it and the small output's features.
 
@@ -172,7 +167,7 @@ class TwoStageRouter(Router):
                 f"{self.name}: give segments (stage 1) or labelled examples with the small "
                 "translation (stage 2), not a mix"
             )
-        segments = [_segment(item) for item in batch]
+        segments = [segment_of(item) for item in batch]
         texts = [item.small_text for item in batch]  # type: ignore[union-attr]
         return self.score_stage2(segments, texts, self.score_stage1(batch))
 
@@ -196,23 +191,23 @@ class TwoStageRouter(Router):
         }
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        if self.head is None:
-            raise ConfigError(f"cannot save router '{self.name}': it is not trained")
-        directory = Path(directory)
-        self.stage1.save(directory / STAGE1_DIR)
-        self.head.save(directory / STAGE2_DIR)
-        write_training_sources(directory, self.train_sources)
-        write_json(directory / ROUTER_CONFIG, self.config())
-        return directory
+        head = self.head
+
+        def write_stages(directory: Path) -> None:
+            assert head is not None
+            self.stage1.save(directory / STAGE1_DIR)
+            head.save(directory / STAGE2_DIR)
+
+        return write_artifact(self, directory, trained=head is not None, write_state=write_stages)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, source: Any = None) -> TwoStageRouter:
         """Load an artifact; stage 1 refuses a model or template other than its own."""
-        directory = Path(directory)
-        where = str(directory / ROUTER_CONFIG)
-        config = read_json(directory / ROUTER_CONFIG)
-        if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
-            raise InputError("not a RouteLMT two-stage router artifact", path=where)
+        directory, config, where = read_artifact_config(
+            directory,
+            valid=lambda c: c.get("format_version") == FORMAT_VERSION,
+            what="RouteLMT two-stage router",
+        )
         if list(config.get("stage2_inputs", [])) != list(STAGE2_INPUTS):
             raise InputError(
                 "this two-stage artifact was trained on other stage-2 inputs; retrain it",
@@ -242,6 +237,3 @@ def split_budget(p: float, stage1_share: float) -> tuple[float, float]:
     first = stage1_share * p
     second = (p - first) / (1.0 - first)
     return first, second
-
-
-ROUTERS.register("routelmt-2stage")(TwoStageRouter)

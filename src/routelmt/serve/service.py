@@ -313,7 +313,6 @@ class TranslationService:
 
 # -- building from a config ----------------------------------------------------------------
 def _load_backends() -> None:
-    import routelmt.backends.builtin  # noqa: F401
     import routelmt.backends.openai  # noqa: F401
 
     try:
