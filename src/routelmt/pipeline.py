@@ -683,7 +683,6 @@ def _data_settings(dataset: Any, pairs: list[str], data: Mapping[str, Any]) -> d
 
 def _recorded(spec: str) -> bool:
     """Whether ``spec`` replays recorded outputs (``replay:X``, a bare name, a JSONL file)."""
-    import routelmt.backends.builtin  # noqa: F401
     from routelmt.backends.base import BACKENDS
 
     kind, sep, _ = spec.partition(":")
