@@ -17,7 +17,6 @@ import contextlib
 import copy
 import difflib
 import functools
-import importlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from typing import Any
 import yaml
 
 from routelmt.backends.base import Translator
+from routelmt.backends.resolve import check_spec, parse_spec
 from routelmt.errors import ConfigError, InputError
 from routelmt.executors import DEFAULTS as EXECUTOR_DEFAULTS
 from routelmt.executors import Executor, check_settings, make_executor, translate_batches
@@ -623,26 +623,6 @@ class BenchResult:
     seconds: float
 
 
-def _check_backend(spec: str, label: str) -> None:
-    """Fail before any work when a ``kind:`` spec names a backend this install lacks."""
-    from routelmt.backends.base import BACKENDS
-
-    kind, sep, argument = spec.partition(":")
-    if sep and kind not in BACKENDS and re.fullmatch(r"[a-z][a-z0-9_]*", kind):
-        # a backend module that the built-ins do not import registers itself on import
-        with contextlib.suppress(ModuleNotFoundError):
-            importlib.import_module(f"routelmt.backends.{kind}")
-    if spec.endswith(".jsonl") and not (sep and kind in BACKENDS):
-        if not Path(spec).is_file():
-            raise ConfigError(f"'{label}': recorded translations file not found: {spec}")
-        return
-    if sep and kind not in BACKENDS and re.fullmatch(r"[a-z][a-z0-9_-]*", kind):
-        raise ConfigError(
-            f"'{label}': backend '{kind}' (from '{spec}') is not available in this install; "
-            f"known: {', '.join(BACKENDS.names())}"
-        )
-
-
 def _router_args(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Per-router settings; in-model routers read the live small model unless told otherwise."""
     args = {name: dict(config["router_args"].get(name, {})) for name in config["routers"]}
@@ -681,18 +661,9 @@ def _data_settings(dataset: Any, pairs: list[str], data: Mapping[str, Any]) -> d
     }
 
 
-def _recorded(spec: str) -> bool:
-    """Whether ``spec`` replays recorded outputs (``replay:X``, a bare name, a JSONL file)."""
-    from routelmt.backends.base import BACKENDS
-
-    kind, sep, _ = spec.partition(":")
-    return not sep or kind == "replay" or kind not in BACKENDS
-
-
 def _system_settings(spec: str, options: Mapping[str, Any], dataset: Any, pairs: list[str]):
     settings: dict[str, Any] = {"spec": spec, "options": dict(options)}
-    kind, sep, argument = spec.partition(":")
-    system = argument if kind == "replay" else spec if not sep else None
+    system = parse_spec(spec).system
     if spec.endswith(".jsonl") and Path(spec).is_file():
         stat = Path(spec).stat()
         settings["file"] = [str(Path(spec).resolve()), stat.st_size, stat.st_mtime_ns]
@@ -725,7 +696,7 @@ def run_bench(
         raise ConfigError(f"'data.root': folder not found: {data_cfg['root']}")
     systems = {"small": config["small"]} | {f"large:{spec}": spec for spec in config["large"]}
     for label, spec in systems.items():
-        _check_backend(spec, label.partition(":")[0])
+        check_spec(spec, label.partition(":")[0])
     from routelmt.routers.base import ROUTERS
 
     for name in config["routers"]:
@@ -841,7 +812,7 @@ def _run_stages(
                     batch_size=config["translate"]["batch_size"],
                     source_hashes=True,
                     run_batches=None
-                    if _recorded(spec)  # a lookup: no work worth sending out
+                    if parse_spec(spec).recorded  # a lookup: no work worth sending out
                     else translate_batches(
                         executor,
                         functools.partial(make, spec, dataset=dataset, pairs=pairs, **options),

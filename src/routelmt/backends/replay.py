@@ -7,6 +7,7 @@ segment id. Asking for a segment it never saw is an error, never a silent empty 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -112,3 +113,33 @@ class ReplayTranslator(Translator):
                 f"(it holds {len(self._outputs)} segments, ids like {example!r})"
             )
         return [self._outputs[s.id] for s in segments]
+
+
+class ReplayBySource(Translator):
+    """A recorded WMT system that also answers by source text, not only by segment id.
+
+    A client of the service sends text, not WMT ids; with a replay backend (the embedded
+    default where no live model is installed) a WMT24 source sentence is then answered with
+    the recorded translation of that sentence. Any other text is a BackendError that says so.
+    """
+
+    def __init__(self, replay: Translator, segments: list[Segment]) -> None:
+        self.replay = replay
+        self.name = replay.name
+        self._by_source = {(s.direction, s.source.strip()): s.id for s in segments}
+        self._pairs = sorted({s.direction for s in segments})
+
+    def translate(self, segments: Sequence[Segment]) -> list[str]:
+        mapped = []
+        for s in segments:
+            if s.id not in self.replay:  # type: ignore[operator]
+                sid = self._by_source.get((s.direction, s.source.strip()))
+                if sid is None:
+                    raise BackendError(
+                        f"replay system '{self.name}' has no recorded translation of segment "
+                        f"{s.id!r}: it knows only the WMT24 sources of {', '.join(self._pairs)} "
+                        "(send one of them, or serve a live model such as hf:gemma3-270m)"
+                    )
+                s = dataclasses.replace(s, id=sid)
+            mapped.append(s)
+        return self.replay.translate(mapped)

@@ -1,13 +1,76 @@
 """Turn a user's backend spec (``GPT-4``, ``replay:GPT-4``, ``hf:gemma3-270m``, a JSONL file)
-into a Translator, so every command names systems the same way."""
+into a Translator: the one place a spec is read, so every command and the service name systems
+the same way and reject the same mistakes.
+
+The rule: ``kind:argument`` with a registered kind is that backend; otherwise a ``.jsonl`` path
+is recorded output; otherwise ``word:...`` whose word looks like a backend kind is an error (a
+backend this install lacks); anything else is a recorded WMT system.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from routelmt.backends.base import BACKENDS, Translator
 from routelmt.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_KIND = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A parsed spec: ``kind`` is a registered backend, or ``replay`` for recorded output."""
+
+    text: str
+    kind: str
+    argument: str  # the model / URL / recorded system; the path for a JSONL file
+    file: bool = False  # recorded output in a JSONL file
+
+    @property
+    def recorded(self) -> bool:
+        """Replays recorded outputs (a lookup, no model)."""
+        return self.kind == "replay"
+
+    @property
+    def system(self) -> str | None:
+        """The recorded WMT system it replays, if it is one."""
+        return self.argument if self.recorded and not self.file else None
+
+
+def parse_spec(spec: str) -> BackendSpec:
+    """Read a spec by the rule in the module docstring; an unavailable kind is a ConfigError."""
+    if not spec:
+        raise ConfigError("empty backend spec; expected e.g. GPT-4, replay:GPT-4 or hf:gemma3-270m")
+    kind, sep, argument = spec.partition(":")
+    if sep and kind in BACKENDS:
+        return BackendSpec(spec, kind, argument)
+    if spec.endswith(".jsonl"):
+        return BackendSpec(spec, "replay", spec, file=True)
+    if sep and _KIND.fullmatch(kind):
+        raise ConfigError(
+            f"backend '{kind}' (from '{spec}') is not available in this install; "
+            f"known: {', '.join(BACKENDS.names())}"
+        )
+    return BackendSpec(spec, "replay", spec)
+
+
+def check_spec(spec: str, label: str) -> BackendSpec:
+    """``parse_spec`` before any work is done: errors name the config key, a JSONL file must
+    exist."""
+    try:
+        parsed = parse_spec(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"'{label}': {exc}") from None
+    if parsed.file and not Path(spec).is_file():
+        raise ConfigError(f"'{label}': recorded translations file not found: {spec}")
+    return parsed
 
 
 def make_translator(
@@ -17,27 +80,66 @@ def make_translator(
     pairs: Sequence[str] | None = None,
     **options: object,
 ) -> Translator:
-    """``kind:argument``; a bare name is a recorded WMT system, a ``.jsonl`` path recorded output.
-
-    Kinds are the names in ``BACKENDS`` (replay, hf, openai, ...). ``dataset`` and ``pairs``
-    tell a replay backend where the recorded outputs live.
-    """
-
-    if not spec:
-        raise ConfigError("empty backend spec; expected e.g. GPT-4, replay:GPT-4 or hf:gemma3-270m")
-    kind, sep, argument = spec.partition(":")
-    replay = not sep or kind not in BACKENDS or kind == "replay"
-    if replay and options:
+    """Build the translator a spec names. ``dataset`` and ``pairs`` tell a replay backend where
+    the recorded outputs live; recorded output takes no options."""
+    parsed = parse_spec(spec)
+    if parsed.recorded and options:
         raise ConfigError(
             f"backend '{spec}' replays recorded outputs and takes no options; "
             f"got {', '.join(sorted(options))}"
         )
-    if not sep or kind not in BACKENDS:
-        if spec.endswith(".jsonl"):
-            from routelmt.backends.replay import ReplayTranslator
+    if parsed.file:
+        from routelmt.backends.replay import ReplayTranslator
 
-            return ReplayTranslator.from_translations(Path(spec))
-        kind, argument = "replay", spec
-    if kind == "replay":
-        return BACKENDS.create("replay", system=argument, dataset=dataset, pairs=pairs)
-    return BACKENDS.create(kind, spec=argument, **options)
+        return ReplayTranslator.from_translations(Path(spec))
+    if parsed.recorded:
+        return BACKENDS.create("replay", system=parsed.argument, dataset=dataset, pairs=pairs)
+    return BACKENDS.create(parsed.kind, spec=parsed.argument, **options)
+
+
+def make_backend(spec: str, options: Mapping[str, Any], data: Mapping[str, Any]) -> Translator:
+    """A backend for the service: a recorded WMT system also answers by source text
+    (``ReplayBySource``), since a client sends text, not segment ids."""
+    from routelmt.backends.replay import ReplayBySource, ReplayTranslator
+    from routelmt.datasets.wmt import WMTDataset
+
+    parsed = parse_spec(spec)
+    pairs = data.get("pairs")
+    if isinstance(pairs, str):
+        pairs = [pairs]
+    if parsed.system is None:
+        return make_translator(spec, **options)
+    dataset = WMTDataset(data.get("root"))
+    translator = make_translator(spec, dataset=dataset, pairs=pairs, **options)
+    if not isinstance(translator, ReplayTranslator):
+        return translator
+    chosen = pairs or [p for p in dataset.pairs() if translator.system in dataset.systems(p)]
+    segments = [seg for pair in chosen for seg in dataset.segments(pair, reference=None)]
+    return ReplayBySource(translator, segments)
+
+
+def warm_up(translator: Translator) -> Translator:
+    """Load a lazily loading model now: a missing model fails at startup, not on a request."""
+    load = getattr(translator, "load", None)
+    if callable(load):
+        load()
+    elif isinstance(getattr(type(translator), "generator", None), property):
+        translator.generator  # noqa: B018  (the hf backend loads on first access)
+    return translator
+
+
+def first_backend(
+    specs: str | list[str], options: Mapping[str, Any], data: Mapping[str, Any]
+) -> Translator:
+    """The first spec that loads (warmed up); the reasons the others failed are logged."""
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    if not specs:
+        raise ConfigError("'small' must name at least one backend")
+    errors = []
+    for spec in specs:
+        try:
+            return warm_up(make_backend(spec, options if spec == specs[0] else {}, data))
+        except Exception as exc:
+            errors.append(f"{spec}: {exc}")
+            log.warning("small backend %s unavailable (%s); trying the next one", spec, exc)
+    raise ConfigError("no small backend could be loaded: " + "; ".join(errors))

@@ -7,12 +7,12 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from routelmt.backends.base import Translator
+from routelmt.backends.resolve import first_backend, make_backend
 from routelmt.budget.pacer import BudgetSpec, Pacer
 from routelmt.errors import BackendError, ConfigError
 from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed, SecondStage
@@ -312,95 +312,6 @@ class TranslationService:
 
 
 # -- building from a config ----------------------------------------------------------------
-def _load_backends() -> None:
-    import routelmt.backends.openai  # noqa: F401
-
-    try:
-        import routelmt.backends.hf  # noqa: F401
-    except Exception as exc:  # the live backend is optional (torch, transformers)
-        log.debug("hf backend not importable: %s", exc)
-
-
-class ReplayBySource(Translator):
-    """A recorded WMT system that also answers by source text, not only by segment id.
-
-    A client of the service sends text, not WMT ids; with a replay backend (the embedded
-    default where no live model is installed) a WMT24 source sentence is then answered with
-    the recorded translation of that sentence. Any other text is a BackendError that says so.
-    """
-
-    def __init__(self, replay: Translator, segments: list[Segment]) -> None:
-        self.replay = replay
-        self.name = replay.name
-        self._by_source = {(s.direction, s.source.strip()): s.id for s in segments}
-        self._pairs = sorted({s.direction for s in segments})
-
-    def translate(self, segments: Sequence[Segment]) -> list[str]:
-        mapped = []
-        for s in segments:
-            if s.id not in self.replay:  # type: ignore[operator]
-                sid = self._by_source.get((s.direction, s.source.strip()))
-                if sid is None:
-                    raise BackendError(
-                        f"replay system '{self.name}' has no recorded translation of segment "
-                        f"{s.id!r}: it knows only the WMT24 sources of {', '.join(self._pairs)} "
-                        "(send one of them, or serve a live model such as hf:gemma3-270m)"
-                    )
-                s = dataclasses.replace(s, id=sid)
-            mapped.append(s)
-        return self.replay.translate(mapped)
-
-
-def make_backend(spec: str, options: dict[str, Any], data: dict[str, Any]) -> Translator:
-    from routelmt.backends.base import BACKENDS
-    from routelmt.backends.replay import ReplayTranslator
-    from routelmt.backends.resolve import make_translator
-    from routelmt.datasets.wmt import WMTDataset
-
-    _load_backends()
-    kind, sep, _ = spec.partition(":")
-    if sep and kind in ("hf", "openai", "vllm") and kind not in BACKENDS:
-        raise ConfigError(f"backend '{kind}' is not available in this installation ({spec})")
-    pairs = data.get("pairs")
-    if isinstance(pairs, str):
-        pairs = [pairs]
-    is_wmt = not spec.endswith(".jsonl") and (not sep or kind == "replay")
-    if not is_wmt:
-        return make_translator(spec, **options)
-    dataset = WMTDataset(data.get("root"))
-    translator = make_translator(spec, dataset=dataset, pairs=pairs, **options)
-    if not isinstance(translator, ReplayTranslator):
-        return translator
-    chosen = pairs or [p for p in dataset.pairs() if translator.system in dataset.systems(p)]
-    segments = [seg for pair in chosen for seg in dataset.segments(pair, reference=None)]
-    return ReplayBySource(translator, segments)
-
-
-def warm_up(translator: Translator) -> Translator:
-    """Load a lazily loading model now: a missing model fails at startup, not on a request."""
-    load = getattr(translator, "load", None)
-    if callable(load):
-        load()
-    elif isinstance(getattr(type(translator), "generator", None), property):
-        translator.generator  # noqa: B018  (the hf backend loads on first access)
-    return translator
-
-
-def first_backend(
-    specs: str | list[str], options: dict[str, Any], data: dict[str, Any]
-) -> Translator:
-    """The first spec that loads; the reasons the others failed are logged."""
-    specs = [specs] if isinstance(specs, str) else list(specs)
-    if not specs:
-        raise ConfigError("'small' must name at least one backend")
-    errors = []
-    for spec in specs:
-        try:
-            return warm_up(make_backend(spec, options if spec == specs[0] else {}, data))
-        except Exception as exc:
-            errors.append(f"{spec}: {exc}")
-            log.warning("small backend %s unavailable (%s); trying the next one", spec, exc)
-    raise ConfigError("no small backend could be loaded: " + "; ".join(errors))
 
 
 def make_pacers(budget: dict[str, Any], router: Any) -> tuple[Any, Any | None]:
