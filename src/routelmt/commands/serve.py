@@ -63,7 +63,42 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--print-config", action="store_true", help="print the merged config and exit"
     )
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="serve on Ray Serve (pip install 'routelmt[ray]'): --replicas copies behind "
+        "Serve's HTTP proxy on --host/--port, one budget actor for all; ADDRESS: 'auto', "
+        "host:port, or none for $RAY_ADDRESS or a new local instance",
+    )
+    parser.add_argument(
+        "--replicas", type=_count, default=2, help="replicas with --ray (default 2)"
+    )
+    parser.add_argument(
+        "--replica-cpus", type=_cpus, default=1.0, help="CPUs per replica with --ray"
+    )
     return parser
+
+
+def _cpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of CPUs, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -145,6 +180,13 @@ def run(args: argparse.Namespace) -> int:
         shown = redact_config(config)
         shown["server"]["api_keys_loaded"] = len(security.api_keys)
         print(json.dumps(shown, indent=2))
+        return 0
+    if args.ray is not None:  # replicas on Ray Serve, sharing one budget actor
+        from routelmt.serve.ray_deploy import serve_on_ray
+
+        serve_on_ray(
+            config, address=args.ray or None, replicas=args.replicas, cpus=args.replica_cpus
+        )
         return 0
     from routelmt.serve.app import create_app
     from routelmt.serve.runner import serve_forever

@@ -352,6 +352,11 @@ def make_pacer(budget: dict[str, Any]) -> Any:
         "warmup": budget["warmup"],
         "initial_threshold": budget["initial_threshold"],
     }
+    if budget["store"] and str(budget["store"]).startswith("ray:"):  # one actor, many hosts
+        from routelmt.serve.ray_budget import RayPacer, parse_store
+
+        name, persist = parse_store(str(budget["store"]))
+        return RayPacer(spec, name, persist=persist, **options)
     if budget["store"]:
         from routelmt.serve.shared_pacer import SQLitePacer
 

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+# the cluster uses token authentication; a process joining it by address says so before it
+# imports ray (Ray reads the mode at import)
+os.environ["RAY_AUTH_MODE"] = "token"
 pytest.importorskip("ray")
 
 
@@ -68,16 +71,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             head.kill()
             pytest.fail(f"ray start failed:\n{logs.read_text(errors='replace')[-3000:]}")
         time.sleep(0.2)
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    os.environ["RAY_AUTH_MODE"] = "token"  # this process joins it too (Serve tests)
     try:
         yield Cluster(address, src)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         head.send_signal(signal.SIGTERM)
         try:
             head.wait(timeout=60)
