@@ -1,6 +1,7 @@
 """Two Ray Serve replicas of the service on a local cluster, one budget actor: the combined
 large share stays within 1 point of p, a replica killed mid-load loses no answered request and
-leaves the budget consistent, and the hard cap holds over both replicas, forced requests too.
+leaves the budget consistent, the hard cap holds over both replicas, forced requests too, and
+a budget actor killed mid-load comes back with its state while requests meanwhile go small.
 
 Fakes: the large model is a loopback OpenAI-compatible endpoint (no large model can run here);
 the small model is the replay backend (recorded outputs), so the test measures the serving and
@@ -9,6 +10,8 @@ budget path, not Gemma's speed."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.ray, pytest.mark.integration]
 ray = pytest.importorskip("ray")
@@ -27,9 +31,8 @@ from serve_fixtures import FaultyServer  # noqa: E402
 from test_serve_crash import _free_port, _write_replay  # noqa: E402
 
 from routelmt.executors.ray_data import connect  # noqa: E402
-from routelmt.serve.config import load_config  # noqa: E402
 from routelmt.serve.ray_budget import NAMESPACE  # noqa: E402
-from routelmt.serve.ray_deploy import APP, BUDGET_ACTOR, deploy, shutdown  # noqa: E402
+from routelmt.serve.ray_deploy import APP, BUDGET_ACTOR, shutdown  # noqa: E402
 
 P, CAP, N = 0.3, 200, 500
 
@@ -82,15 +85,22 @@ def _logged(log_dir: Path) -> dict[str, dict]:
 
 @pytest.fixture()
 def service(ray_cluster, tmp_path):
+    """``routelmt serve --ray ADDRESS --replicas 2``, the one command, in its own process."""
     _write_replay(tmp_path / "small.jsonl", "tiny", N, lambda i: f"small {i}")
     port = _free_port()
     with FaultyServer("ok") as large:
-        overrides = {
+        config = {
             "small": str(tmp_path / "small.jsonl"),
             "large": f"openai:{large.url}#big",
             "large_options": {"max_retries": 0},
             "router": {"name": "random"},
-            "budget": {"share": P, "hard_cap": CAP, "warmup": 20},
+            # the actor persists its pacer to this file on its host: a restart continues
+            "budget": {
+                "share": P,
+                "hard_cap": CAP,
+                "warmup": 20,
+                "store": str(tmp_path / "budget.sqlite"),
+            },
             "server": {
                 "host": "127.0.0.1",
                 "port": port,
@@ -99,10 +109,15 @@ def service(ray_cluster, tmp_path):
                 "allow_policy_override": True,
             },
         }
-        config = load_config(None, overrides)
+        (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
+        command = [sys.executable, "-m", "routelmt.cli", "-q", "serve"]
+        command += ["--config", str(tmp_path / "serve.yaml"), "--ray", ray_cluster.address]
+        command += ["--replicas", "2", "--replica-cpus", "0.5"]
+        with open(tmp_path / "serve.err", "w") as err:
+            proc = subprocess.Popen(command, env=ray_cluster.driver_env(), stderr=err)
         connect(ray_cluster.address)
+        url = f"http://127.0.0.1:{port}"
         try:
-            url = deploy(config, replicas=2, cpus=0.5)
             deadline = time.monotonic() + 180
             while True:
                 try:
@@ -110,12 +125,20 @@ def service(ray_cluster, tmp_path):
                         break
                 except httpx.HTTPError:
                     pass
+                assert proc.poll() is None, (tmp_path / "serve.err").read_text()[-3000:]
                 assert time.monotonic() < deadline, "the Serve application did not start"
                 time.sleep(0.5)
             yield url, tmp_path / "logs"
+            proc.send_signal(signal.SIGTERM)  # a clean stop takes the app and the budget down
+            assert proc.wait(timeout=120) == 0
+            with pytest.raises(ValueError):
+                ray.get_actor(BUDGET_ACTOR, namespace=NAMESPACE)
+            assert APP not in serve.status().applications
         finally:
-            shutdown()
-            serve.shutdown()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+                shutdown()
             ray.shutdown()
 
 
@@ -160,3 +183,20 @@ def test_two_replicas_share_one_budget_survive_a_kill_and_keep_the_cap(service):
     total_large = large + sum(a["tier"] == "large" for a in cap_load.answers)
     assert total_large <= CAP
     assert any(a["reason"] == "hard_cap" for a in cap_load.answers)
+
+    # 4. the budget actor dies mid-load: Ray restarts it from its store; meanwhile every request
+    #    is answered by the small model (budget_unavailable), and nothing passes the cap
+    before = _budget()
+    actor = ray.get_actor(BUDGET_ACTOR, namespace=NAMESPACE)
+    outage = Load(url)
+    killer = threading.Timer(0.5, lambda: ray.kill(actor, no_restart=False))
+    killer.start()
+    outage.run(range(900, 1100), forced_every=4)
+    killer.join()
+    after = _budget()
+    assert outage.failed == [] and len(outage.answers) == 200
+    assert after["epoch"] == before["epoch"]  # the same state, continued
+    assert after["requests"] >= before["requests"] and after["spent"] <= CAP
+    unavailable = [a for a in outage.answers if a["reason"] == "budget_unavailable"]
+    assert all(a["tier"] == "small" for a in unavailable)
+    print(f"budget actor restart: {len(unavailable)} of 200 answered small while it was away")
