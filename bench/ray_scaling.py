@@ -151,7 +151,8 @@ def main() -> None:
 
     import ray
 
-    ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    # a new local instance of our own ("local"), not a cluster that `ray start` left on this host
+    ray.init(address="local", include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     segments = WMTDataset(default_wmt_root()).segments(args.pair)[: args.n]
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:

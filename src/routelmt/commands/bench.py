@@ -48,8 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         const="",
         metavar="ADDRESS",
         help="translate on a Ray cluster (pip install 'routelmt[ray]'): ADDRESS is 'auto' for "
-        "the cluster started on this host by `ray start`, host:port for another; none: "
-        "$RAY_ADDRESS or a new local instance. Workers: --set executor.workers=N",
+        "the cluster started on this host by `ray start`, host:port for another; none: Ray's "
+        "default ($RAY_ADDRESS, else a cluster on this host, else a new local instance). "
+        "Workers: --set executor.workers=N",
     )
     return parser
 

@@ -70,7 +70,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="serve on Ray Serve (pip install 'routelmt[ray]'): --replicas copies behind "
         "Serve's HTTP proxy on --host/--port, one budget actor for all; ADDRESS: 'auto', "
-        "host:port, or none for $RAY_ADDRESS or a new local instance",
+        "host:port, 'local' for a new local instance, or none for Ray's default",
     )
     parser.add_argument(
         "--replicas", type=_count, default=2, help="replicas with --ray (default 2)"

@@ -35,14 +35,15 @@ def import_ray() -> Any:
 
 def connect(address: str | None) -> bool:
     """Join the cluster at ``address`` ("auto": the one started on this host with ``ray start``;
-    None: ``$RAY_ADDRESS`` or a new local instance). Returns whether this call connected (and
-    so should disconnect at the end)."""
+    "local": a new local instance; None: Ray's default, ``$RAY_ADDRESS``, else a cluster on
+    this host, else a new local instance). Returns whether this call connected (and so should
+    disconnect at the end)."""
     ray = import_ray()
     if ray.is_initialized():
         return False
     env = {key: os.environ[key] for key in _FORWARDED_ENV if key in os.environ}
     options: dict[str, Any] = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING}
-    if address is None and not os.environ.get("RAY_ADDRESS"):
+    if address in (None, "local"):  # ignored when this joins a running cluster
         options["include_dashboard"] = False
     try:
         ray.init(address=address, **options)
@@ -51,7 +52,7 @@ def connect(address: str | None) -> bool:
         if address not in (None, "auto") and os.environ.get("RAY_AUTH_MODE") != "token":
             hint = " (a cluster with token authentication needs RAY_AUTH_MODE=token here)"
         raise ConfigError(
-            f"cannot join the Ray cluster at {address or 'local'}: {exc}{hint}"
+            f"cannot join the Ray cluster at {address or 'the default address'}: {exc}{hint}"
         ) from None
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # our own progress bar says it
     log.info("Ray: %s", ray.cluster_resources())
