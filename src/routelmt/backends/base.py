@@ -32,3 +32,10 @@ BACKENDS: Registry[Translator] = Registry(
 )
 """Keyed by each class's ``kind`` (``hf``, ``openai``, ...); ``name`` is the system an instance
 serves."""
+
+
+def generated_tokens(translator: Translator) -> int | None:
+    """Tokens the last ``translate`` call generated, for backends that report them
+    (``last_stats.generated_tokens``, as the transformers backend does)."""
+    value = getattr(getattr(translator, "last_stats", None), "generated_tokens", None)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None

@@ -18,6 +18,7 @@ from typing import Any
 
 from routelmt.backends.base import BACKENDS, Translator
 from routelmt.errors import ConfigError
+from routelmt.storage import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -143,3 +144,12 @@ def first_backend(
             errors.append(f"{spec}: {exc}")
             log.warning("small backend %s unavailable (%s); trying the next one", spec, exc)
     raise ConfigError("no small backend could be loaded: " + "; ".join(errors))
+
+
+def slug(spec: str) -> str:
+    """A folder name for a system spec: ``hf:gemma3-270m`` -> ``hf-gemma3-270m``, ``replay:GPT-4``
+    -> ``GPT-4``; specs with other odd characters (URLs, paths) get a short hash."""
+    kind, sep, argument = spec.partition(":")
+    plain = (argument if sep and kind == "replay" else spec).replace(":", "-")
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", plain).strip("-.") or "system"
+    return text if text == plain else f"{text}-{stable_hash(spec, length=6)}"

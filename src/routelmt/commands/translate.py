@@ -48,9 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from routelmt.backends.resolve import make_translator
+    from routelmt.backends.resolve import make_translator, slug
     from routelmt.datasets.plain import load_segments
-    from routelmt.pipeline import slug, translate_resumable
+    from routelmt.resumable import translate_resumable
     from routelmt.storage import check_output_path
 
     segments = load_segments(args.input, direction=args.direction)

@@ -39,7 +39,7 @@ class Executor(Protocol):
 EXECUTORS: Registry[Executor] = Registry("executor")
 
 
-@EXECUTORS.register("local")
+@EXECUTORS.register
 class LocalExecutor:
     """Everything in this process, one batch after another (the default)."""
 
@@ -96,9 +96,10 @@ def make_executor(settings: Mapping[str, Any] | None) -> Executor:
 
 def _translate_call(translator: Any, batch: list[Any]) -> tuple[list[str], int | None]:
     """One batch on a worker: its texts, and the tokens generated where the backend says."""
+    from routelmt.backends.base import generated_tokens
+
     texts = list(translator.translate(batch))
-    tokens = getattr(getattr(translator, "last_stats", None), "generated_tokens", None)
-    return texts, tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+    return texts, generated_tokens(translator)
 
 
 def translate_batches(

@@ -21,6 +21,9 @@ class Router(ABC):
     name: str
     trainable: bool = False
     oracle: bool = False
+    #: reads the small translator's own model (an in-model router): the bench gives it the
+    #: live small model (``model``) unless its router_args name one
+    reads_small_model: bool = False
 
     def prepare(self, batch: Sequence[Segment | ScoredExample]) -> None:  # noqa: B027
         """Optional: precompute what ``fit``/``score`` will need for these items in one pass

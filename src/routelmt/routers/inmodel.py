@@ -187,6 +187,7 @@ class RouteLMTRouter(Router):
     """
 
     name = "routelmt"
+    reads_small_model = True
     trainable = True
     target = "gain"
 
@@ -346,6 +347,7 @@ class EntropyRouter(Router):
     """The small model's next-token entropy at the end of the prompt: uncertain goes to L."""
 
     name = "entropy"
+    reads_small_model = True
 
     def __init__(
         self,

@@ -163,6 +163,7 @@ class RouteLMTLoRARouter(Router):
     """
 
     name = "routelmt-lora"
+    reads_small_model = True
     trainable = True
 
     def __init__(
