@@ -34,7 +34,7 @@ from routelmt.backends.resolve import make_translator
 from routelmt.budget import BudgetSpec, Pacer
 from routelmt.datasets.wmt import WMTDataset
 from routelmt.executors import make_executor, translate_batches
-from routelmt.pipeline import translate_resumable
+from routelmt.resumable import translate_resumable
 from routelmt.storage import default_wmt_root
 
 
