@@ -15,7 +15,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -354,6 +354,58 @@ def _prefix_groups(
     return groups
 
 
+def _load_cached(path: Path, ids: list[str]) -> Features | None:
+    """The cached features of exactly these segments, if a readable entry holds them."""
+    if not path.exists():
+        return None
+    try:
+        cached = load_features(path)
+    except InputError as exc:  # a damaged cache entry is recomputed, not fatal
+        log.warning("ignoring unreadable feature cache %s: %s", path, exc)
+        return None
+    if cached.segment_ids != ids:
+        return None
+    cached.from_cache = True
+    log.info("features for %d segments loaded from cache %s", len(ids), path)
+    return cached
+
+
+def _prefill_rows(
+    model: Any,
+    encoded: Sequence[Sequence[int]],
+    rows: list[int],
+    prefix_len: int,
+    wanted: list[int],
+    pooling: str,
+    entropy: bool,
+    batch_size: int,
+    pad_id: int,
+) -> Iterator[tuple[list[int], dict[int, Any], Any]]:
+    """The prompts ``rows`` (one direction) in batches: their rows, pooled states and entropy.
+    With ``prefix_len``, the shared prefix is prefilled once and each batch runs its tails."""
+    device = next(model.parameters()).device
+    # Longest first: similar lengths share a batch (little padding), memory peaks early.
+    rows = sorted(rows, key=lambda i: -len(encoded[i]))
+    prefix = (
+        _SharedPrefix(model, encoded[rows[0]][:prefix_len], wanted, entropy=entropy)
+        if prefix_len
+        else None
+    )
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        if prefix is not None:
+            tails = [encoded[i][prefix_len:] for i in batch]
+            pooled, ent = prefill_with_prefix(
+                model, prefix, tails, wanted, pooling, entropy=entropy, pad_id=pad_id
+            )
+        else:
+            input_ids, mask = pad_left([encoded[i] for i in batch], pad_id)
+            pooled, ent = prefill_batch(
+                model, input_ids.to(device), mask.to(device), wanted, pooling, entropy=entropy
+            )
+        yield batch, pooled, ent
+
+
 def compute_features(
     model: Any,
     tokenizer: Any,
@@ -388,32 +440,17 @@ def compute_features(
     prompts = render_prompts(template, segs, tokenizer)
     identity = identity or getattr(model, "routelmt_identity", None)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    meta = {
-        "format": FORMAT_VERSION,
-        "model": identity,
-        "dtype": dtype,
-        "template": template.name,
-        "template_fingerprint": template.fingerprint(),
-        "layers": wanted,
-        "num_layers": n_layers,
-        "pooling": pooling,
-        "entropy": entropy,
-        "count": len(segs),
-    }
+    meta = {"format": FORMAT_VERSION, "model": identity, "dtype": dtype}
+    meta |= {"template": template.name, "template_fingerprint": template.fingerprint()}
+    meta |= {"layers": wanted, "num_layers": n_layers, "pooling": pooling}
+    meta |= {"entropy": entropy, "count": len(segs)}
     path: Path | None = None
     if cache and identity:
         key = cache_key(identity, dtype, template, wanted, pooling, entropy, ids, prompts)
         path = cache_dir("features") / f"{key}.npz"
-        if path.exists():
-            try:
-                cached = load_features(path)
-            except InputError as exc:  # a damaged cache entry is recomputed, not fatal
-                log.warning("ignoring unreadable feature cache %s: %s", path, exc)
-            else:
-                if cached.segment_ids == ids:
-                    cached.from_cache = True
-                    log.info("features for %d segments loaded from cache %s", len(ids), path)
-                    return cached
+        cached = _load_cached(path, ids)
+        if cached is not None:
+            return cached
     elif cache:
         log.debug("no model identity: features are not cached")
 
@@ -424,7 +461,6 @@ def compute_features(
         return Features(layers=out, segment_ids=ids, entropy=ent_out, meta=meta)
     encoded = encode_prompts(template, segs, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
     bar = _bar(len(segs), progress)
 
     def store(rows: list[int], pooled: dict[int, Any], ent: Any) -> None:
@@ -438,30 +474,9 @@ def compute_features(
 
     try:
         for rows, prefix_len in _prefix_groups(model, segs, encoded, shared_prefix):
-            # Longest first: similar lengths share a batch (little padding), memory peaks early.
-            rows = sorted(rows, key=lambda i: -len(encoded[i]))
-            prefix = (
-                _SharedPrefix(model, encoded[rows[0]][:prefix_len], wanted, entropy=entropy)
-                if prefix_len
-                else None
-            )
-            for start in range(0, len(rows), batch_size):
-                batch = rows[start : start + batch_size]
-                if prefix is not None:
-                    tails = [encoded[i][prefix_len:] for i in batch]
-                    pooled, ent = prefill_with_prefix(
-                        model, prefix, tails, wanted, pooling, entropy=entropy, pad_id=pad_id
-                    )
-                else:
-                    input_ids, mask = pad_left([encoded[i] for i in batch], pad_id)
-                    pooled, ent = prefill_batch(
-                        model,
-                        input_ids.to(device),
-                        mask.to(device),
-                        wanted,
-                        pooling,
-                        entropy=entropy,
-                    )
+            for batch, pooled, ent in _prefill_rows(
+                model, encoded, rows, prefix_len, wanted, pooling, entropy, batch_size, pad_id
+            ):
                 store(batch, pooled, ent)
     finally:
         if bar is not None:

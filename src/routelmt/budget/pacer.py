@@ -205,6 +205,21 @@ _STATE_NUMBERS = {
 _STATE_KEYS = {"version", "tau", "center", "scores", "window", "refunded", *_STATE_NUMBERS}
 
 
+def batch_inputs(
+    scores: Sequence[float | None],
+    costs: Sequence[float | None] | None,
+    forced: Sequence[bool] | None,
+) -> tuple[list[float | None], list[bool]]:
+    """The costs and force flags of a ``decide_many`` batch, one per score (defaults: no cost,
+    not forced)."""
+    n = len(scores)
+    cost_list = list(costs) if costs is not None else [None] * n
+    flags = [bool(f) for f in forced] if forced is not None else [False] * n
+    if len(cost_list) != n or len(flags) != n:
+        raise ValueError(f"{len(cost_list)} costs and {len(flags)} flags for {n} scores")
+    return cost_list, flags
+
+
 class Pacer:
     """Thread-safe online controller that keeps the realised large-model share at the budget.
 
@@ -410,14 +425,10 @@ class Pacer:
         forced: Sequence[bool] | None = None,
     ) -> list[Decision]:
         """Decisions for a batch, in order, under one lock (all inputs checked first)."""
-        n = len(scores)
-        costs = costs if costs is not None else [None] * n
-        forced = forced if forced is not None else [False] * n
-        if len(costs) != n or len(forced) != n:
-            raise ValueError(f"{len(costs)} costs and {len(forced)} flags for {n} scores")
+        cost_list, flags = batch_inputs(scores, costs, forced)
         checked = [
             (self._check_score(s, bool(f)), self.spec.weight(c), bool(f))
-            for s, c, f in zip(scores, costs, forced, strict=True)
+            for s, c, f in zip(scores, cost_list, flags, strict=True)
         ]
         with self._lock:
             return [self._decide(s, w, f) for s, w, f in checked]

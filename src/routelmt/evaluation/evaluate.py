@@ -68,6 +68,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -497,6 +498,115 @@ def _validate_options(
     return budget_list, list(dict.fromkeys(base_list))
 
 
+def _check_arrays(
+    q_small: Any, q_large: Any, groups: Sequence[str], attributes: Mapping[str, Sequence[str]]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The qualities as 1-D float arrays of one length, one group and one value per breakdown
+    key for each example."""
+    q_small = np.asarray(q_small, dtype=float)
+    q_large = np.asarray(q_large, dtype=float)
+    n = q_small.size
+    if n == 0:
+        raise InputError("empty test set: no scored examples to evaluate routers on")
+    if q_small.shape != (n,) or q_large.shape != (n,):
+        raise InputError(
+            f"q_small and q_large must be 1-D arrays of one length, got shapes "
+            f"{q_small.shape} and {q_large.shape}"
+        )
+    if not (np.isfinite(q_small).all() and np.isfinite(q_large).all()):
+        raise InputError("the qualities (or gains) hold NaN or infinite values")
+    group_list = [str(g) for g in groups]
+    if len(group_list) != n:
+        raise InputError(f"got {len(group_list)} source ids for {n} examples; expected one each")
+    for key, values in attributes.items():
+        if len(values) != n:
+            raise InputError(f"got {len(values)} '{key}' values for {n} examples")
+    return q_small, q_large, group_list
+
+
+def _settings(
+    seed: int,
+    n_boot: int,
+    level: float,
+    breakdown_boot: bool,
+    curve_step: float,
+    cpt_levels: Sequence[float],
+    base_list: list[str],
+    routers: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Every rule and setting behind the numbers, written into the result."""
+    return {
+        "k_rule": K_RULE,
+        "tie_break": TIE_RULE,
+        "seed": seed,
+        "bootstrap": {
+            "n": n_boot,
+            "level": level,
+            "method": "percentile",
+            "unit": "group (Segment.group = source_id, else id)",
+            "breakdowns": bool(breakdown_boot and n_boot > 0),
+            "direction": "the pooled resamples restricted to each direction",
+        },
+        "curve_step": curve_step,
+        "cpt_levels": [float(x) for x in cpt_levels],
+        "random_line": "exact expectation: mean q_S + (k/N) * mean g",
+        "hc": HC_RULE,
+        "paired": {
+            "baselines": [b for b in base_list if b in routers],
+            "missing": [b for b in base_list if b not in routers],
+            "rule": PAIRED_RULE,
+        },
+    }
+
+
+@dataclass
+class _Plan:
+    """What every subset of one evaluation shares: the budgets, the metric options, and the
+    seeds of the pooled and per-subset resamples."""
+
+    budgets: list[float]
+    compute: dict[str, Any]
+    summary_opts: dict[str, Any]
+    n_boot: int
+    seed: int
+    boot_seed: np.random.SeedSequence
+    breakdown_boot: bool
+
+    def pooled_draws(self, data: _Data) -> Iterator[np.ndarray]:
+        return weight_chunks(data.group_idx, data.n_groups, self.n_boot, self.boot_seed)
+
+
+def _breakdown(
+    plan: _Plan, data: _Data, groups: list[str], keys: np.ndarray, i: int, key: str, raw: Any
+) -> tuple[dict[str, Any], dict[str, _Replicates]]:
+    """One breakdown key: the summary of each of its values, and (for ``direction``) each
+    subset's replicates, drawn from the pooled resamples."""
+    values = np.array([str(v) for v in raw], dtype=object)
+    subsets: dict[str, Any] = {}
+    parts: dict[str, _Replicates] = {}
+    for j, value in enumerate(sorted(set(values))):
+        idx = np.flatnonzero(values == value)
+        sub = _Data(
+            data.q_small[idx],
+            data.q_large[idx],
+            [groups[t] for t in idx],
+            keys[idx],
+            {name: s[idx] for name, s in data.scores.items()},
+        )
+        draws: Iterable[np.ndarray] | None = None
+        if plan.n_boot and plan.breakdown_boot:
+            if key == "direction":
+                draws = (w[:, idx] for w in plan.pooled_draws(data))
+            else:
+                sub_seed = np.random.SeedSequence([plan.seed, 1, i, j])
+                draws = weight_chunks(sub.group_idx, sub.n_groups, plan.n_boot, sub_seed)
+        sub_reps = _replicates(sub, plan.budgets, draws, **plan.compute)
+        subsets[value] = _summary(sub, sub_reps, plan.budgets, **plan.summary_opts)
+        if key == "direction":
+            parts[value] = sub_reps
+    return subsets, parts
+
+
 def evaluate_arrays(
     q_small: Any,
     q_large: Any,
@@ -525,38 +635,18 @@ def evaluate_arrays(
     budget_list, base_list = _validate_options(
         budgets, severe_delta, n_boot, level, curve_step, cpt_levels, list(attributes), baselines
     )
-    q_small = np.asarray(q_small, dtype=float)
-    q_large = np.asarray(q_large, dtype=float)
+    q_small, q_large, group_list = _check_arrays(q_small, q_large, groups, attributes)
     n = q_small.size
-    if n == 0:
-        raise InputError("empty test set: no scored examples to evaluate routers on")
-    if q_small.shape != (n,) or q_large.shape != (n,):
-        raise InputError(
-            f"q_small and q_large must be 1-D arrays of one length, got shapes "
-            f"{q_small.shape} and {q_large.shape}"
-        )
-    if not (np.isfinite(q_small).all() and np.isfinite(q_large).all()):
-        raise InputError("the qualities (or gains) hold NaN or infinite values")
-    groups = [str(g) for g in groups]
-    if len(groups) != n:
-        raise InputError(f"got {len(groups)} source ids for {n} examples; expected one each")
-    for key, values in attributes.items():
-        if len(values) != n:
-            raise InputError(f"got {len(values)} '{key}' values for {n} examples")
     checked = _check_scores(scores, n)
-    root = np.random.SeedSequence(seed)
-    tie_seed, boot_seed = root.spawn(2)
+    tie_seed, boot_seed = np.random.SeedSequence(seed).spawn(2)
     keys = tie_keys(n, tie_seed)
-    grid = C.curve_grid(curve_step)
     cpt = [float(x) for x in cpt_levels]
-    compute = {"grid": grid, "severe_delta": float(severe_delta), "cpt_levels": cpt}
+    compute = {"grid": C.curve_grid(curve_step), "severe_delta": float(severe_delta)}
+    compute["cpt_levels"] = cpt
     summary_opts = {**compute, "level": level, "baselines": base_list}
-    data = _Data(q_small, q_large, groups, keys, checked)
-
-    def pooled_draws() -> Iterator[np.ndarray]:
-        return weight_chunks(data.group_idx, data.n_groups, n_boot, boot_seed)
-
-    reps = _replicates(data, budget_list, pooled_draws() if n_boot else None, **compute)
+    plan = _Plan(budget_list, compute, summary_opts, n_boot, seed, boot_seed, breakdown_boot)
+    data = _Data(q_small, q_large, group_list, keys, checked)
+    reps = _replicates(data, budget_list, plan.pooled_draws(data) if n_boot else None, **compute)
     body = _summary(data, reps, budget_list, **summary_opts)
     result: dict[str, Any] = {"schema": SCHEMA}
     result.update(
@@ -567,56 +657,14 @@ def evaluate_arrays(
         large_systems=sorted(set(large_systems)),
         budgets=budget_list,
         severe_delta=float(severe_delta),
-        settings={
-            "k_rule": K_RULE,
-            "tie_break": TIE_RULE,
-            "seed": seed,
-            "bootstrap": {
-                "n": n_boot,
-                "level": level,
-                "method": "percentile",
-                "unit": "group (Segment.group = source_id, else id)",
-                "breakdowns": bool(breakdown_boot and n_boot > 0),
-                "direction": "the pooled resamples restricted to each direction",
-            },
-            "curve_step": curve_step,
-            "cpt_levels": [float(x) for x in cpt_levels],
-            "random_line": "exact expectation: mean q_S + (k/N) * mean g",
-            "hc": HC_RULE,
-            "paired": {
-                "baselines": [b for b in base_list if b in checked],
-                "missing": [b for b in base_list if b not in checked],
-                "rule": PAIRED_RULE,
-            },
-        },
+        settings=_settings(
+            seed, n_boot, level, breakdown_boot, curve_step, cpt_levels, base_list, checked
+        ),
     )
     result.update(body)
     result["breakdowns"] = {}
     for i, (key, raw) in enumerate(attributes.items()):
-        values = np.array([str(v) for v in raw], dtype=object)
-        subsets: dict[str, Any] = {}
-        parts: dict[str, _Replicates] = {}
-        for j, value in enumerate(sorted(set(values))):
-            idx = np.flatnonzero(values == value)
-            sub = _Data(
-                q_small[idx],
-                q_large[idx],
-                [groups[t] for t in idx],
-                keys[idx],
-                {name: s[idx] for name, s in checked.items()},
-            )
-            draws: Iterable[np.ndarray] | None = None
-            if n_boot and breakdown_boot:
-                if key == "direction":
-                    draws = (w[:, idx] for w in pooled_draws())
-                else:
-                    sub_seed = np.random.SeedSequence([seed, 1, i, j])
-                    draws = weight_chunks(sub.group_idx, sub.n_groups, n_boot, sub_seed)
-            sub_reps = _replicates(sub, budget_list, draws, **compute)
-            subsets[value] = _summary(sub, sub_reps, budget_list, **summary_opts)
-            if key == "direction":
-                parts[value] = sub_reps
-        result["breakdowns"][key] = subsets
+        result["breakdowns"][key], parts = _breakdown(plan, data, group_list, keys, i, key, raw)
         if key == "direction":
             result["direction_mean"] = _direction_mean(
                 parts, list(checked), budget_list, base_list, level

@@ -235,6 +235,41 @@ def _paired_pooled_table(result: dict[str, Any], budgets: list[float]) -> list[s
     ] + _table(header, rows)
 
 
+def _breakdown_section(key: str, subsets: dict[str, Any], budgets: list[float]) -> list[str]:
+    """One breakdown key: a table per value, with the oracle's row last."""
+    lines = ["", f"## Breakdown by {key}", ""]
+    header = ["router"] + ["Spearman", "APGR"]
+    header += [f"HitRate@{format(p, 'g')}" for p in budgets]
+    header += [f"MeanDelta@{format(p, 'g')}" for p in budgets]
+    header += [f"HC@{format(p, 'g')}" for p in budgets]
+    for value, block in subsets.items():
+        ref = block["reference"]
+        lines += [
+            "",
+            f"### {key} = {value} (n = {block['n']})",
+            "",
+            f"small-only {fmt(ref['small_only']['value'])}, "
+            f"large-only {fmt(ref['large_only']['value'])}, "
+            f"mean gain {fmt(ref['mean_gain']['value'])}",
+            "",
+        ]
+        rows = []
+        for name, res in block["routers"].items():
+            row = [name, fmt(res["spearman"]["value"], 3), fmt(res["apgr"]["value"], 3)]
+            cells = [res["budgets"][format(p, "g")] for p in budgets]
+            row += [fmt(c["hit_rate"]["value"]) for c in cells]
+            row += [fmt(c["mean_delta"]["value"]) for c in cells]
+            row += [fmt(c.get("hc", {}).get("value")) for c in cells]
+            rows.append(row)
+        oracle = ["*oracle*", "1.000", "1.000"]
+        oracle += [fmt(ref["oracle"][format(p, "g")]["hit_rate"]["value"]) for p in budgets]
+        oracle += [fmt(ref["oracle"][format(p, "g")]["mean_delta"]["value"]) for p in budgets]
+        oracle += ["100.00"] * len(budgets)
+        rows.append(oracle)
+        lines += _table(header, rows)
+    return lines
+
+
 def render_markdown(result: dict[str, Any], figures: list[str] | None = None) -> str:
     """The report as Markdown: settings, per-direction numbers (mean over directions first,
     with paired differences against the baselines), then pooled tables per budget, the curve
@@ -288,36 +323,7 @@ def render_markdown(result: dict[str, Any], figures: list[str] | None = None) ->
     for fig in figures or []:
         lines += ["", f"![{Path(fig).stem}]({fig})"]
     for key, subsets in (result.get("breakdowns") or {}).items():
-        lines += ["", f"## Breakdown by {key}", ""]
-        header = ["router"] + ["Spearman", "APGR"]
-        header += [f"HitRate@{format(p, 'g')}" for p in budgets]
-        header += [f"MeanDelta@{format(p, 'g')}" for p in budgets]
-        header += [f"HC@{format(p, 'g')}" for p in budgets]
-        for value, block in subsets.items():
-            ref = block["reference"]
-            lines += [
-                "",
-                f"### {key} = {value} (n = {block['n']})",
-                "",
-                f"small-only {fmt(ref['small_only']['value'])}, "
-                f"large-only {fmt(ref['large_only']['value'])}, "
-                f"mean gain {fmt(ref['mean_gain']['value'])}",
-                "",
-            ]
-            rows = []
-            for name, res in block["routers"].items():
-                row = [name, fmt(res["spearman"]["value"], 3), fmt(res["apgr"]["value"], 3)]
-                cells = [res["budgets"][format(p, "g")] for p in budgets]
-                row += [fmt(c["hit_rate"]["value"]) for c in cells]
-                row += [fmt(c["mean_delta"]["value"]) for c in cells]
-                row += [fmt(c.get("hc", {}).get("value")) for c in cells]
-                rows.append(row)
-            oracle = ["*oracle*", "1.000", "1.000"]
-            oracle += [fmt(ref["oracle"][format(p, "g")]["hit_rate"]["value"]) for p in budgets]
-            oracle += [fmt(ref["oracle"][format(p, "g")]["mean_delta"]["value"]) for p in budgets]
-            oracle += ["100.00"] * len(budgets)
-            rows.append(oracle)
-            lines += _table(header, rows)
+        lines += _breakdown_section(key, subsets, budgets)
     generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines += ["", f"_Generated {generated} by routelmt; numbers in metrics.json._", ""]
     return "\n".join(lines)

@@ -359,47 +359,7 @@ class RouteLMTLoRARouter(Router):
 
         per_epoch = math.ceil(len(chosen) / self.batch_size)
         total = self.steps if self.steps is not None else per_epoch * self.epochs
-        lora_params = list(self._adapted.lora_parameters().values())
-        for param in lora_params:
-            param.requires_grad_(True)
-        optimiser = torch.optim.AdamW(
-            [
-                {"params": lora_params, "lr": self.lr},
-                {"params": list(self._head.parameters()), "lr": self.head_lr},
-            ],
-            weight_decay=self.weight_decay,
-        )
-        trainable = lora_params + list(self._head.parameters())
-        losses: list[float] = []
-        bar = self._bar(total)
-        self._adapted.body.train()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed + 2)  # LoRA dropout
-                step = 0
-                while step < total:
-                    for rows in self._batches(lengths, rng):
-                        if step >= total:
-                            break
-                        feats = self._features([encoded[i] for i in rows])
-                        pred = self._head(feats).squeeze(-1)
-                        loss = torch.nn.functional.mse_loss(pred, z[rows])
-                        optimiser.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if self.grad_clip > 0:
-                            torch.nn.utils.clip_grad_norm_(trainable, self.grad_clip)
-                        optimiser.step()
-                        losses.append(float(loss.detach()))
-                        step += 1
-                        if bar is not None:
-                            bar.update(1)
-                            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        finally:
-            self._adapted.body.eval()
-            for param in lora_params:
-                param.requires_grad_(False)
-            if bar is not None:
-                bar.close()
+        losses = self._train(encoded, lengths, z, total, rng)
         self.metric = chosen[0].metric
         self.train_hash = stable_hash([(ex.id, round(float(v), 6)) for ex, v in zip(chosen, y)])
         self.train_sources = training_sources(train)  # all it was given, not only the subsample
@@ -423,6 +383,60 @@ class RouteLMTLoRARouter(Router):
             self.train_info["loss_last20"] or math.nan,
         )
         return self
+
+    def _train(
+        self,
+        encoded: Sequence[Sequence[int]],
+        lengths: list[int],
+        z: Any,
+        total: int,
+        rng: np.random.Generator,
+    ) -> list[float]:
+        """``total`` AdamW steps on the adapter and the head (MSE to the standardised targets
+        ``z``); returns the loss of each step. The adapter is frozen again afterwards."""
+        import torch
+
+        assert self._adapted is not None
+        lora_params = list(self._adapted.lora_parameters().values())
+        for param in lora_params:
+            param.requires_grad_(True)
+        optimiser = torch.optim.AdamW(
+            [
+                {"params": lora_params, "lr": self.lr},
+                {"params": list(self._head.parameters()), "lr": self.head_lr},
+            ],
+            weight_decay=self.weight_decay,
+        )
+        trainable = lora_params + list(self._head.parameters())
+        losses: list[float] = []
+        bar = self._bar(total)
+        self._adapted.body.train()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed + 2)  # LoRA dropout
+                while len(losses) < total:
+                    for rows in self._batches(lengths, rng):
+                        if len(losses) >= total:
+                            break
+                        feats = self._features([encoded[i] for i in rows])
+                        pred = self._head(feats).squeeze(-1)
+                        loss = torch.nn.functional.mse_loss(pred, z[rows])
+                        optimiser.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if self.grad_clip > 0:
+                            torch.nn.utils.clip_grad_norm_(trainable, self.grad_clip)
+                        optimiser.step()
+                        losses.append(float(loss.detach()))
+                        if bar is not None:
+                            bar.update(1)
+                            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        finally:
+            self._adapted.body.eval()
+            for param in lora_params:
+                param.requires_grad_(False)
+            if bar is not None:
+                bar.close()
+        return losses
 
     def _set_feature_stats(
         self, encoded: Sequence[Sequence[int]], rng: np.random.Generator

@@ -26,7 +26,32 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class MicroBatcher(Generic[T, R]):
+class _WorkerThread:
+    """One daemon thread draining a queue guarded by ``_cond``; ``close`` lets it finish."""
+
+    _join_timeout_s = 60.0
+    _cond: threading.Condition
+    _closed: bool
+    _thread: threading.Thread
+
+    def _start(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish what is queued (and running), then stop."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=self._join_timeout_s)
+
+
+class MicroBatcher(_WorkerThread, Generic[T, R]):
     """``submit(item, owner) -> Future``; ``fn(items) -> results`` runs on one worker thread."""
 
     def __init__(
@@ -52,8 +77,7 @@ class MicroBatcher(Generic[T, R]):
         self._closed = False
         self.batches = 0
         self.items = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._start(name)
 
     def submit(self, item: T, owner: Any = None) -> Future[R]:
         fut: Future[R] = Future()
@@ -142,15 +166,6 @@ class MicroBatcher(Generic[T, R]):
             if stop:
                 return
 
-    def close(self) -> None:
-        """Finish what is queued, then stop."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join(timeout=60)
-
 
 class _Ticket:
     __slots__ = ("state", "index", "owner", "future", "arrived")
@@ -160,7 +175,7 @@ class _Ticket:
         self.arrived = time.monotonic()
 
 
-class ContinuousDecoder:
+class ContinuousDecoder(_WorkerThread):
     """Small-model decoding as one running batch that rows join and leave at every step.
 
     ``submit(state, index, owner) -> Future[str]`` queues one prefilled segment (``state`` from
@@ -173,6 +188,8 @@ class ContinuousDecoder:
     ``max_rows`` slots, so the rest stay free for newcomers: a one-word request joins within a
     step of arriving even while a request with many long texts decodes.
     """
+
+    _join_timeout_s = 120.0
 
     def __init__(
         self,
@@ -199,8 +216,7 @@ class ContinuousDecoder:
         self._closed = False
         self.steps = 0
         self.admitted: list[Any] = []  # owners in the order their rows joined (for tests)
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._start(name)
 
     def submit(self, state: Any, index: int, owner: Any = None) -> Future[str]:
         fut: Future[str] = Future()
@@ -311,12 +327,3 @@ class ContinuousDecoder:
             ticket.future.set_exception(exc)
         else:
             ticket.future.set_result(text)
-
-    def close(self) -> None:
-        """Finish what is queued and running, then stop."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join(timeout=120)

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from routelmt.budget.pacer import BudgetSpec, Decision, Pacer
+from routelmt.budget.pacer import BudgetSpec, Decision, Pacer, batch_inputs
 from routelmt.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -154,9 +154,7 @@ class RayPacer:
         *,
         forced: Sequence[bool] | None = None,
     ) -> list[Decision]:
-        n = len(scores)
-        costs = list(costs) if costs is not None else [None] * n
-        forced = [bool(f) for f in forced] if forced is not None else [False] * n
+        costs, forced = batch_inputs(scores, costs, forced)
         try:
             epoch, decisions, state = self._call(
                 self._actor.decide_many.remote(list(scores), costs, forced)
