@@ -7,8 +7,9 @@
    WMT24 segments with Gemma-3-270M live: the local path (this process, torch's default
    threads, as ``routelmt bench`` without ``--ray``) vs Ray Data with 1 and with 2
    single-thread workers on a local Ray instance that this script starts (``ray.init`` with
-   the machine's CPUs). Wall seconds include starting the workers and loading the model in
-   each (what a run pays); segments/s = N / wall; and whether every output equals the local
+   the machine's CPUs); the local path with one thread too. Wall seconds include starting the
+   workers and loading the model in each (what a run pays); segments/s = N / wall; the first
+   batch's seconds (start-up); the rate after it; and whether every output equals the local
    path's.
 2. The budget's decision latency, one request per call and a batch of 16 per call: the local
    ``Pacer``, the SQLite store (``SQLitePacer``, one host), and the budget actor
@@ -38,48 +39,70 @@ from routelmt.resumable import translate_resumable
 from routelmt.storage import default_wmt_root
 
 
-def translate_run(executor_settings, segments, out: Path, args) -> tuple[float, list[str]]:
+def translate_run(settings, segments, out: Path, args) -> dict:
+    """One run of the stage; ``local_threads`` sets torch's threads for the local path."""
+    import torch
+
     def factory():
         return make_translator("hf:gemma3-270m", max_new_tokens=args.max_new_tokens)
 
-    executor = make_executor(executor_settings)
+    threads = torch.get_num_threads()
+    if settings.get("local_threads"):
+        torch.set_num_threads(settings["local_threads"])
+    executor = make_executor({k: v for k, v in settings.items() if k != "local_threads"})
+    first: list[float] = []
     try:
         translator = factory()
+        runner = translate_batches(executor, factory)
+        if runner is None:  # the local path: time its first batch the same way
+
+            def runner(batches):
+                for batch in batches:
+                    yield translator.translate(batch), None
+
+        def timed_runner(batches):
+            for item in runner(batches):
+                if not first:
+                    first.append(time.perf_counter() - start)
+                yield item
+
         start = time.perf_counter()
         done = translate_resumable(
-            translator,
-            segments,
-            out,
-            batch_size=args.batch_size,
-            run_batches=translate_batches(executor, factory),
+            translator, segments, out, batch_size=args.batch_size, run_batches=timed_runner
         )
         wall = time.perf_counter() - start
         translator.close()
     finally:
         executor.close()  # leaves the Ray instance this script started running
-    return wall, done.texts
+        torch.set_num_threads(threads)
+    rest = len(segments) - args.batch_size
+    return {
+        "wall_s": round(wall, 2),
+        "first_batch_s": round(first[0], 2),
+        "segments_per_s": round(len(segments) / wall, 3),
+        # after the first batch is back: workers started and models loaded
+        "after_first_per_s": round(rest / (wall - first[0]), 3) if wall > first[0] else None,
+        "texts": done.texts,
+    }
 
 
 def stage_table(args, segments, tmp: Path) -> list[dict]:
+    import torch
+
     runs = [
-        ("local path (this process)", {"kind": "local"}),
+        (f"local, {torch.get_num_threads()} threads (bench default)", {"kind": "local"}),
+        ("local, 1 thread", {"kind": "local", "local_threads": 1}),
         ("Ray, 1 worker x 1 thread", {"kind": "ray", "workers": 1, "threads": 1}),
         ("Ray, 2 workers x 1 thread", {"kind": "ray", "workers": 2, "threads": 1}),
     ]
     rows = []
     reference = None
     for i, (label, settings) in enumerate(runs):
-        wall, texts = translate_run(settings, segments, tmp / f"run{i}.jsonl", args)
+        run = translate_run(settings, segments, tmp / f"run{i}.jsonl", args)
+        texts = run.pop("texts")
         reference = reference if reference is not None else texts
-        rows.append(
-            {
-                "path": label,
-                "wall_s": round(wall, 2),
-                "segments_per_s": round(len(segments) / wall, 3),
-                "same_outputs": texts == reference,
-            }
-        )
-        print(f"  {label}: {wall:.1f} s", file=sys.stderr, flush=True)
+        rows.append({"path": label, **run, "same_outputs": texts == reference})
+        print(f"  {label}: {run['wall_s']:.1f} s", file=sys.stderr, flush=True)
     base = rows[0]["segments_per_s"]
     for row in rows:
         row["vs_local"] = round(row["segments_per_s"] / base, 2)
@@ -141,10 +164,10 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=24)
+    parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--pair", default="en-es")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--decisions", type=int, default=2000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
