@@ -41,8 +41,8 @@ def _config(tmp_path: Path, wmt_root: Path) -> Path:
     return path
 
 
-def _metrics(output: Path) -> dict:
-    data = json.loads((output / "report" / "GPT-4" / "metrics.json").read_text())
+def _metrics(output: Path, large: str = "GPT-4") -> dict:
+    data = json.loads((output / "report" / large / "metrics.json").read_text())
     data["run"].pop("router_seconds")  # wall-clock times of the router stages
     return data
 
@@ -86,8 +86,43 @@ def test_bench_on_ray_matches_local_and_resumes_after_a_kill(ray_cluster, wmt_ro
     assert stage["status"] == "complete"
     assert stage["info"]["reused"] == finished  # nothing finished was translated again
     assert stage["info"]["translated"] == N - finished
+    assert stage["info"]["executor"] == "ray"
 
     ours = _lines(translations)
     assert len(ours) == N
     assert ours == _lines(tmp_path / "local" / SMALL / "translations.jsonl")
     assert _metrics(out) == _metrics(tmp_path / "local")
+
+
+def test_scoring_on_ray_writes_the_local_scores(ray_cluster, tmp_path):
+    """``executor.stages: [translate, score]``: sentence scores computed by Ray workers (each
+    building the metric once) land in the same scores.jsonl as a local run's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+    from test_cli import _layout
+
+    root = _layout(tmp_path / "wmt", n=24)
+    config = {
+        "name": "tiny",
+        "data": {"root": str(root), "pairs": ["en-es"], "limit": 20},
+        "small": "Small",
+        "large": ["Large"],
+        "routers": ["gain-oracle", "random", "length"],
+        "evaluation": {"folds": 2, "bootstrap": 20, "budgets": [0.2, 0.5], "plots": False},
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    run_bench(load_bench_config([path], [], output=tmp_path / "local"))
+    on_ray = [
+        "executor.kind=ray",
+        f"executor.address={ray_cluster.address!r}",
+        "executor.stages=[translate, score]",
+        "executor.workers=1",
+    ]
+    result = run_bench(load_bench_config([path], on_ray, output=tmp_path / "ray"))
+    assert result.config["executor"]["stages"] == ["translate", "score"]
+    for system in ("Small", "Large"):
+        ours = (tmp_path / "ray" / "score" / system / "scores.jsonl").read_text()
+        assert ours == (tmp_path / "local" / "score" / system / "scores.jsonl").read_text()
+        stage = json.loads((tmp_path / "ray" / "score" / system / "stage.json").read_text())
+        assert stage["info"]["executor"] == "ray"  # scored by the Ray workers
+    assert _metrics(tmp_path / "ray", "Large") == _metrics(tmp_path / "local", "Large")

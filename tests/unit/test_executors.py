@@ -58,6 +58,8 @@ def test_local_executor_maps_in_order_with_one_worker():
         ("executor.workers=0", "'executor.workers' must be a positive integer"),
         ("executor.threads=two", "'executor.threads' must be an integer"),
         ("executor.nodes=3", "unknown key 'executor.nodes'"),
+        ("executor.stages=[features]", "'executor.stages' must list some of translate, score"),
+        ("executor.stages=[]", "'executor.stages' must list some of"),
     ],
 )
 def test_bad_executor_settings_are_config_errors(tmp_path, corpus, setting, message):

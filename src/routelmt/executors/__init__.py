@@ -15,13 +15,21 @@ from routelmt.errors import ConfigError
 from routelmt.registry import Registry
 
 # executor: settings of the bench config (the ``executor:`` key) and their defaults
-DEFAULTS: dict[str, Any] = {"kind": "local", "address": None, "workers": 2, "threads": 1}
+DEFAULTS: dict[str, Any] = {
+    "kind": "local",
+    "address": None,
+    "workers": 2,
+    "threads": 1,
+    "stages": ["translate"],  # the stages sent out: translate (live backends), score
+}
+STAGES = ("translate", "score")
 
 
 class Executor(Protocol):
     """Maps ``call(worker, batch)`` over ``batches``; ``worker = factory()`` once per worker."""
 
     name: str
+    stages: frozenset[str]  # the bench stages it runs (``DEFAULTS["stages"]``)
 
     def map_batches(
         self,
@@ -44,6 +52,7 @@ class LocalExecutor:
     """Everything in this process, one batch after another (the default)."""
 
     name = "local"
+    stages: frozenset[str] = frozenset()
 
     def __init__(self, **_: Any) -> None:
         pass
@@ -82,6 +91,11 @@ def check_settings(settings: Mapping[str, Any], where: str) -> None:
             raise ConfigError(
                 f"{where}: 'executor.{key}' must be a positive integer, got {value!r}"
             )
+    stages = settings.get("stages")
+    if not isinstance(stages, list) or not stages or not set(stages) <= set(STAGES):
+        raise ConfigError(
+            f"{where}: 'executor.stages' must list some of {', '.join(STAGES)}, got {stages!r}"
+        )
 
 
 def make_executor(settings: Mapping[str, Any] | None) -> Executor:
@@ -89,9 +103,12 @@ def make_executor(settings: Mapping[str, Any] | None) -> Executor:
     settings = {**DEFAULTS, **(settings or {})}
     check_settings(settings, "executor")
     kind = settings.pop("kind")
+    stages = frozenset(settings.pop("stages"))
     if kind == "local":
         return LocalExecutor()
-    return EXECUTORS.create(kind, **settings)
+    executor = EXECUTORS.create(kind, **settings)
+    executor.stages = stages
+    return executor
 
 
 def _translate_call(translator: Any, batch: list[Any]) -> tuple[list[str], int | None]:
@@ -107,6 +124,31 @@ def translate_batches(
 ) -> Callable[[list[list[Any]]], Iterator[tuple[list[str], int | None]]] | None:
     """The ``run_batches`` of ``translate_resumable`` for ``executor`` (None: the local path,
     with the caller's translator); ``factory`` builds the translator on each worker."""
-    if executor.name == "local":
+    if "translate" not in executor.stages:
         return None
     return lambda batches: executor.map_batches(factory, _translate_call, batches)
+
+
+def _score_call(metric: Any, chunk: tuple[list[Any], list[str]]) -> list[float]:
+    from routelmt.labels import score_pairs
+
+    return score_pairs(metric, *chunk)
+
+
+def score_batches(
+    executor: Executor,
+    factory: Callable[[], Any],
+    segments: Sequence[Any],
+    hypotheses: Sequence[str],
+    *,
+    chunk: int = 256,
+) -> list[float] | None:
+    """Sentence scores computed by ``executor``'s workers (each builds the metric once), in
+    order; None when the executor does not run the score stage (the caller scores locally)."""
+    if "score" not in executor.stages:
+        return None
+    chunks = [
+        (list(segments[i : i + chunk]), list(hypotheses[i : i + chunk]))
+        for i in range(0, len(segments), chunk)
+    ]
+    return [v for part in executor.map_batches(factory, _score_call, chunks) for v in part]

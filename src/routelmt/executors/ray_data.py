@@ -103,6 +103,7 @@ class RayExecutor:
     """``workers`` actors with ``threads`` CPU threads each, on the cluster at ``address``."""
 
     name = "ray"
+    stages: frozenset[str] = frozenset({"translate"})
 
     def __init__(self, address: str | None = None, workers: int = 2, threads: int = 1) -> None:
         self.address = address

@@ -25,7 +25,7 @@ import yaml
 from routelmt.backends.base import Translator
 from routelmt.backends.resolve import check_spec, parse_spec, slug
 from routelmt.errors import ConfigError, InputError
-from routelmt.executors import Executor, make_executor, translate_batches
+from routelmt.executors import Executor, make_executor, score_batches, translate_batches
 from routelmt.pipeline.stages import StageRecord, StageRunner, exclusive
 from routelmt.records import ScoredExample, Segment, Translation, read_records, write_records
 from routelmt.resumable import salvage_translations, translate_resumable
@@ -160,6 +160,7 @@ def _translate(bench: Bench, spec: str, options: dict[str, Any], directory: Path
         salvaged = salvage_translations(carried, bench.segments, translator.name, out)
         log.info("%s: %d translations still apply to the new data", spec, salvaged)
     recorded = parse_spec(spec).recorded  # a lookup: no work worth sending out
+    remote = None if recorded else translate_batches(bench.executor, make)
     try:
         done = translate_resumable(
             translator,
@@ -167,11 +168,12 @@ def _translate(bench: Bench, spec: str, options: dict[str, Any], directory: Path
             out,
             batch_size=bench.config["translate"]["batch_size"],
             source_hashes=True,
-            run_batches=None if recorded else translate_batches(bench.executor, make),
+            run_batches=remote,
         )
     finally:
         translator.close()
     info = {"system": translator.name, "segments": len(bench.segments)}
+    info["executor"] = "local" if remote is None else bench.executor.name
     if salvaged is not None:
         info["salvaged"] = salvaged
     info |= {"translated": done.translated, "reused": done.reused}
@@ -203,15 +205,21 @@ def translate_stage(bench: Bench, label: str, spec: str) -> str:
 
 def _score(bench: Bench, spec: str, directory: Path) -> dict[str, Any]:
     from routelmt.labels import score_pairs
+    from routelmt.metrics.base import get_metric
 
     scorer = bench.metric()
-    values = score_pairs(scorer, bench.segments, bench.texts[spec])
+    metric = bench.config["metric"]
+    make = functools.partial(get_metric, metric["name"], **metric["args"])
+    values = score_batches(bench.executor, make, bench.segments, bench.texts[spec])
+    where = "local" if values is None else bench.executor.name
+    if values is None:
+        values = score_pairs(scorer, bench.segments, bench.texts[spec])
     write_records(
         directory / "scores.jsonl",
         ({"segment_id": s.id, "q": q} for s, q in zip(bench.segments, values)),
     )
     mean = sum(values) / len(values)
-    return {"metric": scorer.signature(), "mean": round(mean, 4)}
+    return {"metric": scorer.signature(), "mean": round(mean, 4), "executor": where}
 
 
 def score_stage(bench: Bench, spec: str, translated: str) -> None:

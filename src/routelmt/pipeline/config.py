@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "large": ["replay:GPT-4"],
     "large_options": {},
     "translate": {"batch_size": 16},
-    # where translation runs: local, or {kind: ray, address, workers, threads} (executors/)
+    # where the heavy stages run: local, or {kind: ray, address, workers, threads, stages}
     "executor": dict(EXECUTOR_DEFAULTS),
     "metric": {"name": "chrf", "args": {}},
     "routers": ["gain-oracle", "quality-oracle", "random", "length"],
@@ -65,6 +65,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "executor.address": (str, _NULL),
     "executor.workers": (int,),
     "executor.threads": (int,),
+    "executor.stages": (list,),
     "metric.name": (str,),
     "metric.args": (dict,),
     "routers": (list,),
