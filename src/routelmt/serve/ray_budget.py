@@ -16,6 +16,7 @@ carry over.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import threading
@@ -29,6 +30,7 @@ from routelmt.errors import ConfigError
 log = logging.getLogger(__name__)
 
 NAMESPACE = "routelmt"
+_tokens = itertools.count(1 << 40)  # pacer ids of RayPacer decisions (far from Pacer's own)
 UNAVAILABLE = "budget_unavailable"
 
 
@@ -126,9 +128,20 @@ class RayPacer:
         self._spec = spec_kwargs(spec)
         self._actor = budget_actor(name, spec, options, persist)
         self._lock = threading.Lock()
-        self._epoch = self._call(self._actor.hello.remote(self._spec))
+        # a decision's pacer_id names the actor state (epoch) that charged it, so a refund goes
+        # to that state or nowhere, never into a successor that lost it
+        self._tokens: dict[int, str] = {}
+        self._token_of: dict[str, int] = {}
+        self._call(self._actor.hello.remote(self._spec))
         self._last_state: dict[str, Any] | None = None
         self.unavailable = 0
+
+    def _token(self, epoch: str) -> int:
+        with self._lock:
+            if epoch not in self._token_of:
+                token = next(_tokens)
+                self._token_of[epoch], self._tokens[token] = token, epoch
+            return self._token_of[epoch]
 
     def _call(self, ref: Any) -> Any:
         try:
@@ -137,7 +150,7 @@ class RayPacer:
             cause = getattr(exc, "cause", None)
             raise cause if isinstance(cause, ConfigError) else exc from None
 
-    def _unavailable(self, scores, costs, forced, exc: Exception) -> list[Decision]:
+    def _unavailable(self, scores, costs, exc: Exception) -> list[Decision]:
         log.warning("budget actor %s unreachable (%s): routing small", self.name, exc)
         with self._lock:
             self.unavailable += len(scores)
@@ -162,10 +175,11 @@ class RayPacer:
         except (ConfigError, ValueError):
             raise
         except Exception as exc:  # actor dead, restarting or slow: spend nothing
-            return self._unavailable(scores, costs, forced, exc)
+            return self._unavailable(scores, costs, exc)
+        token = self._token(epoch)
         with self._lock:
-            self._epoch, self._last_state = epoch, state
-        return [dataclasses.replace(d, pacer_id=id(self)) for d in decisions]
+            self._last_state = state
+        return [dataclasses.replace(d, pacer_id=token) for d in decisions]
 
     def decide(
         self, score: float | None, cost: float | None = None, *, force: bool = False
@@ -173,12 +187,13 @@ class RayPacer:
         return self.decide_many([score], [cost], forced=[force])[0]
 
     def refund(self, decision: Decision) -> bool:
-        if decision.pacer_id != id(self):
-            raise ValueError("this decision was made by another pacer")
         if not decision.large or decision.charged <= 0:
-            return False
+            return False  # nothing charged (an unavailable budget charges nothing)
+        epoch = self._tokens.get(decision.pacer_id)
+        if epoch is None:
+            raise ValueError("this decision was made by another pacer")
         try:
-            return bool(self._call(self._actor.refund.remote(self._epoch, decision)))
+            return bool(self._call(self._actor.refund.remote(epoch, decision)))
         except Exception as exc:  # the actor is gone: its successor never saw this charge
             log.warning("budget actor %s unreachable for a refund: %s", self.name, exc)
             return False
