@@ -6,7 +6,8 @@ elsewhere:
 
 1. ``stage_small(segments, policies)``: score every segment, let the pacer decide the ``auto``
    ones, and translate on the small model those that stay small (one batched call);
-2. ``call_large(segment)``: one large call that never raises (text or error);
+2. ``call_large(segment, tier)``: one call to the tier the pacer chose (the large model, or with
+   ``tiers`` any tier above the small model), that never raises (text or error);
 3. a failed large call is refunded (``refund``) and translated on the small model
    (policy ``fallback``), flagged ``fallback=True``.
 
@@ -29,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from routelmt.backends.base import Translator
+from routelmt.budget.online_guards import Guard, GuardVerdict
 from routelmt.budget.pacer import Decision
 from routelmt.errors import BackendError, ConfigError, InputError
 from routelmt.records import Segment
@@ -111,6 +113,8 @@ class Routed:
     stage2_score: float | None = None
     stage2_s: float = 0.0  # the second look (QE pass and head) for this segment
     small_kept: str | None = None  # a stage-2 escalation's small translation: the fallback
+    guard: GuardVerdict | None = None  # the guard's verdict, when a guard looked at it
+    guard_pending: bool = False  # route(): a quality-hypo candidate, decode it then guard_review
 
     @property
     def goes_large(self) -> bool:
@@ -138,6 +142,8 @@ class HybridResult:
     timings: dict[str, float]
     stage: int = 1
     stage2_score: float | None = None
+    guard: dict[str, Any] | None = None  # the guard's verdict (None: no guard looked at it)
+    cost: dict[str, float] = field(default_factory=dict)  # cost, all_large, saved
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +161,8 @@ class HybridResult:
             "budget": self.budget,
             "stage": self.stage,
             "stage2_score": self.stage2_score,
+            "guard": self.guard,
+            "cost": self.cost,
             "timings_ms": {k: round(v * 1000.0, 3) for k, v in self.timings.items()},
         }
 
@@ -181,12 +189,25 @@ class SecondStage:
     pacer: BudgetPacer
 
 
+@dataclass
+class Tier:
+    """A tier above the small model (``budget.tiers.TierSpec``: name, extra cost, gain scale)
+    and the translator that serves it. With tiers, the pacer is a ``budget.tiers.TierPacer``
+    over the same specs and each ``Decision.tier`` names the tier that answers."""
+
+    spec: Any
+    translator: Translator
+
+
 class HybridTranslator:
     """Routes each segment to ``small`` or ``large`` under ``pacer``'s budget.
 
     ``cost`` (optional) gives a segment's extra large-model cost for cost budgets (e.g. from its
-    length); ``shared_prefill`` forces (True) or forbids (False) the fast path, default: use it
-    when both the small translator and the router support it. ``large_workers`` bounds the large
+    length); ``guard`` (``budget.online_guards``) checks every ``auto`` segment the pacer sends
+    large and keeps it small when its small translation is estimated good already (refunded, so
+    the pacer spends the budget on the next requests); ``shared_prefill`` forces (True) or
+    forbids (False) the fast path, default: use it when both the small translator and the
+    router support it. ``large_workers`` bounds the large
     calls that ``translate()`` runs at once.
     """
 
@@ -201,8 +222,16 @@ class HybridTranslator:
         shared_prefill: bool | None = None,
         large_workers: int = 8,
         second_stage: SecondStage | None = None,
+        guard: Guard | None = None,
+        tiers: Sequence[Tier] | None = None,
+        costs: dict[str, float] | None = None,
     ) -> None:
         self.small = small
+        self.guard = guard
+        self.tiers = list(tiers or [])
+        if self.tiers:  # the most expensive tier stands for "large" (stage 2, forced requests)
+            large = max(self.tiers, key=lambda t: t.spec.cost).translator
+        self.costs = self._costs(costs)
         self.second_stage = second_stage
         self.large = large
         self.router = router
@@ -217,6 +246,36 @@ class HybridTranslator:
             )
         self.shared_prefill = can_share if shared_prefill is None else bool(shared_prefill)
         self.large_workers = int(large_workers)
+
+    def _costs(self, costs: dict[str, float] | None) -> dict[str, float]:
+        """Per-request cost of each tier (small included); defaults: small 0, large 1."""
+        out = {"small": 0.0}
+        if self.tiers:
+            out |= {t.spec.name: float(t.spec.cost) for t in self.tiers}
+        else:
+            out["large"] = 1.0
+        out |= dict(costs or {})
+        return out
+
+    def tier_of(self, routed: Routed) -> tuple[str, Translator]:
+        """The name and translator of the tier a routed-large segment goes to."""
+        tier = getattr(routed.decision, "tier", None)
+        if self.tiers and tier:
+            t = self.tiers[tier - 1]
+            return t.spec.name, t.translator
+        if self.tiers:
+            t = max(self.tiers, key=lambda t: t.spec.cost)
+            return t.spec.name, t.translator
+        return "large", self.large
+
+    def cost_of(self, tier: str, small_decoded: bool) -> dict[str, float]:
+        """What one answer cost, what an all-large deployment would have paid (the most
+        expensive tier for every request), and the saving."""
+        top = max(v for k, v in self.costs.items() if k != "small")
+        spent = (self.costs["small"] if small_decoded or tier == "small" else 0.0) + (
+            self.costs.get(tier, 0.0) if tier != "small" else 0.0
+        )
+        return {"cost": spent, "all_large": top, "saved": top - spent}
 
     # -- stage 1 -------------------------------------------------------------------------
     def stage_small(
@@ -288,10 +347,14 @@ class HybridTranslator:
             for i, d in zip(auto, made, strict=True):
                 decisions[i] = d
                 pace_s[i] = each
+        verdicts, pending = self._guard_stage1(segments, policies, decisions, state)
         budget = self.pacer.state()
         threshold = budget.get("threshold")
-        goes_large = [d is not None and d.large for d in decisions]
-        small_idx = [i for i in range(n) if not goes_large[i]] if translate else []
+        goes_large = [
+            d is not None and d.large and not (i in verdicts and verdicts[i].vetoed)
+            for i, d in enumerate(decisions)
+        ]
+        small_idx = [i for i in range(n) if not goes_large[i] or i in pending] if translate else []
         ts = time.perf_counter()
         by_index: dict[int, str] = {}
         errors: dict[int, str] = {}
@@ -315,7 +378,9 @@ class HybridTranslator:
         for i, seg in enumerate(segments):
             d = decisions[i]
             p = policies[i]
-            if d is not None:
+            if i in verdicts and verdicts[i].vetoed:
+                reason, thr = f"guard_{verdicts[i].guard}", d.threshold if d else threshold
+            elif d is not None:
                 reason = d.reason
                 thr = d.threshold
             else:
@@ -338,9 +403,68 @@ class HybridTranslator:
                     large=None if translate else goes_large[i],
                     state=None if translate else state,
                     index=None if translate else i,
+                    guard=verdicts.get(i),
+                    guard_pending=i in pending,
                 )
             )
+        if translate and pending:
+            self.guard_review([out[i] for i in pending])
         return out
+
+    def _guard_stage1(
+        self,
+        segments: Sequence[Segment],
+        policies: Sequence[str],
+        decisions: Sequence[Decision | None],
+        state: Any,
+    ) -> tuple[dict[int, GuardVerdict], set[int]]:
+        """The guard on the ``auto`` segments the pacer sent large: quality-predict decides
+        now (on the prefill features when it reads the router's layer) and vetoes are refunded;
+        quality-hypo candidates are returned as pending (they need their small decode)."""
+        guard = self.guard
+        cands = [
+            i
+            for i, d in enumerate(decisions)
+            if d is not None and d.large and policies[i] == "auto"
+        ]
+        if guard is None or not cands:
+            return {}, set()
+        if guard.needs_translation:
+            return {}, set(cands)
+        feats = None
+        if state is not None and getattr(guard, "layer", None) in (
+            None,
+            getattr(self.router, "layer", None),
+        ):
+            feats = np.asarray(state.features)[cands]
+        verdicts = dict(zip(cands, guard.check([segments[i] for i in cands], None, feats)))
+        for i, v in verdicts.items():
+            if v.vetoed:
+                self.pacer.refund(decisions[i])  # type: ignore[arg-type]
+        return verdicts, set()
+
+    def guard_review(self, routed: Sequence[Routed]) -> list[Routed]:
+        """Quality-hypo on candidates whose small translation is now decoded: a veto keeps the
+        small translation (and is refunded); a pass goes large with it kept as the fallback."""
+        todo = [r for r in routed if r.guard_pending and r.translation is not None]
+        if self.guard is None or not todo:
+            return list(routed)
+        verdicts = self.guard.check(
+            [r.segment for r in todo], [r.translation or "" for r in todo], None
+        )
+        for r, v in zip(todo, verdicts, strict=True):
+            r.guard, r.guard_pending = v, False
+            if v.vetoed:
+                self.pacer.refund(r.decision)  # type: ignore[arg-type]
+                r.reason = f"guard_{v.guard}"
+                if r.large is not None:
+                    r.large = False
+            else:
+                r.small_kept, r.translation = r.translation, None
+                if r.large is not None:
+                    r.large = True
+            r.budget = self.pacer.state()
+        return list(routed)
 
     def _decide(
         self, scores: list[float], costs: list[float | None], forced: list[bool]
@@ -371,7 +495,10 @@ class HybridTranslator:
         todo = [
             r
             for r in routed
-            if r.policy == "auto" and r.translation is not None and r.error is None
+            if r.policy == "auto"
+            and r.translation is not None
+            and r.error is None
+            and r.guard is None  # a guard already judged this small translation good
         ]
         if not todo:
             return list(routed)
@@ -396,11 +523,14 @@ class HybridTranslator:
         return list(routed)
 
     # -- stage 2 -------------------------------------------------------------------------
-    def call_large(self, segment: Segment) -> tuple[str | None, str | None, float]:
-        """(translation, None, seconds) or (None, error message, seconds); never raises."""
+    def call_large(
+        self, segment: Segment, translator: Translator | None = None
+    ) -> tuple[str | None, str | None, float]:
+        """(translation, None, seconds) or (None, error message, seconds); never raises.
+        ``translator``: the tier to call (``tier_of``), default the large model."""
         t0 = time.perf_counter()
         try:
-            texts = self.large.translate([segment])
+            texts = (translator or self.large).translate([segment])
             if len(texts) != 1 or not isinstance(texts[0], str) or not texts[0].strip():
                 raise ValueError(f"large translator returned {texts!r:.80}")
             return texts[0], None, time.perf_counter() - t0
@@ -433,10 +563,13 @@ class HybridTranslator:
         timings = {"route": routed.route_s, "small": routed.small_s + fallback_s}
         if routed.stage == 2:
             timings["stage2"] = routed.stage2_s
+        if routed.guard is not None:
+            timings["guard"] = routed.guard.seconds
         if routed.goes_large:
             timings["large"] = large_s
         if large_text is not None:
-            text, tier, model, fb = large_text, "large", self.large.name, False
+            tier, translator = self.tier_of(routed)
+            text, model, fb = large_text, translator.name, False
         elif routed.translation is not None:
             text, tier, model, fb = routed.translation, "small", self.small.name, False
         else:
@@ -460,6 +593,8 @@ class HybridTranslator:
             timings=timings,
             stage=routed.stage,
             stage2_score=routed.stage2_score,
+            guard=None if routed.guard is None else routed.guard.to_dict(),
+            cost=self.cost_of(tier, routed.small_kept is not None or fb),
         )
 
     def translate(
@@ -475,7 +610,10 @@ class HybridTranslator:
         if large_idx:
             workers = max(1, min(self.large_workers, len(large_idx)))
             with ThreadPoolExecutor(workers, thread_name_prefix="large") as pool:
-                calls = pool.map(self.call_large, [routed[i].segment for i in large_idx])
+                calls = pool.map(
+                    lambda r: self.call_large(r.segment, self.tier_of(r)[1]),
+                    [routed[i] for i in large_idx],
+                )
                 large = dict(zip(large_idx, calls, strict=True))
         failed = [i for i in large_idx if large[i][0] is None]
         for i in failed:
@@ -517,4 +655,5 @@ class HybridTranslator:
 
     def close(self) -> None:
         self.small.close()
-        self.large.close()
+        for t in {id(t.translator): t.translator for t in self.tiers}.values() or [self.large]:
+            t.close()

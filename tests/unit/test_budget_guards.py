@@ -8,11 +8,11 @@ import pytest
 
 from routelmt.budget import BudgetSpec, Pacer, allocate_top_p
 from routelmt.budget.guards import (
-    GuardedPacer,
     choose_guard_threshold,
     guard_threshold_quantile,
     guarded_allocation,
 )
+from routelmt.budget.online_guards import FunctionGuard, GuardedPacer
 from routelmt.errors import ConfigError, InputError
 
 # ten requests; gain order is 0, 1, ..., 9 (descending gain score); p = 0.3 -> k = 3
@@ -157,47 +157,61 @@ def test_chosen_threshold_cuts_severe_loss_within_the_mean_delta_allowance() -> 
         choose_guard_threshold(gain_scores, guard, gains, 0.3, max_mean_delta_drop=-1)
 
 
+def _value_guard(threshold: float, calls: list[int] | None = None) -> FunctionGuard:
+    """A guard whose quality estimate is the one feature each request carries."""
+
+    def fn(segments, translations, features):
+        if calls is not None:
+            calls.append(1)
+        return np.asarray(features)[:, 0]
+
+    return FunctionGuard(threshold, fn)
+
+
 def test_pacer_guard_vetoes_without_charging_and_counts_its_cost() -> None:
     pacer = Pacer(BudgetSpec(share=0.5), initial_threshold=0.0, scale=1.0, gain=0.01)
-    guarded = GuardedPacer(pacer, guard_threshold=50.0)
     calls: list[int] = []
+    guarded = GuardedPacer(pacer, _value_guard(50.0, calls))
 
-    def expensive() -> float:
-        calls.append(1)
-        return 90.0
-
-    small = guarded.decide(-5.0, expensive)
-    assert not small.large and small.guard_score is None and calls == []  # guard not needed
-    vetoed = guarded.decide(5.0, expensive)
-    assert vetoed.vetoed and not vetoed.large and vetoed.reason == "guard" and calls == [1]
+    small = guarded.decide(-5.0, features=[90.0])
+    assert not small.large and small.verdict is None and calls == []  # guard not needed
+    vetoed = guarded.decide(5.0, features=[90.0])
+    assert vetoed.vetoed and not vetoed.large and vetoed.reason == "guard_function"
+    assert calls == [1]
     assert vetoed.to_dict()["model"] == "small" and vetoed.to_dict()["charged"] == 0.0
+    assert vetoed.to_dict()["guard"]["vetoed"] is True
     assert pacer.state()["spent"] == 0.0  # not charged
-    kept = guarded.decide(5.0, 10.0)
+    kept = guarded.decide(5.0, features=[10.0])
     assert kept.large and not kept.vetoed and pacer.state()["spent"] == 1.0
+    forced = guarded.decide(-5.0, force=True, features=[99.0])
+    assert forced.large and forced.verdict is None  # a forced request is never guarded
     state = guarded.state()
     assert state["guard"]["evaluations"] == 2 and state["guard"]["vetoes"] == 1
-    assert state["guard"]["evaluation_share"] == pytest.approx(2 / 3)
-    assert guarded.refund(kept) and pacer.state()["spent"] == 0.0
+    assert state["guard"]["evaluation_share"] == pytest.approx(2 / 4)
+    assert state["guard"]["seconds"] > 0
+    assert guarded.refund(kept) and pacer.state()["spent"] == 1.0  # the forced one remains
     assert not guarded.refund(vetoed)
 
 
 def test_pacer_guard_refunds_the_reservation_when_the_guard_fails() -> None:
     pacer = Pacer(BudgetSpec(share=0.5), initial_threshold=0.0, scale=1.0)
-    guarded = GuardedPacer(pacer, guard_threshold=50.0)
 
-    def broken() -> float:
+    def broken(segments, translations, features):
         raise RuntimeError("decoder died")
 
+    guarded = GuardedPacer(pacer, FunctionGuard(50.0, broken))
     with pytest.raises(RuntimeError):
-        guarded.decide(5.0, broken)
+        guarded.decide(5.0)
     assert pacer.state()["spent"] == 0.0
     with pytest.raises(InputError, match="finite"):
-        guarded.decide(5.0, math.nan)
+        GuardedPacer(pacer, _value_guard(50.0)).decide(5.0, features=[math.nan])
     assert pacer.state()["spent"] == 0.0
     with pytest.raises(ConfigError):
-        GuardedPacer(pacer, guard_threshold=math.nan)
+        _value_guard(math.nan)
     with pytest.raises(ConfigError):
-        GuardedPacer("pacer", guard_threshold=1.0)  # type: ignore[arg-type]
+        GuardedPacer("pacer", _value_guard(1.0))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        GuardedPacer(pacer, 1.0)  # type: ignore[arg-type]
 
 
 def test_pacer_guard_frees_budget_for_later_requests() -> None:
@@ -206,15 +220,15 @@ def test_pacer_guard_frees_budget_for_later_requests() -> None:
     scores = rng.normal(size=6000)
     guard = rng.uniform(0, 100, scores.size)
     pacer = Pacer(BudgetSpec(share=0.3), history=scores[:500])
-    guarded = GuardedPacer(pacer, guard_threshold=67.0)
-    large = [guarded.decide(s, g).large for s, g in zip(scores, guard)]
+    guarded = GuardedPacer(pacer, _value_guard(67.0))
+    large = [guarded.decide(s, features=[g]).large for s, g in zip(scores, guard)]
     assert abs(np.mean(large) - 0.3) < 0.02  # budget still used despite the vetoes
     assert guarded.state()["guard"]["vetoes"] > 0.25 * guarded.state()["guard"]["evaluations"]
 
 
 def test_pacer_guard_hard_cap_holds_under_concurrency() -> None:
     pacer = Pacer(BudgetSpec(share=0.5, hard_cap=100), initial_threshold=0.0, scale=1.0)
-    guarded = GuardedPacer(pacer, guard_threshold=50.0)
+    guarded = GuardedPacer(pacer, _value_guard(50.0))
     barrier = threading.Barrier(16)
     results: list[bool] = []
     spent: list[float] = []
@@ -224,7 +238,7 @@ def test_pacer_guard_hard_cap_holds_under_concurrency() -> None:
         rng = np.random.default_rng(seed)
         barrier.wait()
         for _ in range(100):
-            d = guarded.decide(1.0, float(rng.uniform(0, 100)))
+            d = guarded.decide(1.0, features=[float(rng.uniform(0, 100))])
             now = pacer.state()["spent"]
             with lock:
                 results.append(d.large)

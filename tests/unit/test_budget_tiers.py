@@ -82,3 +82,42 @@ def test_per_request_costs_and_errors() -> None:
         allocate_tiers(gains, [1.0], -1.0)
     with pytest.raises(InputError, match="2 tier costs"):
         allocate_tiers(np.ones((2, 2)), [1.0], 1.0)
+
+
+def test_tier_pacer_spends_the_budget_and_nearly_matches_the_offline_allocation() -> None:
+    from routelmt.budget.tiers import TierPacer, TierSpec
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(10, 5, 4000)
+    tiers = [TierSpec("mid", 0.3, 0.6), TierSpec("large", 1.0, 1.0)]
+    pacer = TierPacer(tiers, 0.3, warmup=50)
+    decisions = [pacer.decide(s) for s in scores]
+    late = decisions[1000:]
+    assert abs(np.mean([d.charged for d in late]) - 0.3) < 0.01  # 0.3 of all-large spend
+    assert {d.tier for d in decisions} == {0, 1, 2}  # every tier is used
+    gains = scores[:, None] * pacer.scales
+    online = sum(gains[i, d.tier - 1] for i, d in enumerate(decisions) if d.tier)
+    offline = allocate_tiers(gains, pacer.costs, 0.3 * len(scores)).total_gain
+    assert online > 0.98 * offline  # the price the loop finds is the allocation's price
+    # a negative predicted gain is never worth money; a forced request gets the top tier
+    assert pacer.decide(-50.0).tier == 0
+    forced = pacer.decide(-50.0, force=True)
+    assert forced.tier == 2 and forced.charged == 1.0
+    spent = pacer.state()["spent"]
+    assert pacer.refund(forced) and pacer.state()["spent"] == spent - 1.0
+    assert not pacer.refund(forced)  # once
+
+
+def test_tier_pacer_hard_cap_and_bad_tiers() -> None:
+    from routelmt.budget.tiers import TierPacer, TierSpec
+
+    pacer = TierPacer([TierSpec("mid", 0.3, 0.6), TierSpec("large", 1.0)], 0.5, hard_cap=2.0)
+    for s in np.linspace(1, 100, 300):
+        pacer.decide(float(s))
+    assert pacer.state()["spent"] <= 2.0 + 1e-9 and pacer.state()["capped"] > 0
+    with pytest.raises(ConfigError):
+        TierSpec("mid", 0.0)
+    with pytest.raises(ConfigError):
+        TierPacer([TierSpec("a", 1.0), TierSpec("a", 2.0)], 0.3)
+    with pytest.raises(ConfigError):
+        TierPacer([], 0.3)

@@ -9,13 +9,18 @@ from routelmt.budget.calibration import (
     realised_share,
 )
 from routelmt.budget.guards import (
-    GuardedDecision,
-    GuardedPacer,
     GuardResult,
     ThresholdChoice,
     choose_guard_threshold,
     guard_threshold_quantile,
     guarded_allocation,
+)
+from routelmt.budget.online_guards import (
+    Guard,
+    GuardedDecision,
+    GuardedPacer,
+    GuardVerdict,
+    make_guard,
 )
 from routelmt.budget.pacer import BudgetSpec, Decision, Pacer
 from routelmt.budget.tiers import TierAllocation, allocate_tiers
@@ -24,7 +29,9 @@ __all__ = [
     "BudgetSpec",
     "Calibration",
     "Decision",
+    "Guard",
     "GuardResult",
+    "GuardVerdict",
     "GuardedDecision",
     "GuardedPacer",
     "Pacer",
@@ -37,6 +44,7 @@ __all__ = [
     "choose_guard_threshold",
     "guard_threshold_quantile",
     "guarded_allocation",
+    "make_guard",
     "check_share",
     "rank_order",
     "read_scores",

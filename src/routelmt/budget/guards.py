@@ -17,15 +17,14 @@ Candidates are examined in rounds: with ``a`` accepted so far, the next ``k - a`
 gain order are scored together (all of them are needed, even if none is vetoed), so batching
 examines exactly the candidates a one-at-a-time walk would.
 
-``GuardedPacer`` applies a guard online, after the pacer says "large": a vetoed request is
-refunded, so it is not charged and the controller spends that budget on later requests.
+The online guards (the live path: ``HybridTranslator``, the service) are in
+``budget.online_guards``; they share the threshold rules of this module.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,14 +33,11 @@ from typing import Any
 import numpy as np
 
 from routelmt.budget.allocation import as_scores, budget_count, rank_order
-from routelmt.budget.pacer import Decision, Pacer
 from routelmt.errors import ConfigError, InputError
 
 __all__ = [
     "GuardFn",
     "GuardResult",
-    "GuardedDecision",
-    "GuardedPacer",
     "ThresholdChoice",
     "choose_guard_threshold",
     "guard_threshold_quantile",
@@ -288,103 +284,3 @@ def choose_guard_threshold(
         base_mean_delta=base[1],
         candidates=len(thresholds) + 1,
     )
-
-
-# -- online ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GuardedDecision:
-    """A pacer decision after the guard; ``decision`` is what to refund if the large call fails."""
-
-    decision: Decision
-    large: bool
-    vetoed: bool
-    guard_score: float | None  # None when the pacer said "small" (the guard did not run)
-
-    @property
-    def reason(self) -> str:
-        return "guard" if self.vetoed else self.decision.reason
-
-    def to_dict(self) -> dict[str, Any]:
-        out = self.decision.to_dict()
-        out.update(model="large" if self.large else "small", reason=self.reason)
-        if self.guard_score is not None:
-            out["guard_score"] = self.guard_score
-        if self.vetoed:
-            out["charged"] = 0.0
-        return out
-
-
-class GuardedPacer:
-    """An online pacer with a guard: the guard runs only when the pacer says "large".
-
-    A vetoed request is refunded at once (not charged; the pacer's controller also undoes the
-    threshold rise it caused), so the freed budget goes to later requests, the online analogue
-    of "freed budget goes to the next candidates". While a guard runs the charge is reserved, so
-    a hard cap still holds with concurrent callers. Thread-safe.
-    """
-
-    def __init__(self, pacer: Pacer, guard_threshold: float) -> None:
-        if not isinstance(pacer, Pacer):
-            raise ConfigError(f"pacer must be a Pacer, got {type(pacer).__name__}")
-        self.pacer = pacer
-        self.guard_threshold = _threshold(guard_threshold)
-        self._lock = threading.Lock()
-        self._evaluations = 0
-        self._vetoes = 0
-        self._seconds = 0.0
-        self._requests = 0
-
-    def decide(
-        self,
-        score: float,
-        guard: float | Callable[[], float],
-        cost: float | None = None,
-    ) -> GuardedDecision:
-        """Route one request. ``guard`` is its guard score, or a zero-argument callable that
-        computes it (called only if the pacer picks the large model, and timed)."""
-        decision = self.pacer.decide(score, cost)
-        with self._lock:
-            self._requests += 1
-        if not decision.large:
-            return GuardedDecision(decision, large=False, vetoed=False, guard_score=None)
-        started = time.perf_counter()
-        try:
-            raw = guard() if callable(guard) else guard
-            if isinstance(raw, bool) or not isinstance(raw, (int, float, np.integer, np.floating)):
-                raise InputError(f"expected a number, got {raw!r:.40}", field="guard")
-            value = float(raw)
-            if not math.isfinite(value):
-                raise InputError(f"expected a finite number, got {raw}", field="guard")
-        except BaseException:
-            self.pacer.refund(decision)  # no route was taken: give the reservation back
-            raise
-        elapsed = time.perf_counter() - started if callable(guard) else 0.0
-        vetoed = value >= self.guard_threshold
-        if vetoed:
-            self.pacer.refund(decision)
-        with self._lock:
-            self._evaluations += 1
-            self._vetoes += int(vetoed)
-            self._seconds += elapsed
-        return GuardedDecision(decision, large=not vetoed, vetoed=vetoed, guard_score=value)
-
-    def refund(self, decision: GuardedDecision) -> bool:
-        """Give back a routed request's charge (its large call failed)."""
-        if not decision.large:
-            return False
-        return self.pacer.refund(decision.decision)
-
-    def state(self) -> dict[str, Any]:
-        """The pacer's state plus the guard's: evaluations, vetoes, and time spent."""
-        out = self.pacer.state()
-        with self._lock:
-            out["guard"] = {
-                "threshold": self.guard_threshold,
-                "evaluations": self._evaluations,
-                "vetoes": self._vetoes,
-                "seconds": self._seconds,
-                "evaluation_share": self._evaluations / self._requests if self._requests else 0.0,
-            }
-        return out

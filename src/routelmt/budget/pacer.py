@@ -157,6 +157,7 @@ class Decision:
     reason: str  # "above_threshold" | "below_threshold" | "hard_cap" | "warmup" | "forced_large"
     pacer_id: int
     credit: float = 0.0  # how far routing this request moved the threshold (undone on refund)
+    tier: int | None = None  # a multi-tier pacer's choice: 0 small, j the j-th tier above it
 
     def to_dict(self) -> dict[str, Any]:
         return {

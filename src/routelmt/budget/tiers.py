@@ -21,13 +21,18 @@ exceeded. With one tier and unit costs it reduces to "route the top-k positive g
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from routelmt.budget.allocation import check_share
+from routelmt.budget.pacer import Decision
 from routelmt.errors import ConfigError, InputError
 
-__all__ = ["TierAllocation", "allocate_tiers"]
+__all__ = ["TierAllocation", "TierPacer", "TierSpec", "allocate_tiers", "marginal_price"]
 
 
 @dataclass(frozen=True)
@@ -126,3 +131,224 @@ def allocate_tiers(gains: np.ndarray, costs: np.ndarray, budget: float) -> TierA
     total_cost = float(c[rows, tier[rows] - 1].sum()) if rows.size else 0.0
     total_gain = float(g[rows, tier[rows] - 1].sum()) if rows.size else 0.0
     return TierAllocation(tier=tier, total_cost=total_cost, total_gain=total_gain, budget=budget)
+
+
+# -- online ----------------------------------------------------------------------------------
+
+
+def _upgrades(gains: np.ndarray, costs: np.ndarray) -> list[tuple[int, float, float]]:
+    """The hull's upgrades from the small model: (tier index, gain per extra cost, cost)."""
+    out: list[tuple[int, float, float]] = []
+    prev_c = prev_g = 0.0
+    for j in _hull(costs, gains):
+        out.append((j, (gains[j] - prev_g) / (costs[j] - prev_c), float(costs[j])))
+        prev_c, prev_g = costs[j], gains[j]
+    return out
+
+
+def marginal_price(gains: np.ndarray, costs: np.ndarray, budget: float) -> float:
+    """The gain per extra cost of the last upgrade ``allocate_tiers`` buys within ``budget``
+    (the Lagrangian price that spends it); +inf when nothing is bought."""
+    alloc = allocate_tiers(gains, costs, budget)
+    price = math.inf
+    for i in np.flatnonzero(alloc.tier):
+        for j, ratio, _ in _upgrades(gains[i], costs):
+            if j <= alloc.tier[i] - 1:
+                price = min(price, ratio)
+    return price
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """One tier above the small model: its name, extra cost per request over the small model
+    (> 0), and ``gain_scale``: its predicted gain is ``gain_scale`` times the router's score
+    (e.g. a mid model that closes 60% of the large model's gain: 0.6)."""
+
+    name: str
+    cost: float
+    gain_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ConfigError(f"a tier needs a name, got {self.name!r}")
+        for key in ("cost", "gain_scale"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"tier '{self.name}': {key} must be a number, got {value!r}")
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"tier '{self.name}': {key} must be > 0, got {value!r}")
+
+
+class TierPacer:
+    """Online multi-tier allocation: the same choice as ``allocate_tiers`` at a price that a
+    feedback loop keeps at the budget.
+
+    For a request with router score s, tier j's predicted gain is ``s * gain_scale_j`` at extra
+    cost ``cost_j``. At price lambda (gain per unit of extra cost) the request buys every hull
+    upgrade whose gain per extra cost is at least lambda, i.e. the tier ``allocate_tiers`` would
+    give it at that price. After each request lambda moves by ``gain * scale * (charged -
+    budget) / max cost``, so the spend per request tracks ``budget = share * max cost`` (the
+    share of what sending everything to the most expensive tier would cost extra). During the
+    first ``warmup`` requests the price is ``marginal_price`` of the requests seen so far.
+    ``hard_cap`` bounds the total extra spend: a request takes the best tier it still affords.
+    Implements the pacer protocol of ``HybridTranslator`` (``decide``, ``refund``, ``state``);
+    ``Decision.tier`` is 0 for the small model, j for ``tiers[j - 1]``. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        tiers: Sequence[TierSpec],
+        share: float,
+        *,
+        gain: float = 0.2,
+        warmup: int = 50,
+        window: int = 1000,
+        hard_cap: float | None = None,
+        initial_price: float | None = None,
+    ) -> None:
+        from collections import deque
+
+        if not tiers:
+            raise ConfigError("TierPacer needs at least one tier")
+        if len({t.name for t in tiers}) != len(tiers):
+            raise ConfigError(f"tier names must differ: {[t.name for t in tiers]}")
+        self.tiers = list(tiers)
+        self.share = check_share(share, "budget share")
+        self.costs = np.asarray([t.cost for t in tiers], dtype=float)
+        self.scales = np.asarray([t.gain_scale for t in tiers], dtype=float)
+        self.budget = self.share * float(self.costs.max())  # extra spend per request
+        self.gain = float(gain)
+        self.warmup = int(warmup)
+        self.hard_cap = None if hard_cap is None else float(hard_cap)
+        self._lock = threading.Lock()
+        self._scores: deque[float] = deque(maxlen=int(window))
+        self._price = None if initial_price is None else float(initial_price)
+        self._seq = self._n = self._capped = self._refunds = 0
+        self._spent = 0.0
+        self._counts = [0] * (len(tiers) + 1)
+        self._refunded: set[int] = set()
+        self._scale_cache: float | None = None
+
+    def gains(self, score: float) -> np.ndarray:
+        return float(score) * self.scales
+
+    def _scale(self) -> float:
+        """A robust spread of recent first-upgrade prices (the hull's first step has the best
+        gain per cost, s * max(gain_scale / cost), for every positive score s)."""
+        pos = [s for s in self._scores if s > 0]
+        if len(pos) < 8:
+            return 1.0
+        q25, q75 = np.quantile(pos, [0.25, 0.75])
+        spread = float(q75 - q25) / 1.349 or float(np.std(pos)) or 1.0
+        return spread * float(np.max(self.scales / self.costs))
+
+    def _choose(self, score: float, force: bool) -> tuple[int, float]:
+        ups = _upgrades(self.gains(score), self.costs)
+        if force:  # a forced request gets the most expensive tier
+            top = int(np.argmax(self.costs))
+            return top + 1, float(self.costs[top])
+        if self._n <= self.warmup or self._price is None:
+            seen = np.asarray(self._scores, dtype=float)[:, None] * self.scales
+            price = float(marginal_price(seen, self.costs, self.budget * len(seen)))
+            if math.isinf(price):  # nothing affordable yet: start at the best price seen
+                price = max(0.0, float(seen.max(initial=0.0) / self.costs.min()))
+            self._price = price
+        tier, cost = 0, 0.0
+        for j, ratio, c in ups:
+            if ratio < self._price:
+                break
+            tier, cost = j + 1, c
+        return tier, cost
+
+    def decide(
+        self, score: float | None, cost: float | None = None, *, force: bool = False
+    ) -> Decision:
+        """One request: the tier its score buys at the current price (``cost`` is ignored: the
+        tiers' costs are fixed)."""
+        s = 0.0 if score is None or not math.isfinite(float(score)) else float(score)
+        with self._lock:
+            self._seq += 1
+            self._n += 1
+            self._scores.append(s)
+            tier, charge = self._choose(s, force)
+            reason = "forced_large" if force else "above_threshold" if tier else "below_threshold"
+            if self._n <= self.warmup and not force:
+                reason = "warmup" if tier else "below_threshold"
+            if tier and self.hard_cap is not None and self._spent + charge > self.hard_cap:
+                affordable = [
+                    (j + 1, c)
+                    for j, _, c in _upgrades(self.gains(s), self.costs)
+                    if self._spent + c <= self.hard_cap
+                ]
+                tier, charge = affordable[-1] if affordable and not force else (0, 0.0)
+                self._capped += 1
+                reason = "hard_cap" if not tier else reason
+            price = self._price
+            credit = 0.0
+            if self._n > self.warmup and price is not None:
+                if self._n % 32 == 0 or self._scale_cache is None:  # quantiles: not each time
+                    self._scale_cache = self._scale()
+                top = float(self.costs.max())
+                credit = self.gain * self._scale_cache * (charge - self.budget) / top
+                self._price = max(0.0, price + credit)
+            self._spent += charge
+            self._counts[tier] += 1
+            return Decision(
+                seq=self._seq,
+                large=tier > 0,
+                score=s,
+                threshold=price,
+                charged=charge,
+                weight=self.budget,
+                reason=reason,
+                pacer_id=id(self),
+                credit=credit,
+                tier=tier,
+            )
+
+    def refund(self, decision: Decision) -> bool:
+        """Give back a decision's charge (its call failed): once, and only this pacer's."""
+        with self._lock:
+            if decision.pacer_id != id(self) or not decision.charged:
+                return False
+            if decision.seq in self._refunded:
+                return False
+            self._refunded.add(decision.seq)
+            self._spent -= decision.charged
+            self._counts[decision.tier or 0] -= 1
+            self._counts[0] += 1
+            self._refunds += 1
+            if self._price is not None:
+                self._price = max(0.0, self._price - decision.credit)
+            return True
+
+    def state(self) -> dict[str, Any]:
+        """Spend, the price, and the requests per tier; ``realised_share`` is the spend as a
+        share of sending every request to the most expensive tier."""
+        with self._lock:
+            top = float(self.costs.max())
+            return {
+                "spec": {
+                    "kind": "tiers",
+                    "target": self.share,
+                    "tiers": [
+                        {"name": t.name, "cost": t.cost, "gain_scale": t.gain_scale}
+                        for t in self.tiers
+                    ],
+                    **({"hard_cap": self.hard_cap} if self.hard_cap is not None else {}),
+                },
+                "requests": self._n,
+                "routed": self._n - self._counts[0],
+                "spent": self._spent,
+                "target_spend": self.budget * self._n,
+                "remaining": (self.budget * self._n if self.hard_cap is None else self.hard_cap)
+                - self._spent,
+                "next_threshold": self._price,
+                "realised_share": self._spent / (top * self._n) if self._n else 0.0,
+                "tier_counts": dict(
+                    zip(["small", *(t.name for t in self.tiers)], self._counts, strict=True)
+                ),
+                "capped": self._capped,
+                "refunds": self._refunds,
+                "warming_up": self._n < self.warmup,
+            }

@@ -26,6 +26,7 @@ from routelmt.backends.base import Translator
 from routelmt.backends.resolve import check_spec, parse_spec, slug
 from routelmt.errors import ConfigError, InputError
 from routelmt.executors import Executor, make_executor, score_batches, translate_batches
+from routelmt.pipeline.guards import guard_stage, qe_stage
 from routelmt.pipeline.stages import StageRecord, StageRunner, exclusive
 from routelmt.records import ScoredExample, Segment, Translation, read_records, write_records
 from routelmt.resumable import salvage_translations, translate_resumable
@@ -44,6 +45,7 @@ class BenchResult:
     results: dict[str, dict[str, Any]]
     reports: dict[str, Path]
     seconds: float
+    guards: dict[str, dict[str, Any]] = field(default_factory=dict)  # large -> guard table
 
 
 @dataclass
@@ -421,15 +423,20 @@ def run_stages(bench: Bench, begun: float) -> BenchResult:
     results: dict[str, dict[str, Any]] = {}
     evaluated: list[str] = []
     left_out: set[str] = set()
+    guards: dict[str, dict[str, Any]] = {}
+    qe = qe_stage(bench)
     for large in config["large"]:
         stage, results[large] = evaluate_stage(bench, large, left_out)
         evaluated.append(stage)
+        table = guard_stage(bench, large, qe)
+        if table is not None:
+            guards[large] = table
     reports = report_stage(bench, results, evaluated)
     total = time.perf_counter() - begun
     records = bench.runner.records
     ran = sum(r.status == "ran" for r in records)
     log.info("bench %s: %d stages (%d ran) in %.1fs", config["name"], len(records), ran, total)
-    return BenchResult(bench.output, config, records, results, reports, total)
+    return BenchResult(bench.output, config, records, results, reports, total, guards)
 
 
 def _check_names(config: Mapping[str, Any]) -> None:

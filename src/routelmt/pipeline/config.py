@@ -45,6 +45,16 @@ DEFAULTS: dict[str, Any] = {
         "severe_delta": 10.0,
         "plots": True,
     },
+    # the guards (docs/method.md section 6) on the gain router's ranking; gain_router null: off
+    "guards": {
+        "gain_router": None,  # e.g. routelmt: the ranking the guards protect (in 'routers')
+        "quality_router": "routelmt-q",  # quality-predict: its quality head (in 'routers')
+        "qe": "qe-embed",  # quality-hypo: the reference-free QE scorer of the small output
+        "p": 0.3,  # the budget, per direction
+        "quantile": 0.8,  # rule q<quantile>: that quantile of the training guard scores
+        "max_drop": 0.5,  # rule chosen: the largest MeanDelta drop allowed (chrF)
+        "timing_sample": 32,  # segments timed for the guard's and the small decode's cost
+    },
 }
 
 _NULL = type(None)
@@ -78,6 +88,13 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "evaluation.bootstrap": (int,),
     "evaluation.severe_delta": _NUMBER,
     "evaluation.plots": (bool,),
+    "guards.gain_router": (str, _NULL),
+    "guards.quality_router": (str, _NULL),
+    "guards.qe": (str, _NULL),
+    "guards.p": _NUMBER,
+    "guards.quantile": _NUMBER,
+    "guards.max_drop": _NUMBER,
+    "guards.timing_sample": (int,),
 }
 _OPEN = {"small_options", "large_options", "metric.args", "router_args"}  # free-form maps
 
@@ -171,6 +188,7 @@ def _check_types(config: dict[str, Any], where: str) -> None:
             raise ConfigError(
                 f"{where}: 'evaluation.budgets' holds {p!r}; each budget is a share in (0, 1)"
             )
+    _check_guards(config, where)
     for router, args in config["router_args"].items():
         if router not in config["routers"]:
             raise ConfigError(
@@ -179,6 +197,21 @@ def _check_types(config: dict[str, Any], where: str) -> None:
             )
         if not isinstance(args, dict):
             raise ConfigError(f"{where}: 'router_args.{router}' must be a mapping")
+
+
+def _check_guards(config: dict[str, Any], where: str) -> None:
+    guards = config["guards"]
+    for key in ("gain_router", "quality_router"):
+        name = guards[key]
+        if guards["gain_router"] and name and name not in config["routers"]:
+            raise ConfigError(
+                f"{where}: 'guards.{key}' is '{name}', which is not in 'routers' "
+                f"({', '.join(config['routers'])})"
+            )
+    if not 0.0 < guards["p"] < 1.0 or not 0.0 < guards["quantile"] <= 1.0:
+        raise ConfigError(f"{where}: 'guards.p' must be in (0, 1) and 'guards.quantile' in (0, 1]")
+    if guards["max_drop"] < 0 or guards["timing_sample"] < 0:
+        raise ConfigError(f"{where}: 'guards.max_drop' and 'guards.timing_sample' must be >= 0")
 
 
 def parse_set(item: str) -> dict[str, Any]:
