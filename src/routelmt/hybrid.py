@@ -144,6 +144,7 @@ class HybridResult:
     stage2_score: float | None = None
     guard: dict[str, Any] | None = None  # the guard's verdict (None: no guard looked at it)
     cost: dict[str, float] = field(default_factory=dict)  # cost, all_large, saved
+    usage: dict[str, int] | None = None  # prompt/completion tokens (set by the service)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +164,7 @@ class HybridResult:
             "stage2_score": self.stage2_score,
             "guard": self.guard,
             "cost": self.cost,
+            "usage": self.usage,
             "timings_ms": {k: round(v * 1000.0, 3) for k, v in self.timings.items()},
         }
 

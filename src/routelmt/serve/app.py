@@ -7,8 +7,14 @@ Chat convention (how a plain OpenAI client says what to translate, and into what
   client's ``extra_body``), then ``metadata.source_lang``/``metadata.target_lang``, then a
   system message such as "Translate from English to Spanish" (names or ISO codes), then the
   configured ``default_direction``; a missing source language defaults to its source side;
-- the policy comes from the ``policy`` body field, else ``model``: ``small`` / ``large`` (or
-  the configured models' names) force a tier, anything else (e.g. ``routelmt``) is ``auto``.
+- the policy comes from the ``policy`` body field, else ``model`` (``GET /v1/models`` lists
+  every name): ``routelmt`` (or ``auto``) lets the router and the budget decide; ``small`` /
+  ``large`` (or the served models' own names) force that tier, which the server must allow
+  (``allow_policy_override``, else 403); a middle tier cannot be forced (400); any other name is
+  a 400 naming the known ones (never silently answered by some model). No ``model``: ``auto``.
+
+Every answer carries ``usage`` (OpenAI's prompt/completion/total tokens; ``serve.usage``) and
+``cost`` (what it cost, what the most expensive tier would have cost, the saving).
 
 Every response, and every streamed chunk, carries ``routing``: the model that answered, its
 tier, the router score, the threshold, the decision, the fallback flag and the budget state.
@@ -234,6 +240,14 @@ class Api:
             "request_id": request_id,
             "results": [self.public(r) for r in results],
             "budget": results[-1].budget,
+            "usage": {
+                key: sum((r.usage or {}).get(key, 0) for r in results)
+                for key in ("prompt_tokens", "completion_tokens", "total_tokens")
+            },
+            "cost": {
+                key: sum(r.cost.get(key, 0.0) for r in results)
+                for key in ("cost", "all_large", "saved")
+            },
         }
         if single:
             out.update({k: v for k, v in out["results"][0].items()})
@@ -294,14 +308,50 @@ class Api:
                     )
         direction = self.direction(src, tgt, field)
         policy_value = req.policy
-        if policy_value is None and req.model is not None:
-            hybrid = self.service.hybrid
-            if req.model in ("small", hybrid.small.name):
-                policy_value = "small"
-            elif req.model in ("large", hybrid.large.name):
-                policy_value = "large"
+        if req.model is not None:
+            by_model = self.model_policy(req.model)
+            policy_value = policy_value or by_model
         policy = self.policy(policy_value)
         return Segment(id=request_id, direction=direction, source=text), policy, req.stream
+
+    def models(self) -> dict[str, str | None]:
+        """Every model name a chat request may give, and the policy it means."""
+        hybrid = self.service.hybrid
+        out: dict[str, str | None] = {ALIAS: "auto", "auto": "auto"}
+        top = max((n for n in hybrid.costs if n != "small"), key=lambda n: hybrid.costs[n])
+        for tier in hybrid.costs:
+            policy = "small" if tier == "small" else "large" if tier == top else None
+            out.setdefault(tier, policy)
+            out.setdefault(self.service.model_of(tier), policy)
+        return out
+
+    def model_policy(self, model: str) -> str | None:
+        """``model`` -> a policy (None: auto); unknown names and middle tiers are a 400."""
+        known = self.models()
+        if model not in known:
+            raise RequestError(
+                400,
+                "model",
+                f"unknown model {model!r:.60}; this server answers {', '.join(known)} "
+                "(GET /v1/models)",
+            )
+        policy = known[model]
+        if policy is None:
+            raise RequestError(
+                400, "model", f"{model!r:.60} is a middle tier, which cannot be forced; use {ALIAS}"
+            )
+        return None if policy == "auto" else policy
+
+    def list_models(self) -> dict[str, Any]:
+        """``GET /v1/models`` in OpenAI's shape (``client.models.list()``)."""
+        created = int(self.service.started)
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": "routelmt"}
+                for name in self.models()
+            ],
+        }
 
     async def chat(self, request: Request) -> Any:
         data = await self.body(request)
@@ -312,6 +362,7 @@ class Api:
         )
         routing = {**self.public(result), "budget": result.budget}
         routing.pop("translation")
+        usage = routing.pop("usage")
         created = int(time.time())
         cid = f"chatcmpl-{request_id}"
         if not stream:
@@ -328,6 +379,7 @@ class Api:
                             "finish_reason": "stop",
                         }
                     ],
+                    "usage": usage,
                     "routing": routing,
                 }
             )
@@ -341,6 +393,8 @@ class Api:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                 "routing": routing,
             }
+            if finish is not None:  # the last chunk, as with stream_options.include_usage
+                body["usage"] = usage
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
         async def events() -> AsyncIterator[str]:
@@ -443,6 +497,10 @@ def create_app(
     async def chat(request: Request) -> Any:
         return await api.chat(request)
 
+    @app.get("/v1/models")
+    async def models() -> Any:
+        return api.list_models()
+
     @app.get("/health")
     async def health() -> Any:
         try:
@@ -464,4 +522,5 @@ def create_app(
     return app
 
 
-ENDPOINTS = ("/v1/translate", "/v1/chat/completions", "/health", "/metrics")
+ENDPOINTS = ("/v1/translate", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
+ALIAS = "routelmt"  # the model name that means: the router and the budget decide

@@ -44,6 +44,16 @@ DEFAULTS: dict[str, Any] = {
         # small decode wasted); the rest goes after the small decode (docs/router-ablation.md)
         "stage1_share": 0.25,
     },
+    # the guard on requests the pacer sends large (docs/method.md section 6); name null: none
+    "guard": {
+        "name": None,  # null | quality-predict | quality-hypo
+        "threshold": None,  # the guard's quality scale: qe-embed 0-100, routelmt-q chrF
+        "router": None,  # quality-predict: a trained quality router (folder or shipped:NAME)
+        "qe": "qe-embed",  # quality-hypo: the registered reference-free QE scorer
+    },
+    # tiers above the small model, cheapest first: [{name, backend, options, cost, gain_scale}];
+    # empty: the small model and ``large``. With tiers, ``large`` is not used.
+    "tiers": [],
     "server": {
         "host": "127.0.0.1",
         "port": 8000,
@@ -95,6 +105,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "budget.initial_threshold": (float, int, type(None)),
     "budget.store": (str, type(None)),
     "budget.stage1_share": (float, int),
+    "guard.name": (str, type(None)),
+    "guard.threshold": (float, int, type(None)),
+    "guard.router": (str, type(None)),
+    "guard.qe": (str,),
+    "tiers": (list,),
     "server.host": (str,),
     "server.port": (int,),
     "server.log_path": (str, type(None)),
@@ -142,7 +157,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("budget.window", 1, 10_000_000),
     ("budget.warmup", 0, 10_000_000),
 )
-_OPEN = {"small_options", "large_options", "router"}  # free-form option maps
+_OPEN = {"small_options", "large_options", "router"}  # free-form option maps (tiers: a list)
 
 
 def embedded_config_path() -> Path | None:
@@ -186,10 +201,58 @@ def _check_types(config: dict[str, Any], where: str) -> None:
         values = config[section][key] or []
         if not all(isinstance(v, str) and v for v in values):
             raise ConfigError(f"{where}: '{dotted}' must be a list of non-empty strings")
+    _check_guard(config["guard"], where)
+    _check_tiers(config["tiers"], where)
     if "name" not in config["router"] and "path" not in config["router"]:
         raise ConfigError(
             f"{where}: 'router' needs 'name' (e.g. length, random) or 'path' (a trained router)"
         )
+
+
+GUARD_NAMES = ("quality-predict", "quality-hypo")
+TIER_KEYS = {"name": (str,), "backend": (str,), "options": (dict,)}
+TIER_KEYS |= {"cost": (float, int), "gain_scale": (float, int)}
+
+
+def _check_guard(guard: dict[str, Any], where: str) -> None:
+    if guard["name"] is None:
+        return
+    if guard["name"] not in GUARD_NAMES:
+        raise ConfigError(
+            f"{where}: 'guard.name' must be null or one of {', '.join(GUARD_NAMES)}, "
+            f"got {guard['name']!r:.60}"
+        )
+    if guard["threshold"] is None:
+        raise ConfigError(
+            f"{where}: 'guard.threshold' is needed with guard '{guard['name']}' (the small "
+            "quality at or above which a candidate stays small; docs/benchmarks.md, guards)"
+        )
+    if guard["name"] == "quality-predict" and not guard["router"]:
+        raise ConfigError(f"{where}: 'guard.router' (a trained quality router) is needed")
+
+
+def _check_tiers(tiers: list[Any], where: str) -> None:
+    """Each tier: name, backend, cost > 0; options and gain_scale (> 0) optional."""
+    names = set()
+    for i, tier in enumerate(tiers):
+        at = f"{where}: 'tiers[{i}]'"
+        if not isinstance(tier, Mapping):
+            raise ConfigError(f"{at} must be a mapping with name, backend and cost")
+        unknown = sorted(set(tier) - set(TIER_KEYS))
+        if unknown:
+            raise ConfigError(f"{at}: unknown key '{unknown[0]}'; known: {', '.join(TIER_KEYS)}")
+        for key in ("name", "backend", "cost"):
+            if key not in tier:
+                raise ConfigError(f"{at} needs '{key}'")
+        for key, kinds in TIER_KEYS.items():
+            value = tier.get(key)
+            if key in tier and (isinstance(value, bool) or not isinstance(value, kinds)):
+                raise ConfigError(f"{at}.{key}: wrong type, got {value!r:.60}")
+            if key in ("cost", "gain_scale") and key in tier and not value > 0:
+                raise ConfigError(f"{at}.{key} must be > 0, got {value!r}")
+        if tier["name"] in names or tier["name"] == "small":
+            raise ConfigError(f"{at}.name: '{tier['name']}' is taken (names must differ)")
+        names.add(tier["name"])
 
 
 def load_config(

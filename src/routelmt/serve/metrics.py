@@ -96,16 +96,71 @@ class Histogram:
 
 
 class _BudgetCollector(Collector):
-    """Budget gauges read from the budget state at scrape time (never stale, never summed)."""
+    """Budget gauges read from the budget state at scrape time (never stale, never summed).
 
-    def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
+    With a two-stage router, ``routelmt_routed_share`` is the share of all requests routed
+    large by either stage (what the budget promises) and ``routelmt_stage_routed_share`` each
+    stage's own: stage 1's of all requests, stage 2's of the requests that reached it."""
+
+    def __init__(
+        self,
+        state: Callable[[], dict[str, Any]],
+        stage2: Callable[[], dict[str, Any]] | None = None,
+        *,
+        saving: Callable[[], tuple[float, float]] | None = None,
+    ) -> None:
         self._state = state
+        self._stage2 = stage2
+        self._saving = saving
+
+    def _saved(self) -> Iterator[GaugeMetricFamily]:
+        if self._saving is None:
+            return
+        spent, all_large = self._saving()
+        yield GaugeMetricFamily(
+            "routelmt_cost_saved",
+            "Saved against sending every request to the most expensive tier (all_large - cost)",
+            value=all_large - spent,
+        )
+        yield GaugeMetricFamily(
+            "routelmt_cost_saved_share",
+            "The saving as a share of the all-large cost",
+            value=(all_large - spent) / all_large if all_large else 0.0,
+        )
+
+    def _stage_shares(self, state: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
+        second = (self._stage2() or {}) if self._stage2 is not None else None
+        seen = state.get("requests") or 0
+        spent = float(state.get("spent") or 0.0)
+        stages = GaugeMetricFamily(
+            "routelmt_stage_routed_share",
+            "Large share decided by each routing stage (stage 2: of the requests it saw)",
+            labels=["stage"],
+        )
+        stages.add_metric(["1"], float(state.get("realised_share") or 0.0))
+        if second is not None:
+            stages.add_metric(["2"], float(second.get("realised_share") or 0.0))
+            spent += float(second.get("spent") or 0.0)
+        yield stages
+        yield GaugeMetricFamily(
+            "routelmt_routed_share",
+            "Large share of decided requests, all routing stages together",
+            value=spent / seen if seen else 0.0,
+        )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         state = self._state() or {}
         spec = state.get("spec") or {}
+        yield from self._saved()
+        if spec.get("kind") == "share":
+            yield from self._stage_shares(state)
+        else:  # a cost budget or tiers: the spend as a share of all-large spend
+            yield GaugeMetricFamily(
+                "routelmt_routed_share",
+                "Spend as a share of sending every request to the large model",
+                value=float(state.get("realised_share") or 0.0),
+            )
         gauges = (
-            ("routelmt_routed_share", "Large share of decided requests", state, "realised_share"),
             ("routelmt_budget_target", "Budget target share p", spec, "target"),
             (
                 "routelmt_budget_threshold",
@@ -125,7 +180,11 @@ class _BudgetCollector(Collector):
 class ServiceMetrics:
     """Everything ``GET /metrics`` exposes, in a registry of its own (one per service)."""
 
-    def __init__(self, budget_state: Callable[[], dict] | None = None) -> None:
+    def __init__(
+        self,
+        budget_state: Callable[[], dict] | None = None,
+        stage2_state: Callable[[], dict] | None = None,
+    ) -> None:
         self.registry = prom.CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.requests = Counter(
@@ -180,7 +239,32 @@ class ServiceMetrics:
             buckets=SIZE_BUCKETS,
             registry=reg,
         )
-        self._budget = _BudgetCollector(budget_state or (lambda: {}))
+        self.cost = Counter(
+            "routelmt_cost_total",
+            "Spend by the tier that answered (configured per-request costs)",
+            ("tier",),
+            registry=reg,
+        )
+        self.cost_all_large = Counter(
+            "routelmt_cost_all_large_total",
+            "What the same requests would have cost on the most expensive tier",
+            registry=reg,
+        )
+        self.guard_checks = Counter(
+            "routelmt_guard_checks_total",
+            "Guard checks of large-model candidates, by guard and whether it vetoed",
+            ("guard", "vetoed"),
+            registry=reg,
+        )
+        self.guard_seconds = Counter(
+            "routelmt_guard_seconds_total",
+            "Time spent in guard checks (QE pass or quality head)",
+            ("guard",),
+            registry=reg,
+        )
+        self._budget = _BudgetCollector(
+            budget_state or (lambda: {}), stage2_state, saving=self.saving
+        )
         self._process = [
             prom.ProcessCollector(registry=None),
             prom.PlatformCollector(registry=None),
@@ -195,6 +279,23 @@ class ServiceMetrics:
             self.tokens.inc(tier, "prompt", amount=float(prompt_tokens))
         if completion_tokens:
             self.tokens.inc(tier, "completion", amount=float(completion_tokens))
+
+    def saving(self) -> tuple[float, float]:
+        """(spent, what all-large would have spent), this process's counters."""
+        return self.cost.total(), self.cost_all_large.total()
+
+    def observe_result(self, result: Any, usage: dict[str, int]) -> None:
+        """One answered segment: its tokens, its cost and saving, its guard check."""
+        self.observe_usage(result.tier, usage["prompt_tokens"], usage["completion_tokens"])
+        cost = result.cost or {}
+        if cost:
+            if cost["cost"]:
+                self.cost.inc(result.tier, amount=float(cost["cost"]))
+            self.cost_all_large.inc(amount=float(cost["all_large"]))
+        if result.guard:
+            name = str(result.guard["name"])
+            self.guard_checks.inc(name, str(bool(result.guard["vetoed"])).lower())
+            self.guard_seconds.inc(name, amount=float(result.guard["ms"]) / 1000.0)
 
     def scrape_registry(self) -> Any:
         """What a scrape reads: this service's registry, or in multiprocess mode the files of

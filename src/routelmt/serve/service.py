@@ -15,13 +15,14 @@ from routelmt.backends.base import Translator
 from routelmt.backends.resolve import first_backend, make_backend
 from routelmt.budget.pacer import BudgetSpec, Pacer
 from routelmt.errors import BackendError, ConfigError
-from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed, SecondStage
+from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed, SecondStage, Tier
 from routelmt.languages import parse_direction
 from routelmt.records import Segment
 from routelmt.serve.batcher import ContinuousDecoder, MicroBatcher
 from routelmt.serve.breaker import BreakerTranslator, CircuitBreaker
 from routelmt.serve.log import DecisionLog, resolve_log_path, without_text
 from routelmt.serve.metrics import ServiceMetrics
+from routelmt.serve.usage import TokenCounter
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,11 @@ class TranslationService:
         log_text: bool = False,
     ) -> None:
         self.hybrid = hybrid
-        self.metrics = ServiceMetrics(hybrid.pacer.state)
+        second = hybrid.second_stage
+        self.metrics = ServiceMetrics(
+            hybrid.pacer.state, None if second is None else second.pacer.state
+        )
+        self.tokens = TokenCounter(hybrid.small)
         self.batching = batching
         generator = getattr(hybrid.small, "generator", None) if hybrid.shared_prefill else None
         self.decoder: ContinuousDecoder | None = None
@@ -175,6 +180,8 @@ class TranslationService:
             self.metrics.errors.inc("small_model")
             raise SmallModelError(bad[0])
         done: list[HybridResult] = results  # type: ignore[assignment]
+        for r, seg in zip(done, segments, strict=True):
+            r.usage = self.tokens.usage(seg.source, r.translation)
         if self.log is not None:
             records = [
                 self.record(r, seg, request_id=request_id, endpoint=endpoint)
@@ -184,6 +191,7 @@ class TranslationService:
                 records = [without_text(r) for r in records]
             await asyncio.wrap_future(self.log.append(records))
         for r in done:
+            self.metrics.observe_result(r, r.usage or {})
             self.metrics.segments.inc(r.tier, r.policy)
             self.metrics.latency.observe(r.timings["total"], r.tier)
             self.metrics.route_latency.observe(r.timings["route"])
@@ -193,10 +201,14 @@ class TranslationService:
         return await asyncio.wrap_future(self.batcher.submit((segment, policy), owner))
 
     async def _finish(self, routed: Routed, t0: float, owner: str = "") -> HybridResult | str:
-        if self.decoder is not None and not routed.goes_large and routed.error is None:
+        decode = not routed.goes_large or routed.guard_pending
+        if self.decoder is not None and decode and routed.error is None:
             routed = await self._decode(routed, owner)
         if routed.error is not None:
             return f"small model failed on segment {routed.segment.id}: {routed.error}"
+        if routed.guard_pending:  # quality-hypo: QE of the decoded candidate, off the loop
+            loop = asyncio.get_running_loop()
+            routed = (await loop.run_in_executor(None, self.hybrid.guard_review, [routed]))[0]
         if self.hybrid.second_stage is not None and routed.translation is not None:
             # the second look at the small translation (QE pass): off the event loop
             loop = asyncio.get_running_loop()
@@ -206,10 +218,11 @@ class TranslationService:
             return self.hybrid.result(routed, total_s=time.perf_counter() - t0)
         routed.state = None  # a large call needs no prefill
         loop = asyncio.get_running_loop()
+        tier, translator = self.hybrid.tier_of(routed)
         text, error, large_s = await loop.run_in_executor(
-            self.large_pool, self.hybrid.call_large, routed.segment
+            self.large_pool, self.hybrid.call_large, routed.segment, translator
         )
-        self.metrics.model_latency.observe(large_s, "large")
+        self.metrics.model_latency.observe(large_s, tier)
         if text is not None:
             return self.hybrid.result(
                 routed, large_text=text, large_s=large_s, total_s=time.perf_counter() - t0
@@ -261,9 +274,21 @@ class TranslationService:
             "translation": r.translation,
             "latency_ms": round(r.timings["total"] * 1000.0, 3),
             "timings_ms": {k: round(v * 1000.0, 3) for k, v in r.timings.items()},
+            "guard": r.guard,
+            "cost": r.cost.get("cost"),
+            "usage": r.usage,
             "budget_spent": r.budget.get("spent"),
             "budget_requests": r.budget.get("requests"),
         }
+
+    def model_of(self, tier: str) -> str:
+        """The name of the model that serves a tier."""
+        if tier == "small":
+            return self.hybrid.small.name
+        for t in self.hybrid.tiers:
+            if t.spec.name == tier:
+                return t.translator.name
+        return self.hybrid.large.name
 
     @staticmethod
     def new_request_id() -> str:
@@ -285,6 +310,12 @@ class TranslationService:
                 "decode_steps": self.decoder.steps if self.decoder is not None else 0,
             },
             "router_stages": 1 if self.hybrid.second_stage is None else 2,
+            "tiers": [
+                {"name": name, "cost": cost, "model": self.model_of(name)}
+                for name, cost in self.hybrid.costs.items()
+            ],
+            "guard": None if self.hybrid.guard is None else self.hybrid.guard.stats(),
+            "usage_counted_by": self.tokens.counted_by,
             "budget": self.hybrid.pacer.state(),
             **(
                 {"budget_stage2": self.hybrid.second_stage.pacer.state()}
@@ -382,23 +413,93 @@ def make_router(options: dict[str, Any]) -> tuple[Any, str]:
     return router, getattr(router, "name", None) or name or type(router).__name__
 
 
+def make_tiers(config: dict[str, Any], given: dict[str, Translator]) -> list[Tier]:
+    """The configured tiers above the small model (each behind its own circuit breaker),
+    cheapest first; ``given`` maps tier names to translator objects that replace their
+    backend specs."""
+    from routelmt.budget.tiers import TierSpec
+
+    server = config["server"]
+    out = []
+    for item in config["tiers"]:
+        spec = TierSpec(item["name"], float(item["cost"]), float(item.get("gain_scale", 1.0)))
+        translator = given.get(spec.name) or make_backend(
+            item["backend"], dict(item.get("options") or {}), config["data"]
+        )
+        if server["breaker_failures"] > 0:
+            breaker = CircuitBreaker(server["breaker_failures"], server["breaker_cooldown_s"])
+            translator = BreakerTranslator(translator, breaker)
+        out.append(Tier(spec, translator))
+    return sorted(out, key=lambda t: t.spec.cost)
+
+
+def make_tier_pacer(budget: dict[str, Any], tiers: list[Tier], router: Any) -> Any:
+    """A ``TierPacer``: ``budget.share`` of what all requests on the top tier would cost extra."""
+    from routelmt.budget.tiers import TierPacer
+
+    if hasattr(router, "score_stage2"):
+        raise ConfigError(
+            "tiers need a one-stage router (e.g. router: {path: shipped:routelmt} or "
+            "{name: length}); the two-stage router splits a two-tier budget"
+        )
+    for key in ("cost_share", "store", "initial_threshold"):
+        if budget[key] is not None:
+            raise ConfigError(f"budget.{key} is not supported with tiers; use budget.share")
+    return TierPacer(
+        [t.spec for t in tiers],
+        float(budget["share"]),
+        gain=float(budget["gain"]),
+        warmup=int(budget["warmup"]),
+        window=int(budget["window"]),
+        hard_cap=budget["hard_cap"],
+    )
+
+
+def make_service_guard(guard: dict[str, Any], router: Any) -> Any:
+    """The configured guard; quality-hypo reuses the two-stage router's QE scorer when it is
+    the same one (built once, its sentence encoder loaded once)."""
+    from routelmt.budget.online_guards import make_guard
+
+    if guard["name"] is None:
+        return None
+    if guard["name"] == "quality-hypo":
+        qe: Any = guard["qe"]
+        if hasattr(router, "qe_metric") and getattr(router, "qe", None) == qe:
+            qe = router.qe_metric()
+        return make_guard("quality-hypo", guard["threshold"], qe=qe)
+    return make_guard("quality-predict", guard["threshold"], router=guard["router"])
+
+
 def build_service(
     config: dict[str, Any],
     *,
     small: Translator | None = None,
     large: Translator | None = None,
+    tier_backends: dict[str, Translator] | None = None,
 ) -> TranslationService:
-    """Everything the config names; ``small``/``large`` objects replace the configured specs."""
+    """Everything the config names; ``small``/``large`` objects (and ``tier_backends``, by
+    tier name) replace the configured specs."""
     data = config["data"]
-    small = small or first_backend(config["small"], config["small_options"], data)
-    large = large or make_backend(config["large"], config["large_options"], data)
-    router, router_name = make_router(config["router"])
     server = config["server"]
-    if server["breaker_failures"] > 0:
-        large = BreakerTranslator(
-            large, CircuitBreaker(server["breaker_failures"], server["breaker_cooldown_s"])
-        )
-    pacer, pacer2 = make_pacers(config["budget"], router)
+    small = small or first_backend(config["small"], config["small_options"], data)
+    router, router_name = make_router(config["router"])
+    tiers = make_tiers(config, tier_backends or {})
+    if tiers:
+        large = tiers[-1].translator
+        pacer, pacer2 = make_tier_pacer(config["budget"], tiers, router), None
+    else:
+        large = large or make_backend(config["large"], config["large_options"], data)
+        if server["breaker_failures"] > 0:
+            large = BreakerTranslator(
+                large, CircuitBreaker(server["breaker_failures"], server["breaker_cooldown_s"])
+            )
+        pacer, pacer2 = make_pacers(config["budget"], router)
+    budget = config["budget"]
+    costs = {"small": float(budget["cost_small"])}
+    if tiers:
+        costs |= {t.spec.name: costs["small"] + t.spec.cost for t in tiers}
+    else:
+        costs["large"] = float(budget["cost_large"])
     hybrid = HybridTranslator(
         small,
         large,
@@ -407,6 +508,9 @@ def build_service(
         second_stage=None if pacer2 is None else SecondStage(router, pacer2),
         shared_prefill=server["shared_prefill"],
         large_workers=server["large_concurrency"],
+        guard=make_service_guard(config["guard"], router),
+        tiers=tiers or None,
+        costs=costs,
     )
     return TranslationService(
         hybrid,
