@@ -7,7 +7,10 @@ gain over the small model (out-of-fold, 5-fold by source group). At equal spend 
 - multi-tier: ``budget.allocate_tiers`` on the predicted gains of every tier;
 - best single tier: the same spend on one tier only (top-k by that tier's predicted gain), the
   best of the three chosen *after* seeing the results (a generous baseline);
-- oracle multi-tier: ``allocate_tiers`` on the true gains (upper bound).
+- oracle multi-tier: ``allocate_tiers`` on the true gains (upper bound);
+- online: ``budget.tiers.TierPacer`` (what the service runs) deciding one request at a time
+  from the same predicted gains, over the segments in a shuffled order (seed 0), knowing
+  nothing in advance: its price is learnt from the stream (first 50 requests: warm-up).
 
 Prints realised hybrid chrF (mean over segments) and realised spend per request.
 
@@ -23,10 +26,21 @@ import time
 import numpy as np
 
 from routelmt.budget import allocate_tiers
+from routelmt.budget.tiers import TierPacer, TierSpec
 from routelmt.crossval import router_scores
 from routelmt.labels import wmt_labels
 
 TIERS = ("Llama3-70B", "Mistral-Large", "GPT-4")
+
+
+def online(predicted: np.ndarray, costs: np.ndarray, spend: float) -> np.ndarray:
+    """The service's allocation: one request at a time, in a shuffled order."""
+    specs = [TierSpec(name, float(c)) for name, c in zip(TIERS, costs, strict=True)]
+    pacer = TierPacer(specs, spend / float(costs.max()), warmup=50)
+    tier = np.zeros(len(predicted), dtype=int)
+    for i in np.random.default_rng(0).permutation(len(predicted)):
+        tier[i] = pacer.decide_gains(predicted[i]).tier
+    return tier
 
 
 def main() -> None:
@@ -87,6 +101,7 @@ def main() -> None:
         assert best is not None
         rows.append((f"best single tier ({best[1]})", best[2]))
         rows.append(("oracle multi-tier", allocate_tiers(true_gain, costs, budget).tier))
+        rows.append(("online TierPacer (predicted)", online(predicted, costs, spend)))
         for label, tier in rows:
             quality, spent = realised(tier)
             counts = np.bincount(tier, minlength=len(TIERS) + 1).tolist()

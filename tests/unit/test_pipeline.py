@@ -179,6 +179,11 @@ def test_shipped_configs_load_by_name():
     in_model = load_bench_config(["in-model"])
     assert in_model["small"].startswith("hf:") and len(in_model["large"]) == 2
     assert load_bench_config(["paper-table"])["data"]["pairs"] == "all"
+    assert in_model["guards"]["gain_router"] == "routelmt"  # the guard table's run
+    with pytest.raises(ConfigError, match="'guards.quality_router'"):
+        load_bench_config(["in-model"], ["routers=[length,routelmt]"])
+    with pytest.raises(ConfigError, match="guards.p"):
+        load_bench_config(["in-model"], ["guards.p=1.5"])
 
 
 def test_precedence_files_then_sets_then_full(tmp_path, corpus):

@@ -191,6 +191,8 @@ class TierPacer:
     share of what sending everything to the most expensive tier would cost extra). During the
     first ``warmup`` requests the price is ``marginal_price`` of the requests seen so far.
     ``hard_cap`` bounds the total extra spend: a request takes the best tier it still affords.
+    The price stays within ``margin`` scales of the price that would have spent the budget on
+    the recent requests (a negative price buys every tier whose gain is positive).
     Implements the pacer protocol of ``HybridTranslator`` (``decide``, ``refund``, ``state``);
     ``Decision.tier`` is 0 for the small model, j for ``tiers[j - 1]``. Thread-safe.
     """
@@ -205,6 +207,7 @@ class TierPacer:
         window: int = 1000,
         hard_cap: float | None = None,
         initial_price: float | None = None,
+        margin: float = 3.0,
     ) -> None:
         from collections import deque
 
@@ -221,40 +224,79 @@ class TierPacer:
         self.warmup = int(warmup)
         self.hard_cap = None if hard_cap is None else float(hard_cap)
         self._lock = threading.Lock()
-        self._scores: deque[float] = deque(maxlen=int(window))
+        self._seen: deque[float] = deque(maxlen=int(window) * len(tiers))  # gain rows, flat
+        self._scaled = True  # every request so far came with one score (``decide``)
         self._price = None if initial_price is None else float(initial_price)
         self._seq = self._n = self._capped = self._refunds = 0
         self._spent = 0.0
         self._counts = [0] * (len(tiers) + 1)
         self._refunded: set[int] = set()
         self._scale_cache: float | None = None
+        self._center: float | None = None
+        self.margin = float(margin)
 
     def gains(self, score: float) -> np.ndarray:
         return float(score) * self.scales
 
+    def _rows(self) -> np.ndarray:
+        return np.asarray(self._seen, dtype=float).reshape(-1, self.costs.size)
+
     def _scale(self) -> float:
         """A robust spread of recent first-upgrade prices (the hull's first step has the best
-        gain per cost, s * max(gain_scale / cost), for every positive score s)."""
-        pos = [s for s in self._scores if s > 0]
-        if len(pos) < 8:
+        gain per cost, max_j gain_j / cost_j)."""
+        first = (self._rows() / self.costs).max(axis=1)
+        pos = first[first > 0]
+        if pos.size < 8:
             return 1.0
         q25, q75 = np.quantile(pos, [0.25, 0.75])
-        spread = float(q75 - q25) / 1.349 or float(np.std(pos)) or 1.0
-        return spread * float(np.max(self.scales / self.costs))
+        return float(q75 - q25) / 1.349 or float(np.std(pos)) or 1.0
 
-    def _choose(self, score: float, force: bool) -> tuple[int, float]:
-        ups = _upgrades(self.gains(score), self.costs)
+    def _refresh(self) -> None:
+        """The scale, and the price that would have spent the budget on the recent requests:
+        the centre of the band the price stays in (as ``Pacer``'s threshold does), so that an
+        outage or a run of vetoes cannot wind it up or down without limit."""
+        self._scale_cache = self._scale()
+        center = self._market_price()
+        self._center = None if math.isinf(center) else center
+
+    def _market_price(self) -> float:
+        """``marginal_price`` of the recent requests. Vectorised when every request came with
+        one score (``decide``): each positive score s has the same hull scaled by s, so its
+        upgrades cost the hull's steps at s times its ratios (ignoring the rare upgrade that
+        would not fit whole)."""
+        rows = self._rows()
+        if not self._scaled:
+            return marginal_price(rows, self.costs, self.budget * len(rows))
+        scores = rows[:, 0] / self.scales[0]
+        pos = scores[scores > 0]
+        hull = _upgrades(self.scales, self.costs)
+        if not pos.size or not hull:
+            return math.inf
+        ratios = np.array([r for _, r, _ in hull])
+        steps = np.diff([0.0, *(c for _, _, c in hull)])
+        R = np.outer(pos, ratios).ravel()
+        order = np.argsort(-R, kind="stable")
+        spent = np.cumsum(np.tile(steps, pos.size)[order])
+        k = int(np.searchsorted(spent, self.budget * scores.size, side="right"))
+        return float(R[order][k - 1]) if k else math.inf
+
+    def _bounded(self, price: float) -> float:
+        if self._center is None or self._scale_cache is None:
+            return price
+        band = self.margin * self._scale_cache
+        return min(max(price, self._center - band), self._center + band)
+
+    def _choose(self, gains: np.ndarray, force: bool) -> tuple[int, float]:
         if force:  # a forced request gets the most expensive tier
             top = int(np.argmax(self.costs))
             return top + 1, float(self.costs[top])
         if self._n <= self.warmup or self._price is None:
-            seen = np.asarray(self._scores, dtype=float)[:, None] * self.scales
-            price = float(marginal_price(seen, self.costs, self.budget * len(seen)))
+            price = self._market_price()
             if math.isinf(price):  # nothing affordable yet: start at the best price seen
-                price = max(0.0, float(seen.max(initial=0.0) / self.costs.min()))
+                price = max(0.0, float((self._rows() / self.costs).max(initial=0.0)))
             self._price = price
         tier, cost = 0, 0.0
-        for j, ratio, c in ups:
+        for j, ratio, c in _upgrades(gains, self.costs):
             if ratio < self._price:
                 break
             tier, cost = j + 1, c
@@ -263,21 +305,33 @@ class TierPacer:
     def decide(
         self, score: float | None, cost: float | None = None, *, force: bool = False
     ) -> Decision:
-        """One request: the tier its score buys at the current price (``cost`` is ignored: the
-        tiers' costs are fixed)."""
+        """One request: the tier its score buys at the current price, each tier's predicted
+        gain being ``gain_scale`` times the score (``cost`` is ignored: tiers' costs are
+        fixed)."""
         s = 0.0 if score is None or not math.isfinite(float(score)) else float(score)
+        return self._decide(self.gains(s), s, force, scaled=True)
+
+    def decide_gains(self, gains: Sequence[float], *, force: bool = False) -> Decision:
+        """One request with its own predicted gain for each tier (one router per tier)."""
+        g = np.asarray(gains, dtype=float)
+        if g.shape != self.costs.shape or not np.all(np.isfinite(g)):
+            raise InputError(f"expected {self.costs.size} finite gains, got {gains!r:.80}")
+        return self._decide(g, float(g.max()), force, scaled=False)
+
+    def _decide(self, g: np.ndarray, s: float, force: bool, *, scaled: bool) -> Decision:
         with self._lock:
+            self._scaled = self._scaled and scaled
             self._seq += 1
             self._n += 1
-            self._scores.append(s)
-            tier, charge = self._choose(s, force)
+            self._seen.extend(g.tolist())
+            tier, charge = self._choose(g, force)
             reason = "forced_large" if force else "above_threshold" if tier else "below_threshold"
             if self._n <= self.warmup and not force:
                 reason = "warmup" if tier else "below_threshold"
             if tier and self.hard_cap is not None and self._spent + charge > self.hard_cap:
                 affordable = [
                     (j + 1, c)
-                    for j, _, c in _upgrades(self.gains(s), self.costs)
+                    for j, _, c in _upgrades(g, self.costs)
                     if self._spent + c <= self.hard_cap
                 ]
                 tier, charge = affordable[-1] if affordable and not force else (0, 0.0)
@@ -287,10 +341,10 @@ class TierPacer:
             credit = 0.0
             if self._n > self.warmup and price is not None:
                 if self._n % 32 == 0 or self._scale_cache is None:  # quantiles: not each time
-                    self._scale_cache = self._scale()
-                top = float(self.costs.max())
-                credit = self.gain * self._scale_cache * (charge - self.budget) / top
-                self._price = max(0.0, price + credit)
+                    self._refresh()
+                step = self.gain * self._scale_cache / float(self.costs.max())  # type: ignore[operator]
+                credit = step * charge  # the part a refund undoes (as ``Pacer`` does)
+                self._price = self._bounded(price + credit - step * self.budget)
             self._spent += charge
             self._counts[tier] += 1
             return Decision(
@@ -319,7 +373,7 @@ class TierPacer:
             self._counts[0] += 1
             self._refunds += 1
             if self._price is not None:
-                self._price = max(0.0, self._price - decision.credit)
+                self._price = self._bounded(self._price - decision.credit)
             return True
 
     def state(self) -> dict[str, Any]:
