@@ -227,7 +227,9 @@ def test_api_keys(keyed):
     import openai
 
     client = openai.OpenAI(base_url=keyed.url + "/v1", api_key=KEY, max_retries=0)
-    reply = client.chat.completions.create(model="routelmt", messages=[{"role": "user", "content": "x"}])
+    reply = client.chat.completions.create(
+        model="routelmt", messages=[{"role": "user", "content": "x"}]
+    )
     assert reply.choices[0].message.content == "X"
     bad = openai.OpenAI(base_url=keyed.url + "/v1", api_key="nope-nope-nope", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
