@@ -56,6 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from routelmt.evaluation.guards import format_guard_table
     from routelmt.evaluation.report import summary, summary_table
     from routelmt.pipeline import load_bench_config, run_bench
 
@@ -74,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
                 for r in result.stages
             ],
             "results": {large: summary(res) for large, res in result.results.items()},
+            "guards": {
+                large: {k: v for k, v in table.items() if k != "thresholds"}
+                for large, table in result.guards.items()
+            },
         }
         print(json.dumps(summary, indent=2))
         return 0
@@ -88,5 +93,12 @@ def run(args: argparse.Namespace) -> int:
         print(summary_table(res))
         if large in result.reports:
             print(f"report: {result.reports[large]}")
+        if large in result.guards:
+            table = result.guards[large]
+            print(
+                f"\nguards at p = {table['p']} per direction on {table['gain_router']}'s "
+                f"ranking (severe loss: gain < -{table['severe_delta']:g}):"
+            )
+            print(format_guard_table(table))
     print(f"\nconfig: {Path(result.output) / 'report' / 'config.yaml'}")
     return 0
