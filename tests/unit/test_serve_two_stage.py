@@ -49,6 +49,17 @@ def test_stage1_and_stage2_decisions_and_the_share_over_a_stream():
         assert abs(share - p) <= 0.01, share
         health = client.get("/health").json()
         assert health["router_stages"] == 2 and "budget_stage2" in health
+        # /metrics: each stage's own share, and the combined share the budget promises
+        samples = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in client.get("/metrics").text.splitlines()
+            if line.startswith("routelmt_") and "share" in line
+        }
+        stage1 = samples['routelmt_stage_routed_share{stage="1"}']
+        stage2 = samples['routelmt_stage_routed_share{stage="2"}']
+        assert abs(stage1 - first) < 0.02 and abs(stage2 - second) < 0.03
+        everything = np.mean([r["tier"] == "large" for _, r in results])
+        assert abs(samples["routelmt_routed_share"] - everything) < 1e-9
     finally:
         srv.stop()
         service.close()
