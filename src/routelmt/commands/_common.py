@@ -102,3 +102,27 @@ def load_examples(args: argparse.Namespace) -> list[ScoredExample]:
         root=args.wmt_root,
         limit=args.limit,
     )
+
+
+def add_help_config(parser: argparse.ArgumentParser, schema: str, env_example: str) -> None:
+    """``--help-config``: print every config key of ``schema`` (``module:Class``) with its
+    default and help, then exit, like ``--help`` does for the flags."""
+
+    class HelpConfig(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+            import importlib
+            import json
+
+            from routelmt.settings import describe
+
+            module, _, name = schema.partition(":")
+            rows = describe(getattr(importlib.import_module(module), name))
+            width = max(len(dotted) for dotted, _, _ in rows)
+            for dotted, text, default in rows:
+                print(f"{dotted:<{width}}  {text} (default: {json.dumps(default)})")
+            print(f"\nany key can also be set in the environment, e.g. {env_example}")
+            parser.exit()
+
+    parser.add_argument(
+        "--help-config", nargs=0, action=HelpConfig, help="list every config key and exit"
+    )

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from routelmt.commands._common import add_help_config
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = sub.add_parser(
@@ -42,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, help="output folder (default: runs/<name>)")
     parser.add_argument("--full", action="store_true", help="every segment: no per-pair limit")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_help_config(
+        parser, "routelmt.pipeline.config:BenchSettings", "ROUTELMT_BENCH__DATA__LIMIT=50"
+    )
     parser.add_argument(
         "--ray",
         nargs="?",

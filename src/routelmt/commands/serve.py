@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from routelmt.commands._common import add_help_config
+
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +66,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--large-timeout", type=_positive, help="seconds before a large call fails")
     parser.add_argument(
         "--print-config", action="store_true", help="print the merged config and exit"
+    )
+    add_help_config(
+        parser, "routelmt.serve.config:ServeSettings", "ROUTELMT_SERVE__SERVER__PORT=9000"
     )
     parser.add_argument(
         "--ray",

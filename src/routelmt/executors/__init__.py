@@ -9,19 +9,26 @@ time, whichever executor ran them. ``make_executor`` imports Ray only for ``kind
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from routelmt.errors import ConfigError
 from routelmt.registry import Registry
+from routelmt.settings import defaults, key
 
-# executor: settings of the bench config (the ``executor:`` key) and their defaults
-DEFAULTS: dict[str, Any] = {
-    "kind": "local",
-    "address": None,
-    "workers": 2,
-    "threads": 1,
-    "stages": ["translate"],  # the stages sent out: translate (live backends), score
-}
+
+@dataclass
+class ExecutorSettings:
+    """The ``executor:`` section of the bench config: where the heavy stages run."""
+
+    kind: str = key("local", "local (this process) or ray (a Ray cluster)")
+    address: str | None = key(None, "ray: 'auto', host:port, or null for Ray's default")
+    workers: int = key(2, "ray: workers, each loading the model (or metric) once")
+    threads: int = key(1, "ray: torch threads per worker")
+    stages: list[str] = key(["translate"], "the stages sent out: translate (live backends), score")
+
+
+DEFAULTS: dict[str, Any] = defaults(ExecutorSettings)
 STAGES = ("translate", "score")
 
 
@@ -85,11 +92,11 @@ def check_settings(settings: Mapping[str, Any], where: str) -> None:
         raise ConfigError(
             f"{where}: 'executor.kind' must be one of {', '.join(EXECUTORS.names())}, got {kind!r}"
         )
-    for key in ("workers", "threads"):
-        value = settings.get(key)
+    for name in ("workers", "threads"):
+        value = settings.get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(
-                f"{where}: 'executor.{key}' must be a positive integer, got {value!r}"
+                f"{where}: 'executor.{name}' must be a positive integer, got {value!r}"
             )
     stages = settings.get("stages")
     if not isinstance(stages, list) or not stages or not set(stages) <= set(STAGES):

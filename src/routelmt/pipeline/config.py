@@ -1,144 +1,100 @@
-"""The ``routelmt bench`` configuration: its schema (``DEFAULTS`` and the types of every key),
-the files and ``--set`` flags merged over it, and the checks a config passes before any work.
+"""The ``routelmt bench`` configuration: the schema (``BenchSettings``: every key with its
+default, type and help), the files, environment and ``--set`` flags merged over it, and the
+checks a config passes before any work.
 
-Precedence, lowest first: the defaults, each config file in order, each ``--set key=value`` in
-order, then ``--full`` (no per-pair limit) and ``--output``.
+Precedence, lowest first: the defaults, each config file in order, each
+``ROUTELMT_BENCH__SECTION__KEY`` environment variable, each ``--set key=value`` in order, then
+``--full`` (no per-pair limit) and ``--output``. ``routelmt bench --help-config`` lists the keys.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from routelmt import settings
 from routelmt.backends.resolve import slug
 from routelmt.errors import ConfigError
-from routelmt.executors import DEFAULTS as EXECUTOR_DEFAULTS
-from routelmt.executors import check_settings
+from routelmt.executors import ExecutorSettings, check_settings
+from routelmt.settings import key, section
 
-DEFAULTS: dict[str, Any] = {
-    "name": "bench",
-    "output": None,  # null: runs/<name>
-    "data": {"root": None, "pairs": ["en-es"], "limit": None, "reference": "refA"},
-    "small": "replay:Phi-3-Medium",
-    "small_options": {},
-    "large": ["replay:GPT-4"],
-    "large_options": {},
-    "translate": {"batch_size": 16},
-    # where the heavy stages run: local, or {kind: ray, address, workers, threads, stages}
-    "executor": dict(EXECUTOR_DEFAULTS),
-    "metric": {"name": "chrf", "args": {}},
-    "routers": ["gain-oracle", "quality-oracle", "random", "length"],
-    "router_args": {},
-    "evaluation": {
-        "budgets": [0.1, 0.2, 0.3, 0.4, 0.5],
-        "folds": 5,
-        "cv": "kfold",
-        "baselines": ["length", "entropy"],
-        "seed": 0,
-        "bootstrap": 1000,
-        "severe_delta": 10.0,
-        "plots": True,
-    },
-    # the guards (docs/method.md section 6) on the gain router's ranking; gain_router null: off
-    "guards": {
-        "gain_router": None,  # e.g. routelmt: the ranking the guards protect (in 'routers')
-        "quality_router": "routelmt-q",  # quality-predict: its quality head (in 'routers')
-        "qe": "qe-embed",  # quality-hypo: the reference-free QE scorer of the small output
-        "p": 0.3,  # the budget, per direction
-        "quantile": 0.8,  # rule q<quantile>: that quantile of the training guard scores
-        "max_drop": 0.5,  # rule chosen: the largest MeanDelta drop allowed (chrF)
-        "timing_sample": 32,  # segments timed for the guard's and the small decode's cost
-    },
-}
-
-_NULL = type(None)
-_NUMBER = (int, float)
-_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "output": (str, _NULL),
-    "data.root": (str, _NULL),
-    "data.pairs": (list, str),
-    "data.limit": (int, _NULL),
-    "data.reference": (str, _NULL),
-    "small": (str,),
-    "small_options": (dict,),
-    "large": (str, list),
-    "large_options": (dict,),
-    "translate.batch_size": (int,),
-    "executor.kind": (str,),
-    "executor.address": (str, _NULL),
-    "executor.workers": (int,),
-    "executor.threads": (int,),
-    "executor.stages": (list,),
-    "metric.name": (str,),
-    "metric.args": (dict,),
-    "routers": (list,),
-    "router_args": (dict,),
-    "evaluation.budgets": (list,),
-    "evaluation.folds": (int,),
-    "evaluation.cv": (str,),
-    "evaluation.baselines": (list,),
-    "evaluation.seed": (int,),
-    "evaluation.bootstrap": (int,),
-    "evaluation.severe_delta": _NUMBER,
-    "evaluation.plots": (bool,),
-    "guards.gain_router": (str, _NULL),
-    "guards.quality_router": (str, _NULL),
-    "guards.qe": (str, _NULL),
-    "guards.p": _NUMBER,
-    "guards.quantile": _NUMBER,
-    "guards.max_drop": _NUMBER,
-    "guards.timing_sample": (int,),
-}
-_OPEN = {"small_options", "large_options", "metric.args", "router_args"}  # free-form maps
+ENV_PREFIX = "ROUTELMT_BENCH"
 
 
-def _unknown_key(dotted: str, allowed: Sequence[str], where: str) -> ConfigError:
-    key = dotted.rpartition(".")[2]
-    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(
-        f"{where}: unknown key '{dotted}'{hint}; allowed here: {', '.join(sorted(allowed))}"
+@dataclass
+class DataSettings:
+    root: str | None = key(None, "WMT folder; null: $ROUTELMT_DATA or ../shared/data/wmt24")
+    pairs: list[str] | str = key(["en-es"], "directions (a list, 'a,b', or all)")
+    limit: int | None = key(None, "segments per pair (the first N); null: all")
+    reference: str | None = key("refA", "which WMT reference the metric compares with")
+
+
+@dataclass
+class TranslateSettings:
+    batch_size: int = key(16, "segments per durable append (resume granularity)")
+
+
+@dataclass
+class MetricSettings:
+    name: str = key("chrf", "a registered metric (chrf, chrf++, bleu, comet, ...)")
+    args: dict[str, Any] = key({}, "the metric's options", open=True)
+
+
+@dataclass
+class EvaluationSettings:
+    budgets: list[float] = key([0.1, 0.2, 0.3, 0.4, 0.5], "shares sent to the large model")
+    folds: int = key(5, "cross-validation folds (by source group)")
+    cv: str = key("kfold", "kfold, or lodo: leave one direction out")
+    baselines: list[str] = key(["length", "entropy"], "routers every router is compared with")
+    seed: int = key(0, "seed of folds, ties and resamples")
+    bootstrap: int = key(1000, "bootstrap resamples (by source group)")
+    severe_delta: float = key(10.0, "a gain below minus this is a severe loss")
+    plots: bool = key(True, "write the quality-budget curves as PNG")
+
+
+@dataclass
+class GuardsSettings:
+    """The guards (docs/method.md section 6) on the gain router's ranking."""
+
+    gain_router: str | None = key(None, "the ranking the guards protect (in routers); null: off")
+    quality_router: str | None = key("routelmt-q", "quality-predict: its quality head (in routers)")
+    qe: str | None = key("qe-embed", "quality-hypo: the reference-free QE scorer of the output")
+    p: float = key(0.3, "the budget, per direction")
+    quantile: float = key(0.8, "rule q<quantile>: that quantile of the training guard scores")
+    max_drop: float = key(0.5, "rule chosen: the largest MeanDelta drop allowed (chrF)")
+    timing_sample: int = key(32, "segments timed for the guard's and the small decode's cost")
+
+
+@dataclass
+class BenchSettings:
+    """The ``routelmt bench`` schema; configs/default.yaml shows it with comments."""
+
+    name: str = key("bench", "the run's name (its output folder: runs/<name>)")
+    output: str | None = key(None, "output folder; null: runs/<name>")
+    data: DataSettings = section(DataSettings, "the test data")
+    small: str = key("replay:Phi-3-Medium", "the small system (a backend spec)")
+    small_options: dict[str, Any] = key({}, "the small backend's options", open=True)
+    large: str | list[str] = key(["replay:GPT-4"], "the large system(s)")
+    large_options: dict[str, Any] = key({}, "the large backends' options", open=True)
+    translate: TranslateSettings = section(TranslateSettings, "translation")
+    executor: ExecutorSettings = section(ExecutorSettings, "where the heavy stages run")
+    metric: MetricSettings = section(MetricSettings, "the quality metric")
+    routers: list[str] = key(
+        ["gain-oracle", "quality-oracle", "random", "length"], "the routers to evaluate"
     )
+    router_args: dict[str, Any] = key({}, "per-router options: {router: {key: value}}", open=True)
+    evaluation: EvaluationSettings = section(EvaluationSettings, "the evaluation")
+    guards: GuardsSettings = section(GuardsSettings, "the guards; guards.gain_router null: off")
 
 
-def _merge(base: dict[str, Any], update: Mapping[str, Any], where: str, prefix: str = "") -> None:
-    for key, value in update.items():
-        dotted = f"{prefix}{key}"
-        if key not in base:
-            raise _unknown_key(dotted, list(base), where)
-        if isinstance(base[key], dict) and dotted not in _OPEN:
-            if not isinstance(value, Mapping):
-                raise ConfigError(
-                    f"{where}: '{dotted}' must be a mapping with keys "
-                    f"{', '.join(sorted(base[key]))}; got {value!r:.60}"
-                )
-            _merge(base[key], value, where, dotted + ".")
-        else:
-            base[key] = copy.deepcopy(value)
+DEFAULTS: dict[str, Any] = settings.defaults(BenchSettings)
 
 
-def _type_names(kinds: tuple[type, ...]) -> str:
-    names = {"NoneType": "null", "str": "a string", "int": "an integer", "float": "a number"}
-    names |= {"list": "a list", "dict": "a mapping", "bool": "true/false"}
-    return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
-
-
-def _check_types(config: dict[str, Any], where: str) -> None:
-    for dotted, kinds in _TYPES.items():
-        value: Any = config
-        for part in dotted.split("."):
-            value = value[part]
-        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            raise ConfigError(
-                f"{where}: '{dotted}' must be {_type_names(kinds)}, got {value!r:.60}"
-            )
+def _check_values(config: dict[str, Any], where: str) -> None:
+    """What the types alone do not say: non-empty lists of names, shares in (0, 1), ..."""
 
     def strings(dotted: str, values: Any) -> None:
         for item in values:
@@ -184,7 +140,7 @@ def _check_types(config: dict[str, Any], where: str) -> None:
     if not budgets:
         raise ConfigError(f"{where}: 'evaluation.budgets' lists no budget")
     for p in budgets:
-        if isinstance(p, bool) or not isinstance(p, _NUMBER) or not 0.0 < p < 1.0:
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 < p < 1.0:
             raise ConfigError(
                 f"{where}: 'evaluation.budgets' holds {p!r}; each budget is a share in (0, 1)"
             )
@@ -216,21 +172,11 @@ def _check_guards(config: dict[str, Any], where: str) -> None:
 
 def parse_set(item: str) -> dict[str, Any]:
     """``data.limit=50`` -> {"data": {"limit": 50}}; the value is read as YAML (lists work)."""
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
+    dotted, sep, raw = item.partition("=")
+    dotted = dotted.strip()
+    if not sep or not dotted or any(not part for part in dotted.split(".")):
         raise ConfigError(f"--set: expected KEY=VALUE (e.g. data.limit=50), got '{item}'")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    out: dict[str, Any] = {}
-    node = out
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
+    return settings.nested(dotted, settings.parse_value(raw))
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -248,20 +194,12 @@ def _resolve_config(path: Path) -> Path:
     return shipped_configs().get(str(path), path)
 
 
-def _read_yaml(path: Path) -> Mapping[str, Any]:
+def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         shipped = ", ".join(shipped_configs())
         hint = f" (or a shipped config by name: {shipped})" if shipped else ""
         raise ConfigError(f"config file not found: {path}{hint}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    return data
+    return settings.read_yaml_mapping(path)
 
 
 def load_bench_config(
@@ -271,21 +209,26 @@ def load_bench_config(
     full: bool = False,
     output: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Defaults <- each file in order <- each ``--set`` in order <- ``--full`` / ``--output``."""
-    config = copy.deepcopy(DEFAULTS)
+    """Defaults <- each file in order <- the environment <- each ``--set`` in order <-
+    ``--full`` / ``--output``."""
+    config = settings.defaults(BenchSettings)
     sources = []
     for given in paths:
         path = _resolve_config(Path(given))
-        _merge(config, _read_yaml(path), str(path))
+        settings.merge(BenchSettings, config, _read_yaml(path), str(path))
         sources.append(str(path))
+    for variable, update in settings.env_overrides(ENV_PREFIX):
+        settings.merge(BenchSettings, config, update, variable)
+        sources.append(variable)
     for item in sets:
-        _merge(config, parse_set(item), f"--set {item}")
+        settings.merge(BenchSettings, config, parse_set(item), f"--set {item}")
     if full:
         config["data"]["limit"] = None
     if output is not None:
         config["output"] = str(output)
     where = " + ".join(sources + (["--set flags"] if sets else [])) or "defaults"
-    _check_types(config, where)
+    settings.check(BenchSettings, config, where)
+    _check_values(config, where)
     if isinstance(config["large"], str):
         config["large"] = [config["large"]]
     folders: dict[str, str] = {}

@@ -1,212 +1,128 @@
-"""Service configuration: embedded defaults <- YAML file <- command-line overrides.
+"""Service configuration: embedded defaults <- YAML file <- environment <- command-line flags.
 
-``DEFAULTS`` is the schema: every key a config may set, with its default. ``configs/serve.yaml``
-ships the same values with comments. An unknown key, or a value of the wrong type, is a
-ConfigError naming the key and the file.
+``ServeSettings`` is the schema (``routelmt.settings``): every key a config may set, with its
+default, type, help and range; ``DEFAULTS`` its defaults. ``configs/serve.yaml`` ships the same
+values with comments. An unknown key, or a value of the wrong type or outside its range, is a
+ConfigError naming the key and where it was set.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from routelmt import settings
 from routelmt.errors import ConfigError
+from routelmt.settings import key, section
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
+
+@dataclass
+class DataSettings:
+    root: str | None = key(None, "WMT folder of the recorded systems; null: the default WMT24")
+    pairs: list[str] | str | None = key(["en-es", "en-de"], "pairs a replay backend loads")
+
+
+@dataclass
+class BudgetSettings:
+    share: float | None = key(0.3, "share of requests sent to the large model")
+    cost_share: float | None = key(None, "or: share of the all-large cost (with cost_small/large)")
+    cost_small: float = key(0.0, "cost of one small translation (cost_share)")
+    cost_large: float = key(1.0, "cost of one large translation (cost_share)")
+    hard_cap: float | None = key(None, "a share never exceeded, on any path")
+    window: int = key(1000, "requests in the pacer's recent-score window", range=(1, 10_000_000))
+    gain: float = key(0.2, "how fast the threshold follows the spent share")
+    warmup: int = key(50, "requests before the threshold adapts", range=(0, 10_000_000))
+    initial_threshold: float | None = key(None, "a calibrated starting threshold")
+    store: str | None = key(None, "shared budget store (SQLite path) for several processes")
+    # with a two-stage router: the part of the budget spent right after the prefill (no
+    # small decode wasted); the rest goes after the small decode (docs/router-ablation.md)
+    stage1_share: float = key(0.25, "two-stage routers: the budget spent after the prefill")
+
+
+@dataclass
+class GuardSettings:
+    """The guard on requests the pacer sends large (docs/method.md section 6)."""
+
+    name: str | None = key(None, "null, quality-predict or quality-hypo")
+    threshold: float | None = key(
+        None, "the guard's quality scale: qe-embed 0-100, routelmt-q chrF"
+    )
+    router: str | None = key(None, "quality-predict: a trained quality router (folder or shipped:)")
+    qe: str = key("qe-embed", "quality-hypo: the registered reference-free QE scorer")
+
+
+@dataclass
+class ServerSettings:
+    host: str = key("127.0.0.1", "address to listen on")
+    port: int = key(8000, "port", range=(0, 65535))
+    log_path: str | None = key("auto", "decision log (JSONL); auto: the state folder; null: none")
+    log_text: bool = key(False, "keep source and translation text in the decision log")
+    batching: bool = key(True, "route in micro-batches")
+    max_batch_size: int = key(16, "segments per small-model batch", range=(1, 4096))
+    max_wait_ms: float = key(5.0, "how long a batch waits to fill", range=(0, 10_000))
+    large_concurrency: int = key(64, "large calls in flight", range=(1, 4096))
+    max_chars: int = key(4000, "characters per text", range=(1, 1_000_000))
+    max_items: int = key(64, "texts per request", range=(1, 100_000))
+    directions: list[str] | None = key(
+        ["en-es", "en-de", "en-zh", "en-uk", "en-hi", "en-is"], "directions served"
+    )
+    default_direction: str = key("en-es", "direction of a request that names none")
+    allow_policy_override: bool = key(False, "may a request force a tier")
+    shared_prefill: bool | None = key(None, "one prefill for router and small model; null: auto")
+    continuous: bool = key(True, "continuous batching of small-model decoding")
+    max_share: float = key(0.75, "the most of the decode batch one request may hold")
+    api_keys: list[str] = key([], "API keys (also $ROUTELMT_API_KEY); none: open")
+    api_key_file: str | None = key(None, "a file of API keys, one per line")
+    metrics_need_key: bool = key(False, "does /metrics need an API key")
+    allowed_hosts: list[str] | None = key(None, "Host header allow-list; null: from host")
+    max_body_bytes: int = key(1_000_000, "request body limit", range=(1024, 1 << 30))
+    body_timeout_s: float = key(30.0, "seconds to receive a body", range=(0.001, 3600))
+    header_timeout_s: float = key(10.0, "seconds to receive the head", range=(0.001, 3600))
+    keep_alive_s: float = key(5.0, "idle keep-alive seconds", range=(0.001, 3600))
+    limit_concurrency: int = key(1000, "connections at once", range=(1, 1_000_000))
+    breaker_failures: int = key(5, "large failures that open the breaker", range=(0, 1_000_000))
+    breaker_cooldown_s: float = key(30.0, "seconds the breaker stays open", range=(0.001, 86_400))
+
+
+@dataclass
+class ServeSettings:
+    """The ``routelmt serve`` schema; configs/serve.yaml ships the same values with comments."""
+
     # first spec that loads is used: the live model when its backend exists, else a replay
-    "small": ["hf:gemma3-270m", "replay:Phi-3-Medium"],
-    "small_options": {},
-    "large": "replay:GPT-4",
-    "large_options": {},
-    "data": {"root": None, "pairs": ["en-es", "en-de"]},
+    small: str | list[str] = key(
+        ["hf:gemma3-270m", "replay:Phi-3-Medium"], "small backends, the first that loads"
+    )
+    small_options: dict[str, Any] = key({}, "the small backend's options", open=True)
+    large: str = key("replay:GPT-4", "the large backend")
+    large_options: dict[str, Any] = key({}, "the large backend's options", open=True)
+    data: DataSettings = section(DataSettings, "recorded data for replay backends")
     # the learned router that ships for the embedded model: the prefill probe, then a second
     # look at the small translation (docs/router-ablation.md); {name: length} needs no model
-    "router": {"path": "shipped:routelmt-2stage"},
-    "budget": {
-        "share": 0.3,
-        "cost_share": None,
-        "cost_small": 0.0,
-        "cost_large": 1.0,
-        "hard_cap": None,
-        "window": 1000,
-        "gain": 0.2,
-        "warmup": 50,
-        "initial_threshold": None,
-        "store": None,
-        # with a two-stage router: the part of the budget spent right after the prefill (no
-        # small decode wasted); the rest goes after the small decode (docs/router-ablation.md)
-        "stage1_share": 0.25,
-    },
-    # the guard on requests the pacer sends large (docs/method.md section 6); name null: none
-    "guard": {
-        "name": None,  # null | quality-predict | quality-hypo
-        "threshold": None,  # the guard's quality scale: qe-embed 0-100, routelmt-q chrF
-        "router": None,  # quality-predict: a trained quality router (folder or shipped:NAME)
-        "qe": "qe-embed",  # quality-hypo: the registered reference-free QE scorer
-    },
-    # tiers above the small model, cheapest first: [{name, backend, options, cost, gain_scale}];
-    # empty: the small model and ``large``. With tiers, ``large`` is not used.
-    "tiers": [],
-    "server": {
-        "host": "127.0.0.1",
-        "port": 8000,
-        "log_path": "auto",
-        "log_text": False,
-        "batching": True,
-        "max_batch_size": 16,
-        "max_wait_ms": 5.0,
-        "large_concurrency": 64,
-        "max_chars": 4000,
-        "max_items": 64,
-        "directions": ["en-es", "en-de", "en-zh", "en-uk", "en-hi", "en-is"],
-        "default_direction": "en-es",
-        "allow_policy_override": False,
-        "shared_prefill": None,
-        "continuous": True,
-        "max_share": 0.75,
-        "api_keys": [],
-        "api_key_file": None,
-        "metrics_need_key": False,
-        "allowed_hosts": None,
-        "max_body_bytes": 1_000_000,
-        "body_timeout_s": 30.0,
-        "header_timeout_s": 10.0,
-        "keep_alive_s": 5.0,
-        "limit_concurrency": 1000,
-        "breaker_failures": 5,
-        "breaker_cooldown_s": 30.0,
-    },
-}
+    router: dict[str, Any] = key(
+        {"path": "shipped:routelmt-2stage"}, "{path: artifact} or {name: router, ...}", open=True
+    )
+    budget: BudgetSettings = section(BudgetSettings, "the routing budget")
+    guard: GuardSettings = section(GuardSettings, "the guard; guard.name null: none")
+    # tiers above the small model, cheapest first; empty: the small model and ``large``
+    tiers: list[dict[str, Any]] = key(
+        [], "[{name, backend, options, cost, gain_scale}], cheapest first; with tiers, no large"
+    )
+    server: ServerSettings = section(ServerSettings, "HTTP, batching and limits")
 
-# the type each leaf must have (None means: also allowed to be null)
-_TYPES: dict[str, tuple[type, ...]] = {
-    "small": (str, list),
-    "small_options": (dict,),
-    "large": (str,),
-    "large_options": (dict,),
-    "data.root": (str, type(None)),
-    "data.pairs": (list, str, type(None)),
-    "router": (dict,),
-    "budget.share": (float, int, type(None)),
-    "budget.cost_share": (float, int, type(None)),
-    "budget.cost_small": (float, int),
-    "budget.cost_large": (float, int),
-    "budget.hard_cap": (float, int, type(None)),
-    "budget.window": (int,),
-    "budget.gain": (float, int),
-    "budget.warmup": (int,),
-    "budget.initial_threshold": (float, int, type(None)),
-    "budget.store": (str, type(None)),
-    "budget.stage1_share": (float, int),
-    "guard.name": (str, type(None)),
-    "guard.threshold": (float, int, type(None)),
-    "guard.router": (str, type(None)),
-    "guard.qe": (str,),
-    "tiers": (list,),
-    "server.host": (str,),
-    "server.port": (int,),
-    "server.log_path": (str, type(None)),
-    "server.batching": (bool,),
-    "server.max_batch_size": (int,),
-    "server.max_wait_ms": (float, int),
-    "server.large_concurrency": (int,),
-    "server.max_chars": (int,),
-    "server.max_items": (int,),
-    "server.directions": (list, type(None)),
-    "server.default_direction": (str,),
-    "server.allow_policy_override": (bool,),
-    "server.shared_prefill": (bool, type(None)),
-    "server.continuous": (bool,),
-    "server.max_share": (float, int),
-    "server.log_text": (bool,),
-    "server.api_keys": (list,),
-    "server.api_key_file": (str, type(None)),
-    "server.metrics_need_key": (bool,),
-    "server.allowed_hosts": (list, type(None)),
-    "server.max_body_bytes": (int,),
-    "server.body_timeout_s": (float, int),
-    "server.header_timeout_s": (float, int),
-    "server.keep_alive_s": (float, int),
-    "server.limit_concurrency": (int,),
-    "server.breaker_failures": (int,),
-    "server.breaker_cooldown_s": (float, int),
-}
 
-# (key, lowest allowed, highest allowed): numbers outside are a ConfigError naming the key
-_RANGES: tuple[tuple[str, float, float], ...] = (
-    ("server.port", 0, 65535),
-    ("server.max_batch_size", 1, 4096),
-    ("server.max_wait_ms", 0, 10_000),
-    ("server.large_concurrency", 1, 4096),
-    ("server.max_chars", 1, 1_000_000),
-    ("server.max_items", 1, 100_000),
-    ("server.max_body_bytes", 1024, 1 << 30),
-    ("server.body_timeout_s", 0.001, 3600),
-    ("server.header_timeout_s", 0.001, 3600),
-    ("server.keep_alive_s", 0.001, 3600),
-    ("server.limit_concurrency", 1, 1_000_000),
-    ("server.breaker_failures", 0, 1_000_000),
-    ("server.breaker_cooldown_s", 0.001, 86_400),
-    ("budget.window", 1, 10_000_000),
-    ("budget.warmup", 0, 10_000_000),
-)
-_OPEN = {"small_options", "large_options", "router"}  # free-form option maps (tiers: a list)
+DEFAULTS: dict[str, Any] = settings.defaults(ServeSettings)
+ENV_PREFIX = "ROUTELMT_SERVE"
 
 
 def embedded_config_path() -> Path | None:
     """The shipped ``serve.yaml`` (package data: ``routelmt/configs``, ``configs/`` in the repo)."""
     candidate = Path(__file__).resolve().parents[1] / "configs" / "serve.yaml"
     return candidate if candidate.is_file() else None
-
-
-def _merge(base: dict[str, Any], update: Mapping[str, Any], where: str, prefix: str = "") -> None:
-    for key, value in update.items():
-        dotted = f"{prefix}{key}"
-        if key not in base:
-            known = ", ".join(sorted(base))
-            raise ConfigError(f"{where}: unknown key '{dotted}'; known here: {known}")
-        if isinstance(base[key], dict) and dotted not in _OPEN:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: '{dotted}' must be a mapping, got {value!r:.60}")
-            _merge(base[key], value, where, dotted + ".")
-        else:
-            base[key] = copy.deepcopy(value)
-
-
-def _check_types(config: dict[str, Any], where: str) -> None:
-    for dotted, kinds in _TYPES.items():
-        value: Any = config
-        for part in dotted.split("."):
-            value = value[part]
-        bad_bool = isinstance(value, bool) and bool not in kinds
-        if bad_bool or not isinstance(value, kinds):
-            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-            raise ConfigError(f"{where}: '{dotted}' must be {names}, got {value!r:.60}")
-    for dotted, low, high in _RANGES:
-        section, key = dotted.split(".")
-        value = config[section][key]
-        if not low <= value <= high:
-            raise ConfigError(
-                f"{where}: '{dotted}' must be between {low} and {high}, got {value!r}"
-            )
-    for dotted in ("server.api_keys", "server.allowed_hosts"):
-        section, key = dotted.split(".")
-        values = config[section][key] or []
-        if not all(isinstance(v, str) and v for v in values):
-            raise ConfigError(f"{where}: '{dotted}' must be a list of non-empty strings")
-    _check_guard(config["guard"], where)
-    _check_tiers(config["tiers"], where)
-    if "name" not in config["router"] and "path" not in config["router"]:
-        raise ConfigError(
-            f"{where}: 'router' needs 'name' (e.g. length, random) or 'path' (a trained router)"
-        )
 
 
 GUARD_NAMES = ("quality-predict", "quality-hypo")
@@ -255,27 +171,41 @@ def _check_tiers(tiers: list[Any], where: str) -> None:
         names.add(tier["name"])
 
 
+def _check_values(config: dict[str, Any], where: str) -> None:
+    """What the types and ranges alone do not say."""
+    for dotted in ("server.api_keys", "server.allowed_hosts"):
+        section_name, name = dotted.split(".")
+        values = config[section_name][name] or []
+        if not all(isinstance(v, str) and v for v in values):
+            raise ConfigError(f"{where}: '{dotted}' must be a list of non-empty strings")
+    _check_guard(config["guard"], where)
+    _check_tiers(config["tiers"], where)
+    if "name" not in config["router"] and "path" not in config["router"]:
+        raise ConfigError(
+            f"{where}: 'router' needs 'name' (e.g. length, random) or 'path' (a trained router)"
+        )
+
+
 def load_config(
     path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Defaults, then the embedded or given YAML file, then ``overrides`` (same nesting)."""
-    config = copy.deepcopy(DEFAULTS)
+    """Defaults, then the embedded or given YAML file, then ``ROUTELMT_SERVE__SECTION__KEY``
+    environment variables, then ``overrides`` (the command-line flags, same nesting)."""
+    config = settings.defaults(ServeSettings)
     source = Path(path) if path is not None else embedded_config_path()
     where = str(source) if source is not None else "defaults"
     if source is not None:
         if not source.is_file():
             raise ConfigError(f"config file not found: {source}")
-        try:
-            data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: invalid YAML: {exc}") from None
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping at the top level")
-        _merge(config, data, where)
+        settings.merge(ServeSettings, config, settings.read_yaml_mapping(source), where)
+    for variable, update in settings.env_overrides(ENV_PREFIX):
+        settings.merge(ServeSettings, config, update, variable)
+        where += f" + {variable}"
     if overrides:
-        _merge(config, overrides, "command-line flags")
+        settings.merge(ServeSettings, config, overrides, "command-line flags")
         where += " + flags"
-    _check_types(config, where)
+    settings.check(ServeSettings, config, where)
+    _check_values(config, where)
     return config
 
 

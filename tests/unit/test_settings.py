@@ -1,0 +1,60 @@
+"""The one config system (routelmt.settings) behind bench and serve: defaults, types, ranges,
+help and environment overrides come from one schema, merged by one rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from routelmt.cli import main
+from routelmt.errors import ConfigError
+from routelmt.pipeline.config import BenchSettings, load_bench_config
+from routelmt.serve.config import DEFAULTS, ServeSettings, load_config
+from routelmt.settings import defaults, describe, env_overrides, keys
+
+
+def test_every_key_has_a_type_and_help_and_the_defaults_come_from_the_schema():
+    for schema in (BenchSettings, ServeSettings):
+        rows = describe(schema)
+        assert rows and all(text for _, text, _ in rows)
+        assert [dotted for dotted, _, _ in rows] == [k.dotted for k in keys(schema)]
+    assert defaults(ServeSettings) == DEFAULTS
+    assert defaults(BenchSettings)["evaluation"]["bootstrap"] == 1000
+
+
+def test_environment_overrides_sit_between_the_files_and_the_flags(monkeypatch, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {limit: 5}\nevaluation: {folds: 3}\n", encoding="utf-8")
+    monkeypatch.setenv("ROUTELMT_BENCH__DATA__LIMIT", "7")
+    monkeypatch.setenv("ROUTELMT_BENCH__EVALUATION__FOLDS", "4")
+    loaded = load_bench_config([config], ["evaluation.folds=6"])
+    assert loaded["data"]["limit"] == 7 and loaded["evaluation"]["folds"] == 6
+    monkeypatch.setenv("ROUTELMT_SERVE__SERVER__PORT", "9001")
+    monkeypatch.setenv("ROUTELMT_SERVE__BUDGET__SHARE", "0.2")
+    serve = load_config(None, {"budget": {"share": 0.4}})
+    assert serve["server"]["port"] == 9001 and serve["budget"]["share"] == 0.4
+
+
+def test_environment_errors_name_the_variable(monkeypatch):
+    monkeypatch.setenv("ROUTELMT_SERVE__SERVER__PROT", "80")
+    with pytest.raises(
+        ConfigError,
+        match=r"\$ROUTELMT_SERVE__SERVER__PROT: unknown key 'server.prot'.*did you mean 'port'",
+    ):
+        load_config(None)
+    monkeypatch.delenv("ROUTELMT_SERVE__SERVER__PROT")
+    monkeypatch.setenv("ROUTELMT_SERVE__SERVER__PORT", "70000")
+    with pytest.raises(ConfigError, match="'server.port' must be between 0 and 65535, got 70000"):
+        load_config(None)
+    assert env_overrides("X", {"X__A__B": "[1, 2]", "XA": "1", "X__": "2"}) == [
+        ("$X__A__B", {"a": {"b": [1, 2]}})
+    ]
+
+
+def test_help_config_lists_every_key(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "--help-config"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for dotted, _, _ in describe(BenchSettings):
+        assert dotted in out
+    assert "ROUTELMT_BENCH__DATA__LIMIT=50" in out
