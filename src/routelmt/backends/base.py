@@ -18,6 +18,9 @@ class Translator(ABC):
 
     name: str
     kind: str  # the backend spec's prefix (``hf`` in ``hf:gemma3-270m``); the registry key
+    #: the spec's argument names an in-process model that in-model routers can load too (the
+    #: bench then gives it to them, so they read the very model that translates)
+    model_for_routers: bool = False
 
     @abstractmethod
     def translate(self, segments: Sequence[Segment]) -> list[str]:

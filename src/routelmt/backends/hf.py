@@ -184,6 +184,7 @@ class HFTranslator(Translator):
     """
 
     kind = "hf"
+    model_for_routers = True
 
     def __init__(
         self,

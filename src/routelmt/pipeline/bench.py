@@ -241,14 +241,15 @@ def score_stage(bench: Bench, spec: str, translated: str) -> None:
 
 def router_args(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Per-router settings; in-model routers read the live small model unless told otherwise."""
+    from routelmt.backends.base import BACKENDS
     from routelmt.routers.base import ROUTERS
 
     args = {name: dict(config["router_args"].get(name, {})) for name in config["routers"]}
-    kind, _, model = config["small"].partition(":")
-    if kind == "hf" and model:
+    small = parse_spec(config["small"])
+    if small.argument and getattr(BACKENDS.get(small.kind), "model_for_routers", False):
         for name in config["routers"]:
             if getattr(ROUTERS.get(name), "reads_small_model", False):
-                args[name].setdefault("model", model)
+                args[name].setdefault("model", small.argument)
     return args
 
 
