@@ -157,11 +157,11 @@ def _check_values(config: dict[str, Any], where: str) -> None:
 
 def _check_guards(config: dict[str, Any], where: str) -> None:
     guards = config["guards"]
-    for key in ("gain_router", "quality_router"):
-        name = guards[key]
+    for field_name in ("gain_router", "quality_router"):
+        name = guards[field_name]
         if guards["gain_router"] and name and name not in config["routers"]:
             raise ConfigError(
-                f"{where}: 'guards.{key}' is '{name}', which is not in 'routers' "
+                f"{where}: 'guards.{field_name}' is '{name}', which is not in 'routers' "
                 f"({', '.join(config['routers'])})"
             )
     if not 0.0 < guards["p"] < 1.0 or not 0.0 < guards["quantile"] <= 1.0:

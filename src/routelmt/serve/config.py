@@ -52,7 +52,7 @@ class GuardSettings:
     threshold: float | None = key(
         None, "the guard's quality scale: qe-embed 0-100, routelmt-q chrF"
     )
-    router: str | None = key(None, "quality-predict: a trained quality router (folder or shipped:)")
+    router: str | None = key(None, "quality-predict: a trained quality router (a folder)")
     qe: str = key("qe-embed", "quality-hypo: the registered reference-free QE scorer")
 
 
@@ -157,15 +157,15 @@ def _check_tiers(tiers: list[Any], where: str) -> None:
         unknown = sorted(set(tier) - set(TIER_KEYS))
         if unknown:
             raise ConfigError(f"{at}: unknown key '{unknown[0]}'; known: {', '.join(TIER_KEYS)}")
-        for key in ("name", "backend", "cost"):
-            if key not in tier:
-                raise ConfigError(f"{at} needs '{key}'")
-        for key, kinds in TIER_KEYS.items():
-            value = tier.get(key)
-            if key in tier and (isinstance(value, bool) or not isinstance(value, kinds)):
-                raise ConfigError(f"{at}.{key}: wrong type, got {value!r:.60}")
-            if key in ("cost", "gain_scale") and key in tier and not value > 0:
-                raise ConfigError(f"{at}.{key} must be > 0, got {value!r}")
+        for field_name in ("name", "backend", "cost"):
+            if field_name not in tier:
+                raise ConfigError(f"{at} needs '{field_name}'")
+        for field_name, kinds in TIER_KEYS.items():
+            value = tier.get(field_name)
+            if field_name in tier and (isinstance(value, bool) or not isinstance(value, kinds)):
+                raise ConfigError(f"{at}.{field_name}: wrong type, got {value!r:.60}")
+            if field_name in ("cost", "gain_scale") and field_name in tier and not value > 0:
+                raise ConfigError(f"{at}.{field_name} must be > 0, got {value!r}")
         if tier["name"] in names or tier["name"] == "small":
             raise ConfigError(f"{at}.name: '{tier['name']}' is taken (names must differ)")
         names.add(tier["name"])
