@@ -311,44 +311,9 @@ class HybridTranslator:
                 check_policy(p)
         if n == 0:
             return []
-        t0 = time.perf_counter()
         need_score = [i for i, p in enumerate(policies) if p != FALLBACK]
-        state: Any = None
-        scores = np.full(n, np.nan)
-        prefill_s = 0.0
-        if self.shared_prefill:
-            tp = time.perf_counter()
-            layer = getattr(self.router, "layer", None)
-            state = self.small.prefill(segments, layer=layer)  # type: ignore[attr-defined]
-            prefill_s = time.perf_counter() - tp
-            if need_score:
-                feats = np.asarray(state.features)[need_score]
-                scores[need_score] = np.asarray(self.router.score_features(feats), dtype=float)  # type: ignore[attr-defined]
-        elif need_score:
-            got = np.asarray(self.router.score([segments[i] for i in need_score]), dtype=float)
-            if got.shape != (len(need_score),):
-                raise ValueError(f"router returned shape {got.shape} for {len(need_score)} items")
-            scores[need_score] = got
-        score_s = time.perf_counter() - t0 - prefill_s
-        decisions: list[Decision | None] = [None] * n
-        pace_s = [0.0] * n
-        # a non-finite score (a router bug) stays small rather than failing the request; a
-        # forced-large request is charged too, so the hard cap holds for it as for any other
-        auto = [
-            i
-            for i, p in enumerate(policies)
-            if p == "large" or (p == "auto" and np.isfinite(scores[i]))
-        ]
-        if auto:
-            tp = time.perf_counter()
-            costs = [self.cost(segments[i]) if self.cost else None for i in auto]
-            made = self._decide(
-                [scores[i] for i in auto], costs, [policies[i] == "large" for i in auto]
-            )
-            each = (time.perf_counter() - tp) / len(auto)
-            for i, d in zip(auto, made, strict=True):
-                decisions[i] = d
-                pace_s[i] = each
+        scores, state, prefill_s, score_s = self._score_stage1(segments, need_score)
+        decisions, pace_s = self._pace(segments, policies, scores)
         verdicts, pending = self._guard_stage1(segments, policies, decisions, state)
         budget = self.pacer.state()
         threshold = budget.get("threshold")
@@ -358,21 +323,7 @@ class HybridTranslator:
         ]
         small_idx = [i for i in range(n) if not goes_large[i] or i in pending] if translate else []
         ts = time.perf_counter()
-        by_index: dict[int, str] = {}
-        errors: dict[int, str] = {}
-        if small_idx:
-            try:
-                texts = self._small(segments, small_idx, state)
-                by_index = dict(zip(small_idx, texts, strict=True))
-            except Exception as exc:
-                if len(small_idx) == 1:
-                    errors[small_idx[0]] = f"{type(exc).__name__}: {exc}"
-                else:  # one bad segment must not fail the others batched with it
-                    for i in small_idx:
-                        try:
-                            by_index[i] = self._small(segments, [i], state)[0]
-                        except Exception as exc_i:
-                            errors[i] = f"{type(exc_i).__name__}: {exc_i}"
+        by_index, errors = self._small_each(segments, small_idx, state)
         small_s = time.perf_counter() - ts + prefill_s
         if not translate:
             small_s = prefill_s / n  # this segment's share of the prefill
@@ -412,6 +363,79 @@ class HybridTranslator:
         if translate and pending:
             self.guard_review([out[i] for i in pending])
         return out
+
+    def _score_stage1(
+        self, segments: Sequence[Segment], need_score: list[int]
+    ) -> tuple[np.ndarray, Any, float, float]:
+        """Router scores of ``need_score`` (NaN elsewhere), the shared prefill's state (or
+        None), and the seconds of the prefill and of the scoring."""
+        t0 = time.perf_counter()
+        state: Any = None
+        scores = np.full(len(segments), np.nan)
+        prefill_s = 0.0
+        if self.shared_prefill:
+            tp = time.perf_counter()
+            layer = getattr(self.router, "layer", None)
+            state = self.small.prefill(segments, layer=layer)  # type: ignore[attr-defined]
+            prefill_s = time.perf_counter() - tp
+            if need_score:
+                feats = np.asarray(state.features)[need_score]
+                scores[need_score] = np.asarray(self.router.score_features(feats), dtype=float)  # type: ignore[attr-defined]
+        elif need_score:
+            got = np.asarray(self.router.score([segments[i] for i in need_score]), dtype=float)
+            if got.shape != (len(need_score),):
+                raise ValueError(f"router returned shape {got.shape} for {len(need_score)} items")
+            scores[need_score] = got
+        return scores, state, prefill_s, time.perf_counter() - t0 - prefill_s
+
+    def _pace(
+        self, segments: Sequence[Segment], policies: Sequence[str], scores: np.ndarray
+    ) -> tuple[list[Decision | None], list[float]]:
+        """The pacer's decision for each scored or forced-large segment, and its seconds."""
+        n = len(segments)
+        decisions: list[Decision | None] = [None] * n
+        pace_s = [0.0] * n
+        # a non-finite score (a router bug) stays small rather than failing the request; a
+        # forced-large request is charged too, so the hard cap holds for it as for any other
+        auto = [
+            i
+            for i, p in enumerate(policies)
+            if p == "large" or (p == "auto" and np.isfinite(scores[i]))
+        ]
+        if auto:
+            tp = time.perf_counter()
+            costs = [self.cost(segments[i]) if self.cost else None for i in auto]
+            made = self._decide(
+                [scores[i] for i in auto], costs, [policies[i] == "large" for i in auto]
+            )
+            each = (time.perf_counter() - tp) / len(auto)
+            for i, d in zip(auto, made, strict=True):
+                decisions[i] = d
+                pace_s[i] = each
+        return decisions, pace_s
+
+    def _small_each(
+        self, segments: Sequence[Segment], small_idx: list[int], state: Any
+    ) -> tuple[dict[int, str], dict[int, str]]:
+        """Small translations of ``small_idx`` in one batch; if the batch fails, one by one,
+        so one bad segment does not fail the others (errors by index)."""
+        by_index: dict[int, str] = {}
+        errors: dict[int, str] = {}
+        if not small_idx:
+            return by_index, errors
+        try:
+            texts = self._small(segments, small_idx, state)
+            by_index = dict(zip(small_idx, texts, strict=True))
+        except Exception as exc:
+            if len(small_idx) == 1:
+                errors[small_idx[0]] = f"{type(exc).__name__}: {exc}"
+            else:  # one bad segment must not fail the others batched with it
+                for i in small_idx:
+                    try:
+                        by_index[i] = self._small(segments, [i], state)[0]
+                    except Exception as exc_i:
+                        errors[i] = f"{type(exc_i).__name__}: {exc_i}"
+        return by_index, errors
 
     def _guard_stage1(
         self,

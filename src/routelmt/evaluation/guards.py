@@ -149,6 +149,24 @@ def _ci(values: np.ndarray) -> list[float]:
     return [float(lo), float(hi)]
 
 
+def _finish_rows(rows: list[dict[str, Any]], per_eval: Mapping[str, float]) -> None:
+    """Each row's guard seconds per request, and its intervals (alone, and against the first
+    row, no guard, on the same resamples)."""
+    base_boot = rows[0]["_boot_severe"]
+    base_hybrid = rows[0]["_boot_hybrid"]
+    for row in rows:
+        predict_evals = row["guard_evaluations_per_request"] - row["hypo_evaluations_per_request"]
+        row["guard_seconds_per_request"] = (
+            predict_evals * per_eval.get("quality-predict", 0.0)
+            + row["hypo_evaluations_per_request"] * per_eval.get("quality-hypo", 0.0)
+            + row["wasted_small_decodes_per_request"] * per_eval.get("small_decode", 0.0)
+        )
+        row["severe_loss_ci"] = _ci(row["_boot_severe"])
+        row["severe_loss_diff_ci"] = _ci(row["_boot_severe"] - base_boot)
+        row["hybrid_quality_diff_ci"] = _ci(row.pop("_boot_hybrid") - base_hybrid)
+        row.pop("_boot_severe")
+
+
 def evaluate_guards(
     examples: Sequence[ScoredExample],
     gain_scores: Sequence[float],
@@ -209,19 +227,7 @@ def evaluate_guards(
             row = _row(result, gains, q_small, severe_delta, weights, passed.size, hypo_vetoes)
             rows.append({"guard": "both", "rule": rule, **row})
     per_eval = dict(seconds or {})
-    base_boot = rows[0]["_boot_severe"]
-    base_hybrid = rows[0]["_boot_hybrid"]
-    for row in rows:
-        predict_evals = row["guard_evaluations_per_request"] - row["hypo_evaluations_per_request"]
-        row["guard_seconds_per_request"] = (
-            predict_evals * per_eval.get("quality-predict", 0.0)
-            + row["hypo_evaluations_per_request"] * per_eval.get("quality-hypo", 0.0)
-            + row["wasted_small_decodes_per_request"] * per_eval.get("small_decode", 0.0)
-        )
-        row["severe_loss_ci"] = _ci(row["_boot_severe"])
-        row["severe_loss_diff_ci"] = _ci(row["_boot_severe"] - base_boot)
-        row["hybrid_quality_diff_ci"] = _ci(row.pop("_boot_hybrid") - base_hybrid)
-        row.pop("_boot_severe")
+    _finish_rows(rows, per_eval)
     return {
         "p": p,
         "n": len(examples),

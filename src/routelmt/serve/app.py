@@ -427,34 +427,10 @@ def gate(request: Request, security: Security, open_paths: set[str]) -> JSONResp
     return None
 
 
-def create_app(
-    service: TranslationService,
-    *,
-    close_on_shutdown: bool = True,
-    security: Security | None = None,
-    limits: Limits | None = None,
-) -> FastAPI:
-    """The ASGI app; ``service`` is closed (batcher drained, log flushed) on shutdown.
+def _counting_gate(security: Security, open_paths: set[str], metrics: Any) -> Any:
+    """The HTTP middleware: the API-key and Host gate, then the request; every answer is
+    counted and timed, and an unexpected exception is a JSON 500 (499 if the client left)."""
 
-    ``security`` (default: none) sets API keys and the Host allow-list; ``limits`` (default:
-    the service's text limits and a 1 MB body) the request limits.
-    """
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if close_on_shutdown:
-            service.close()
-
-    security = security or Security()
-    limits = limits or Limits(max_chars=service.max_chars, max_items=service.max_items)
-    app = FastAPI(title="RouteLMT", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.service = service
-    api = Api(service, limits)
-    metrics = service.metrics
-    open_paths = {"/health"} | (set() if security.metrics_need_key else {"/metrics"})
-
-    @app.middleware("http")
     async def count(request: Request, call_next: Any) -> Any:
         t0 = time.perf_counter()
         path = request.url.path
@@ -480,6 +456,13 @@ def create_app(
         if response.status_code >= 400:
             metrics.errors.inc(f"http_{response.status_code}")
         return response
+
+    return count
+
+
+def _add_routes(app: FastAPI, api: Api, service: TranslationService) -> None:
+    """The endpoints and the handlers that turn request errors into OpenAI-shaped answers."""
+    metrics = service.metrics
 
     @app.exception_handler(RequestError)
     async def bad_request(request: Request, exc: RequestError) -> JSONResponse:
@@ -519,6 +502,36 @@ def create_app(
             metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
+
+def create_app(
+    service: TranslationService,
+    *,
+    close_on_shutdown: bool = True,
+    security: Security | None = None,
+    limits: Limits | None = None,
+) -> FastAPI:
+    """The ASGI app; ``service`` is closed (batcher drained, log flushed) on shutdown.
+
+    ``security`` (default: none) sets API keys and the Host allow-list; ``limits`` (default:
+    the service's text limits and a 1 MB body) the request limits.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if close_on_shutdown:
+            service.close()
+
+    security = security or Security()
+    limits = limits or Limits(max_chars=service.max_chars, max_items=service.max_items)
+    app = FastAPI(title="RouteLMT", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+    api = Api(service, limits)
+    metrics = service.metrics
+    open_paths = {"/health"} | (set() if security.metrics_need_key else {"/metrics"})
+
+    app.middleware("http")(_counting_gate(security, open_paths, metrics))
+    _add_routes(app, api, service)
     return app
 
 

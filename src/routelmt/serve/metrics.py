@@ -187,6 +187,22 @@ class ServiceMetrics:
     ) -> None:
         self.registry = prom.CollectorRegistry(auto_describe=True)
         reg = self.registry
+        self._traffic_counters(reg)
+        self._latency_histograms(reg)
+        self._spend_counters(reg)
+        self._budget = _BudgetCollector(
+            budget_state or (lambda: {}), stage2_state, saving=self.saving
+        )
+        self._process = [
+            prom.ProcessCollector(registry=None),
+            prom.PlatformCollector(registry=None),
+        ]
+        if multiprocess_dir() is None:
+            for collector in (self._budget, *self._process):
+                reg.register(collector)
+
+    def _traffic_counters(self, reg: Any) -> None:
+        """Requests, segments, fallbacks, errors and tokens."""
         self.requests = Counter(
             "routelmt_requests_total",
             "HTTP requests by endpoint and status",
@@ -212,6 +228,9 @@ class ServiceMetrics:
             ("tier", "kind"),
             registry=reg,
         )
+
+    def _latency_histograms(self, reg: Any) -> None:
+        """Per-segment, per-request, per-model-call and routing time; batch sizes."""
         self.latency = Histogram(
             "routelmt_segment_latency_seconds",
             "Per-segment latency from arrival to answer, by tier that answered",
@@ -239,6 +258,9 @@ class ServiceMetrics:
             buckets=SIZE_BUCKETS,
             registry=reg,
         )
+
+    def _spend_counters(self, reg: Any) -> None:
+        """Spend by tier, the all-large counterfactual, and the guards' checks and time."""
         self.cost = Counter(
             "routelmt_cost_total",
             "Spend by the tier that answered (configured per-request costs)",
@@ -262,16 +284,6 @@ class ServiceMetrics:
             ("guard",),
             registry=reg,
         )
-        self._budget = _BudgetCollector(
-            budget_state or (lambda: {}), stage2_state, saving=self.saving
-        )
-        self._process = [
-            prom.ProcessCollector(registry=None),
-            prom.PlatformCollector(registry=None),
-        ]
-        if multiprocess_dir() is None:
-            for collector in (self._budget, *self._process):
-                reg.register(collector)
 
     def observe_usage(self, tier: str, prompt_tokens: int, completion_tokens: int) -> None:
         """Count one answer's tokens (``usage`` of an OpenAI-style answer) for its tier."""
