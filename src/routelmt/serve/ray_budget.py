@@ -66,7 +66,7 @@ class BudgetActor:
         forced: Sequence[bool] | None,
     ) -> tuple[str, list[Decision], dict[str, Any]]:
         decisions = self.pacer.decide_many(list(scores), costs, forced=forced)
-        return self.epoch, decisions, self.pacer.state()
+        return self.epoch, decisions, self.state()
 
     def refund(self, epoch: str, decision: Decision) -> bool:
         if epoch != self.epoch:  # made before a restart that lost the state: nothing to undo
