@@ -20,7 +20,6 @@ import pytest
 # the cluster uses token authentication; a process joining it by address says so before it
 # imports ray (Ray reads the mode at import)
 os.environ["RAY_AUTH_MODE"] = "token"
-pytest.importorskip("ray")
 
 
 @dataclass
@@ -48,6 +47,7 @@ def _ray_cli() -> str:
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    pytest.importorskip("ray")  # here, not at import: a conftest may not skip
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
     src = str(Path(__file__).resolve().parents[2] / "src")  # workers import these sources
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
