@@ -246,8 +246,11 @@ def test_service_examples(shell):
     # "a real large model": the service above is an OpenAI-compatible endpoint; put it at 8001
     (real,) = [c for c in serves if "--large" in c]
     front = _free_port()
-    # the test forces the large tier below, which a server allows only when told to
-    command = f"{real.replace('8001', str(port))} --port {front} --allow-policy-override"
+    # the test forces the large tier below, which a server allows only when told to; the
+    # stand-in endpoint answers only its own model names (an unknown name is a 400, as a real
+    # server's would be), so the front asks it for `routelmt` instead of Qwen
+    stand_in = real.replace("8001", str(port)).replace("Qwen2.5-72B-Instruct", "routelmt")
+    command = f"{stand_in} --port {front} --allow-policy-override"
     front_url = shell.start(command, front)
     RAN.append(real)
     reply = httpx.post(
@@ -256,7 +259,7 @@ def test_service_examples(shell):
         timeout=120,
     ).json()
     assert reply["tier"] == "large" and not reply["fallback"], reply
-    assert reply["model"] == "Qwen2.5-72B-Instruct"  # named as configured; answered by `url`
+    assert reply["model"] == "routelmt"  # named as configured; answered by `url`
     assert "routelmt_requests_total" in httpx.get(f"{url}/metrics", timeout=10).text
 
     # the config block: valid, and it builds the chain it describes (no calls made)
