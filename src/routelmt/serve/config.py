@@ -52,7 +52,11 @@ class GuardSettings:
     threshold: float | None = key(
         None, "the guard's quality scale: qe-embed 0-100, routelmt-q chrF"
     )
-    router: str | None = key(None, "quality-predict: a trained quality router (a folder)")
+    router: str | None = key(
+        "shipped:routelmt-q",
+        "quality-predict: a trained quality router (a folder or shipped:NAME; the shipped one "
+        "reads Gemma-3-270M's layer 11, the shipped routers' layer, so it shares their prefill)",
+    )
     qe: str = key("qe-embed", "quality-hypo: the registered reference-free QE scorer")
 
 
