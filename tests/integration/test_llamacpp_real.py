@@ -1,0 +1,129 @@
+"""The llamacpp backend on the real Gemma-3-270M GGUF and real WMT24 sentences.
+
+Runs where llama-cpp-python is installed (the optional ``llamacpp`` extra, which compiles
+llama.cpp); elsewhere every test here is skipped with that reason. Checks correctness, not
+speed (bench/small_throughput.py measures that): the router's features come from the prefill
+and match the fp32 path's layer (a wrong layer would be far off), decoding continues from that
+prefill with the same result as ``translate``, rows join a running batch and leave it, and no
+sequence slot leaks.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+pytest.importorskip(
+    "llama_cpp", reason="llama-cpp-python is not installed (pip install 'routelmt[llamacpp]')"
+)
+pytest.importorskip("transformers")
+
+from routelmt.backends.llamacpp import LlamaCppTranslator  # noqa: E402
+from routelmt.backends.resolve import make_translator  # noqa: E402
+from routelmt.datasets.wmt import WMTDataset  # noqa: E402
+from routelmt.features import compute_features  # noqa: E402
+from routelmt.llama_engine import PREFIX_SEQS  # noqa: E402
+
+SPANISH = re.compile(r"[áéíóúñ¿¡]|\b(el|la|los|las|de|que|es|un|una|en|y|por|con|se|no|del)\b")
+
+
+@pytest.fixture(scope="module")
+def segments(wmt_root):
+    pool = WMTDataset(wmt_root).segments("en-es", reference=None)
+    short = [
+        s
+        for s in pool
+        if 8 <= len(s.source.split()) <= 14 and s.source.rstrip().endswith(".")
+        and "\n" not in s.source
+    ]  # fmt: skip
+    return short[:4]
+
+
+@pytest.fixture(scope="module")
+def llama():
+    tr = make_translator("llamacpp:gemma3-270m", max_new_tokens=40, threads=1, max_rows=8)
+    assert isinstance(tr, LlamaCppTranslator)
+    return tr
+
+
+def free_rows(tr) -> int:
+    return len(tr.generator._free_seqs)
+
+
+def test_translates_spanish_and_shared_prefill_continues(llama, segments):
+    out = llama.translate(segments)
+    stats = llama.last_stats
+    assert len(out) == 4 and all(text.strip() for text in out)
+    assert all("\n" not in text and "English:" not in text for text in out)
+    assert sum(bool(SPANISH.search(text.lower())) for text in out) >= 3, out
+    assert 0 < stats.generated_tokens <= 40 * 4
+    assert 0 < stats.reused_prompt_tokens < stats.prompt_tokens  # the few-shot prefix reused
+    # the same prompts prefilled together, decoded from the kept sequences: the same texts
+    state = llama.prefill(segments, layer=9)
+    assert state.features.shape == (4, 640) and np.isfinite(state.features).all()
+    assert llama.generate_from(state, [3, 1, 0, 2]) == [out[3], out[1], out[0], out[2]]
+    del state
+    assert free_rows(llama) == 8
+
+
+def test_features_are_the_fp32_layer_within_quantisation(llama, segments):
+    from routelmt.backends.hf import cached_causal_lm
+
+    model, tokenizer, _ = cached_causal_lm("gemma3-270m")
+    template = llama.template
+    for layer in (9, 18):
+        ref = compute_features(
+            model, tokenizer, template, segments, layers=[layer], progress=False, cache=False
+        ).layers[layer]
+        got = llama.prefill(segments, layer=layer).features
+        cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+        assert cos.min() > 0.97, (layer, cos)
+        # the neighbouring layer is further away: the capture reads the right block's output
+        other = compute_features(
+            model, tokenizer, template, segments, layers=[layer - 3], progress=False, cache=False
+        ).layers[layer - 3]
+        cos_other = (got * other).sum(1) / (
+            np.linalg.norm(got, axis=1) * np.linalg.norm(other, axis=1)
+        )
+        assert cos.mean() > cos_other.mean() + 0.02, (layer, cos, cos_other)
+
+
+def test_rows_join_a_running_batch_and_leave_when_done(llama, segments):
+    alone = {}
+    for i, s in enumerate(segments[:3]):
+        state = llama.prefill([s])
+        alone[i] = llama.generate_from(state, [0])[0]
+    batch = llama.generator.decode_batch()
+    first = llama.prefill(segments[:2])
+    batch.join(first, [0, 1], keys=["a", "b"])
+    done = {}
+    for _ in range(2):
+        done.update({k: t for k, t, _ in batch.step()})
+    late = llama.prefill([segments[2]])
+    batch.join(late, [0], keys=["c"])  # joins mid-way, two steps after the others
+    assert len(batch) == 3 - len(done)
+    with pytest.raises(Exception, match="already decoded"):
+        batch.join(late, [0], keys=["again"])
+    steps = 0
+    while len(batch):
+        done.update({k: t for k, t, _ in batch.step()})
+        steps += 1
+        assert steps < 200
+    assert set(done) == {"a", "b", "c"} and all(done.values())
+    # one sequence per row, no padding: a row's greedy tokens do not depend on its neighbours
+    # beyond llama.cpp's batch-size-dependent rounding, so compare loosely
+    assert sum(done[k] == alone[i] for i, k in enumerate("abc")) >= 2, (done, alone)
+    del first, late
+    assert free_rows(llama) == 8
+
+
+def test_dropped_prefill_states_free_their_slots(llama, segments):
+    for _ in range(5):  # 5 x 4 rows > 8 slots: only possible if dropped states free theirs
+        state = llama.prefill(segments)
+        llama.generate_from(state, [1])
+        del state
+    assert free_rows(llama) == 8
+    assert len(llama.generator._prefixes) <= PREFIX_SEQS

@@ -1,0 +1,43 @@
+"""The llamacpp backend's registration and its errors, with or without llama-cpp-python."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from routelmt.backends.resolve import make_translator
+from routelmt.errors import InputError, MissingDependencyError
+from routelmt.models import gguf_path
+from routelmt.records import Segment
+
+HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+
+
+def test_registered_and_lazy():
+    tr = make_translator("llamacpp:gemma3-270m", threads=1, batch_size=4)
+    assert tr.name == "llamacpp:gemma3-270m"
+    assert tr._generator is None  # nothing loads before the first call
+
+
+@pytest.mark.skipif(HAVE_LLAMA, reason="llama-cpp-python is installed here")
+def test_missing_llama_cpp_names_the_extra():
+    tr = make_translator("llamacpp:gemma3-270m")
+    with pytest.raises(MissingDependencyError, match=r"routelmt\[llamacpp\]"):
+        tr.translate([Segment(id="a", direction="en-es", source="Hello.")])
+
+
+def test_bad_model_spec_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="gguf"):
+        gguf_path(str(tmp_path / "missing.gguf"))
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"NOPE" + b"\0" * 64)
+    with pytest.raises(InputError, match="not a GGUF file"):
+        gguf_path(str(fake))
+
+
+def test_bad_threads_is_a_clear_error():
+    from routelmt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="threads"):
+        make_translator("llamacpp:gemma3-270m", threads=0)
