@@ -81,6 +81,10 @@ def run_server(args: argparse.Namespace) -> None:
                 "max_wait_ms": 5.0,
             },
         }
+        if args.small_options:
+            overrides["small_options"] = json.loads(args.small_options)
+        if args.fairness:
+            overrides["server"]["allow_policy_override"] = True
         if args.legacy:
             overrides["server"]["continuous"] = False
             if args.small:
@@ -136,6 +140,7 @@ async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
     latencies: list[float] = []
     route_ms: list[float] = []
     total_ms: list[float] = []
+    large_rows: list[tuple[float, float, float]] = []  # (client s, server total, large call)
     tiers = {"small": 0, "large": 0}
     fallbacks = 0
     errors = 0
@@ -161,8 +166,11 @@ async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
                 continue
             tiers[data["tier"]] += 1
             fallbacks += bool(data["fallback"])
-            route_ms.append(data["timings_ms"]["route"])
-            total_ms.append(data["timings_ms"]["total"])
+            timings = data["timings_ms"]
+            route_ms.append(timings["route"])
+            total_ms.append(timings["total"])
+            if data["tier"] == "large" and "large" in timings:
+                large_rows.append((latencies[-1] * 1000, timings["total"], timings["large"]))
 
     t0 = time.perf_counter()
     limits = httpx.Limits(max_connections=clients)
@@ -172,7 +180,12 @@ async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
     health = httpx.get(url + "/health", timeout=5).json()
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [float("nan")] * 99
     done = len(latencies)
+    large_overhead = [client - large for client, _total, large in large_rows]
     return {
+        "large_p50_ms": statistics.median([r[0] for r in large_rows]) if large_rows else 0.0,
+        "large_call_p50_ms": statistics.median([r[2] for r in large_rows]) if large_rows else 0.0,
+        "large_minus_call_p50_ms": statistics.median(large_overhead) if large_rows else 0.0,
+        "route_p50_ms": statistics.median(route_ms) if route_ms else float("nan"),
         "requests": done,
         "wall_s": wall,
         "throughput": done / wall,
@@ -186,6 +199,47 @@ async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
         "route_ms": statistics.mean(route_ms) if route_ms else float("nan"),
         "route_share": sum(route_ms) / max(sum(total_ms), 1e-9),
         "mean_batch": health["batching"]["items"] / max(health["batching"]["batches"], 1),
+    }
+
+
+LONG = (
+    "The committee postponed its decision on the new budget until the next quarterly meeting, "
+    "because several members asked for more time to study the figures that the finance "
+    "department had presented only the day before, and the chair agreed that a hurried vote "
+    "would not serve anyone well."
+)
+
+
+async def fairness(url: str, delay_s: float = 2.0) -> dict:
+    """A one-word request alone; then one sent ``delay_s`` after a 64-text request started.
+
+    Both forced small (the decoding queue is what is measured), the 64 texts long sentences
+    (within the request limits), each numbered so no cache can help."""
+    word = {"text": "Thanks!", "target_lang": "de", "policy": "small"}
+    big = {"texts": [f"{LONG} ({i})" for i in range(64)], "target_lang": "de", "policy": "small"}
+    async with httpx.AsyncClient(timeout=1800) as c:
+        t0 = time.perf_counter()
+        r = await c.post(url + "/v1/translate", json=word)
+        alone = (time.perf_counter() - t0) * 1000
+        assert r.status_code == 200, r.text
+
+        async def timed(body: dict) -> float:
+            t = time.perf_counter()
+            got = await c.post(url + "/v1/translate", json=body)
+            assert got.status_code == 200, got.text
+            return (time.perf_counter() - t) * 1000
+
+        big_task = asyncio.create_task(timed(big))
+        started = time.perf_counter()
+        await asyncio.sleep(delay_s)
+        during = await timed(word)
+        before = (time.perf_counter() - started) * 1000 - during
+        big_ms = await big_task
+    return {
+        "one_word_alone_ms": alone,
+        "one_word_during_ms": during,
+        "big_request_ms": big_ms,
+        "big_started_before_ms": before,
     }
 
 
@@ -216,6 +270,11 @@ def main() -> None:
     parser.add_argument("--small", help="a real small backend for the front (e.g. hf:gemma3-270m)")
     parser.add_argument("--router", default="length", help="router name (default length)")
     parser.add_argument("--router-path", help="a trained router artifact folder instead")
+    parser.add_argument("--small-options", help="JSON small_options for a real small backend")
+    parser.add_argument(
+        "--fairness", action="store_true",
+        help="after each load run: a one-word request alone, then while a 64-text one runs",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     # child-process mode
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -240,6 +299,8 @@ def main() -> None:
     common += ["--router", args.router]
     common += ["--small", args.small] if args.small else []
     common += ["--router-path", args.router_path] if args.router_path else []
+    common += ["--small-options", args.small_options] if args.small_options else []
+    common += ["--fairness"] if args.fairness else []
     back, back_url = _spawn(["--role", "back", *common])
     back_port = back_url.rsplit(":", 1)[1]
     rows = {}
@@ -258,6 +319,8 @@ def main() -> None:
                         load(url, args.requests, args.clients, args.time_limit)
                     )
                     rows[label]["log_lines"] = Path(log).read_bytes().count(b"\n")
+                    if args.fairness:
+                        rows[label].update(asyncio.run(fairness(url)))
                 finally:
                     _stop(front)
     finally:
@@ -279,7 +342,18 @@ def main() -> None:
         ("route_share", "{:.4f}"),
         ("mean_batch", "{:.2f}"),
         ("log_lines", "{:.0f}"),
+        ("route_p50_ms", "{:.1f}"),
+        ("large_p50_ms", "{:.1f}"),
+        ("large_call_p50_ms", "{:.1f}"),
+        ("large_minus_call_p50_ms", "{:.1f}"),
     ]
+    if args.fairness:
+        keys += [
+            ("one_word_alone_ms", "{:.0f}"),
+            ("one_word_during_ms", "{:.0f}"),
+            ("big_request_ms", "{:.0f}"),
+            ("big_started_before_ms", "{:.0f}"),
+        ]
     labels = list(rows)
     small_desc = args.small or f"synthetic {args.fwd_ms} ms/forward + {args.per_seg_ms} ms/segment"
     print(

@@ -64,6 +64,11 @@ def import_llama_cpp() -> Any:
             "the llamacpp backend needs llama-cpp-python (it compiles llama.cpp, a few minutes): "
             f"pip install 'routelmt[llamacpp]' ({exc})"
         ) from None
+    # llama-cpp-python prints llama.cpp's log (hundreds of lines per load) unless its logger
+    # is told otherwise: errors only, unless the user set a level
+    quiet = logging.getLogger("llama-cpp-python")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.ERROR)
     return llama_cpp
 
 
@@ -159,6 +164,7 @@ class LlamaGenerator:
         max_rows: int = 64,
         n_ctx: int = 16384,
         prefix_cache: bool = True,
+        capture: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -211,11 +217,12 @@ class LlamaGenerator:
         cparams.n_batch = self.n_batch
         cparams.n_ubatch = self.n_batch  # one ubatch per decode: captured rows keep batch order
         cparams.n_seq_max = int(max_rows) + PREFIX_SEQS
+        cparams.n_outputs_max = int(max_rows) + PREFIX_SEQS  # one token per row, never more
         cparams.n_threads = cparams.n_threads_batch = int(threads)
         cparams.kv_unified = True  # prefix cells shared between sequences
         cparams.swa_full = True  # copied prefix cells must outlive the sliding window's pruning
         cparams.no_perf = True
-        cparams.cb_eval = self._callback
+        cparams.cb_eval = self._callback if capture else lc.ggml_backend_sched_eval_callback()
         cparams.cb_eval_user_data = None
         self.ctx = lc.llama_init_from_model(self.model, cparams)
         if not self.ctx:
@@ -408,9 +415,11 @@ class LlamaGenerator:
             items[-1] = (*items[-1][:3], True)
             last_index.append(len(items) - 1)
             state.positions[i] = len(ids)
+        name = None if layer is None else self.tensor_name(layer, self.num_layers)
         self._capture.update(
-            name=None if layer is None else self.tensor_name(layer, self.num_layers),
-            rows=last_index,
+            name=name,
+            # the last block keeps only the rows with outputs (one per prompt, in batch order)
+            rows=list(range(len(rows))) if name == b"result_norm" else last_index,
             out=None,
         )
         try:
@@ -452,27 +461,31 @@ class LlamaGenerator:
         return texts
 
     def translate(self, segments: Sequence[Segment]) -> list[str]:
-        """Prefill and decode in chunks of ``batch_size`` prompts (longest first)."""
+        """Continuous batching over the whole list: up to ``batch_size`` rows decode together,
+        and finished rows are replaced by newly prefilled ones (longest prompts first)."""
         segs = list(segments)
         stats = GenerationStats(segments=len(segs))
         out = [""] * len(segs)
-        if segs:
-            lengths = [len(e) for e in encode_prompts(self.template, segs, self.tokenizer)]
-            order = sorted(range(len(segs)), key=lambda i: (segs[i].direction, -lengths[i]))
-            for first in range(0, len(order), self.batch_size):
-                rows = order[first : first + self.batch_size]
+        lengths = [len(e) for e in encode_prompts(self.template, segs, self.tokenizer)]
+        pending = sorted(range(len(segs)), key=lambda i: (segs[i].direction, -lengths[i]))
+        batch = self.decode_batch()
+        refill = max(1, self.batch_size // 4)  # prefill a few rows at once, not one by one
+        while pending or len(batch):
+            free = self.batch_size - len(batch)
+            if pending and (free >= refill or not len(batch)):
+                rows, pending = pending[:free], pending[free:]
                 t0 = time.perf_counter()
                 state = self._prefill([segs[i] for i in rows], None)
-                t1 = time.perf_counter()
-                texts = self.generate_from(state, range(len(rows)))
-                stats.prefill_s += t1 - t0
-                stats.decode_s += time.perf_counter() - t1
+                stats.prefill_s += time.perf_counter() - t0
                 stats.prompt_tokens += state.prompt_tokens
                 stats.reused_prompt_tokens += state.reused_tokens
-                stats.generated_tokens += self.last_stats.generated_tokens
                 stats.batches += 1
-                for i, text in zip(rows, texts, strict=True):
-                    out[i] = text
+                batch.join(state, range(len(rows)), keys=rows)
+            t0 = time.perf_counter()
+            for i, text, count in batch.step():
+                out[i] = text
+                stats.generated_tokens += count
+            stats.decode_s += time.perf_counter() - t0
         self.last_stats = stats
         return out
 
