@@ -54,6 +54,7 @@ from routelmt.records import Segment
 log = logging.getLogger(__name__)
 
 PREFIX_SEQS = 4  # sequence ids kept for cached direction prefixes (least recently used leaves)
+SLOT_WAIT_S = 120.0  # how long a prefill waits for sequence slots that other threads hold
 
 
 def import_llama_cpp() -> Any:
@@ -161,7 +162,7 @@ class LlamaGenerator:
         stop_at_newline: bool | None = None,
         default_layer: int | None = None,
         threads: int = 1,
-        max_rows: int = 64,
+        max_rows: int = 128,
         n_ctx: int = 16384,
         prefix_cache: bool = True,
         capture: bool = True,
@@ -229,7 +230,9 @@ class LlamaGenerator:
             raise BackendError("llama.cpp could not create a context (n_ctx or max_rows too big?)")
         self.mem = lc.llama_get_memory(self.ctx)
         self.threads = int(threads)
-        self._free_seqs = list(range(PREFIX_SEQS, PREFIX_SEQS + int(max_rows)))
+        self.max_rows = int(max_rows)
+        self._free_seqs = list(range(PREFIX_SEQS, PREFIX_SEQS + self.max_rows))
+        self._slots = threading.Condition()
         self._prefixes: dict[str, tuple[list[int], int]] = {}  # direction -> (ids, seq id)
         self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
         weakref.finalize(self, _free_native, lc, self.ctx, self.model, self._batch)
@@ -293,19 +296,28 @@ class LlamaGenerator:
         ptr = self.llama_cpp.llama_get_logits_ith(self.ctx, index)
         return int(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).argmax())
 
-    def _take_seq(self) -> int:
-        if not self._free_seqs:
-            raise BackendError(
-                "llama.cpp: every sequence slot is in use (raise max_rows, or decode or drop "
-                "earlier prefill states)"
-            )
-        return self._free_seqs.pop(0)
+    def _take_seqs(self, n: int) -> list[int]:
+        """``n`` free sequence ids, all at once; waits (up to ``SLOT_WAIT_S``) while other
+        threads hold them, e.g. rows queued in a server's decoder that free theirs as they
+        finish."""
+        if n > self.max_rows:
+            raise ConfigError(f"{n} prompts at once, but max_rows is {self.max_rows}")
+        with self._slots:
+            if not self._slots.wait_for(lambda: len(self._free_seqs) >= n, SLOT_WAIT_S):
+                raise BackendError(
+                    f"llama.cpp: {n} sequence slots not free after {SLOT_WAIT_S:.0f} s "
+                    f"(max_rows {self.max_rows}: decode or drop earlier prefill states)"
+                )
+            taken, self._free_seqs = self._free_seqs[:n], self._free_seqs[n:]
+        return taken
 
     def release(self, seq: int) -> None:
         with self.lock:
             self.llama_cpp.llama_memory_seq_rm(self.mem, seq, -1, -1)
+        with self._slots:
             if seq not in self._free_seqs:
                 self._free_seqs.append(seq)
+                self._slots.notify_all()
 
     # -- the shared prompt prefix ---------------------------------------------------------
     def _template_prefix(self, segment: Segment) -> list[int]:
@@ -363,12 +375,9 @@ class LlamaGenerator:
         start = time.perf_counter()
         order = sorted(range(len(segs)), key=lambda i: segs[i].direction)
         try:
+            state.seqs[:] = self._take_seqs(len(segs))
+            weakref.finalize(state, _release_untaken, weakref.ref(self), state.seqs, state.taken)
             with self.lock:
-                for i in order:
-                    state.seqs[i] = self._take_seq()
-                weakref.finalize(
-                    state, _release_untaken, weakref.ref(self), state.seqs, state.taken
-                )
                 groups: list[list[int]] = []
                 for i in order:  # one direction per group, at most n_batch tokens per decode
                     if (

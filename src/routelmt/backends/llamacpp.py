@@ -65,7 +65,7 @@ class LlamaCppTranslator(Translator):
         max_length_ratio: float = 2.0,
         stop_at_newline: bool | None = None,
         threads: int | None = None,
-        max_rows: int = 64,
+        max_rows: int = 128,
         n_ctx: int = 16384,
         prefix_cache: bool = True,
         name: str | None = None,
