@@ -106,7 +106,7 @@ def _spawn(extra: list[str]) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, __file__, "--serve", "--port", str(port), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 600  # a live model loads slowly on a busy machine
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
@@ -211,7 +211,8 @@ LONG = (
 
 
 async def fairness(url: str, delay_s: float = 2.0) -> dict:
-    """A one-word request alone; then one sent ``delay_s`` after a 64-text request started.
+    """A one-word request alone; then one sent ``delay_s`` after a 64-text request started
+    (whether that one was still running when the word came back is reported).
 
     Both forced small (the decoding queue is what is measured), the 64 texts long sentences
     (within the request limits), each numbered so no cache can help."""
@@ -234,12 +235,14 @@ async def fairness(url: str, delay_s: float = 2.0) -> dict:
         await asyncio.sleep(delay_s)
         during = await timed(word)
         before = (time.perf_counter() - started) * 1000 - during
-        big_ms = await big_task
+        # the 64-text request is not waited for (minutes on a CPU): the server stops with it
+        still_running = not big_task.done()
+        big_task.cancel()
     return {
         "one_word_alone_ms": alone,
         "one_word_during_ms": during,
-        "big_request_ms": big_ms,
         "big_started_before_ms": before,
+        "big_still_running": float(still_running),
     }
 
 
@@ -351,8 +354,8 @@ def main() -> None:
         keys += [
             ("one_word_alone_ms", "{:.0f}"),
             ("one_word_during_ms", "{:.0f}"),
-            ("big_request_ms", "{:.0f}"),
             ("big_started_before_ms", "{:.0f}"),
+            ("big_still_running", "{:.0f}"),
         ]
     labels = list(rows)
     small_desc = args.small or f"synthetic {args.fwd_ms} ms/forward + {args.per_seg_ms} ms/segment"
