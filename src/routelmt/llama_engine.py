@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from routelmt.errors import BackendError, ConfigError, MissingDependencyError
-from routelmt.features import MIN_SHARED_PREFIX, _common_prefix_length
+from routelmt.features import MIN_SHARED_PREFIX
 from routelmt.generation import (
     DEFAULT_LENGTH_RATIO,
     DEFAULT_MAX_NEW_TOKENS,
@@ -48,6 +48,7 @@ from routelmt.generation import (
     GenerationStats,
     cut_at_stop,
 )
+from routelmt.lm import common_prefix_length
 from routelmt.prompts import FewShotTemplate, PromptTemplate, encode_prompts
 from routelmt.records import Segment
 
@@ -326,7 +327,7 @@ class LlamaGenerator:
             for k, text in enumerate(("Q", "7 z"))
         ]
         a, b = encode_prompts(self.template, probes, self.tokenizer)
-        return a[: _common_prefix_length([a, b])]
+        return a[: common_prefix_length([a, b])]
 
     def _prefix_for(self, segment: Segment) -> tuple[list[int], int] | None:
         if not self.prefix_cache:
