@@ -131,14 +131,16 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=32, help="prompts per llama.cpp prefill")
     parser.add_argument("--limit", type=int, default=0, help="first N segments (0: all)")
+    parser.add_argument("--every", type=int, default=1, help="every K-th segment (all pairs)")
+    parser.add_argument("--cache", type=Path, default=None, help="keep llama.cpp's features here")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     by_large = load_examples(args.run)
+    every = [ex.segment for ex in next(iter(by_large.values()))]
+    if args.limit or args.every > 1:
+        by_large = {k: v[: args.limit or None : args.every] for k, v in by_large.items()}
     first = next(iter(by_large.values()))
-    if args.limit:
-        by_large = {k: v[: args.limit] for k, v in by_large.items()}
-        first = first[: args.limit]
     segments = [ex.segment for ex in first]
     ids = [s.id for s in segments]
     print(
@@ -147,10 +149,17 @@ def main() -> int:
     )
     hf_source = feature_source("gemma3-270m")
     t0 = time.perf_counter()
+    # the run's own segment list, in its order: the feature cache holds it in those chunks
+    hf_source.ensure(every)
     hf = hf_source.layer(segments, args.layer).astype(np.float32)
     hf_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ll = llama_features(segments, args.layer, args.threads, args.chunk)
+    if args.cache is not None and args.cache.exists():
+        ll = np.load(args.cache)
+    else:
+        ll = llama_features(segments, args.layer, args.threads, args.chunk)
+        if args.cache is not None:
+            np.save(args.cache, ll)
     ll_s = time.perf_counter() - t0
     rel = np.abs(ll - hf).max(1) / np.abs(hf).max(1)
     cos = (ll * hf).sum(1) / (np.linalg.norm(ll, axis=1) * np.linalg.norm(hf, axis=1))
