@@ -214,21 +214,7 @@ class LlamaGenerator:
         self._reader = _TensorReader(lc)
         self._capture: dict[str, Any] = {"name": None, "rows": [], "out": None}
         self._callback = lc.ggml_backend_sched_eval_callback(self._on_tensor)
-        cparams = lc.llama_context_default_params()
-        cparams.n_ctx = self.n_ctx
-        cparams.n_batch = self.n_batch
-        cparams.n_ubatch = self.n_batch  # one ubatch per decode: captured rows keep batch order
-        cparams.n_seq_max = int(max_rows) + PREFIX_SEQS
-        cparams.n_outputs_max = int(max_rows) + PREFIX_SEQS  # one token per row, never more
-        cparams.n_threads = cparams.n_threads_batch = int(threads)
-        cparams.kv_unified = True  # prefix cells shared between sequences
-        cparams.swa_full = True  # copied prefix cells must outlive the sliding window's pruning
-        cparams.no_perf = True
-        cparams.cb_eval = self._callback if capture else lc.ggml_backend_sched_eval_callback()
-        cparams.cb_eval_user_data = None
-        self.ctx = lc.llama_init_from_model(self.model, cparams)
-        if not self.ctx:
-            raise BackendError("llama.cpp could not create a context (n_ctx or max_rows too big?)")
+        self.ctx = self._open_context(int(max_rows), int(threads), capture)
         self.mem = lc.llama_get_memory(self.ctx)
         self.threads = int(threads)
         self.max_rows = int(max_rows)
@@ -237,6 +223,25 @@ class LlamaGenerator:
         self._prefixes: dict[str, tuple[list[int], int]] = {}  # direction -> (ids, seq id)
         self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
         weakref.finalize(self, _free_native, lc, self.ctx, self.model, self._batch)
+
+    def _open_context(self, max_rows: int, threads: int, capture: bool) -> Any:
+        lc = self.llama_cpp
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = self.n_ctx
+        cparams.n_batch = self.n_batch
+        cparams.n_ubatch = self.n_batch  # one ubatch per decode: captured rows keep batch order
+        cparams.n_seq_max = max_rows + PREFIX_SEQS
+        cparams.n_outputs_max = max_rows + PREFIX_SEQS  # one token per row, never more
+        cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.kv_unified = True  # prefix cells shared between sequences
+        cparams.swa_full = True  # copied prefix cells must outlive the sliding window's pruning
+        cparams.no_perf = True
+        cparams.cb_eval = self._callback if capture else lc.ggml_backend_sched_eval_callback()
+        cparams.cb_eval_user_data = None
+        ctx = lc.llama_init_from_model(self.model, cparams)
+        if not ctx:
+            raise BackendError("llama.cpp could not create a context (n_ctx or max_rows too big?)")
+        return ctx
 
     # -- settings -------------------------------------------------------------------------
     def set_threads(self, threads: int) -> None:
