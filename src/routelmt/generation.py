@@ -124,7 +124,29 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return text[:cut].strip(), True
 
 
-class LMGenerator:
+class SegmentLimits:
+    """The stop rule and length cap of one segment, shared by every generator (the HF path and
+    llama.cpp must stop at the same place for their outputs to be comparable)."""
+
+    template: Any
+    tokenizer: Any
+    stop_at_newline: bool
+    max_new_tokens: int
+    max_length_ratio: float
+
+    def stops_for(self, segment: Segment) -> list[str]:
+        stops = list(self.template.stop_strings(segment.direction))
+        if self.stop_at_newline and "\n" not in segment.source.strip():
+            stops.append("\n")
+        return stops
+
+    def limit_for(self, segment: Segment) -> int:
+        """New tokens allowed for this segment (relative to its source length, capped)."""
+        n = len(self.tokenizer(segment.source.strip(), add_special_tokens=False)["input_ids"])
+        return max(1, min(self.max_new_tokens, math.ceil(self.max_length_ratio * n) + LENGTH_SLACK))
+
+
+class LMGenerator(SegmentLimits):
     """Batched greedy (or beam) translation with one causal LM and one prompt template.
 
     ``max_new_tokens`` caps every row; each row's own limit is ``ceil(max_length_ratio x source
@@ -181,18 +203,6 @@ class LMGenerator:
         # one forward at a time: a prefill's feature hooks would also fire on a concurrent
         # decode step (a server prefills new requests while its running batch decodes)
         self.lock = threading.RLock()
-
-    # -- per-segment settings -------------------------------------------------------------
-    def stops_for(self, segment: Segment) -> list[str]:
-        stops = list(self.template.stop_strings(segment.direction))
-        if self.stop_at_newline and "\n" not in segment.source.strip():
-            stops.append("\n")
-        return stops
-
-    def limit_for(self, segment: Segment) -> int:
-        """New tokens allowed for this segment (relative to its source length, capped)."""
-        n = len(self.tokenizer(segment.source.strip(), add_special_tokens=False)["input_ids"])
-        return max(1, min(self.max_new_tokens, math.ceil(self.max_length_ratio * n) + LENGTH_SLACK))
 
     # -- prefill --------------------------------------------------------------------------
     def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> HFPrefillState:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import math
 import threading
 import time
 import weakref
@@ -44,8 +43,8 @@ from routelmt.features import MIN_SHARED_PREFIX
 from routelmt.generation import (
     DEFAULT_LENGTH_RATIO,
     DEFAULT_MAX_NEW_TOKENS,
-    LENGTH_SLACK,
     GenerationStats,
+    SegmentLimits,
     cut_at_stop,
 )
 from routelmt.lm import common_prefix_length
@@ -140,7 +139,7 @@ class LlamaPrefillState:
     owner: int = 0
 
 
-class LlamaGenerator:
+class LlamaGenerator(SegmentLimits):
     """Batched greedy translation with llama.cpp, the same prompts and stop rules as
     ``generation.LMGenerator`` (``prefill``/``generate_from``/``translate``/``decode_batch``).
 
@@ -248,16 +247,6 @@ class LlamaGenerator:
         with self.lock:
             self.threads = int(threads)
             self.llama_cpp.llama_set_n_threads(self.ctx, self.threads, self.threads)
-
-    def stops_for(self, segment: Segment) -> list[str]:
-        stops = list(self.template.stop_strings(segment.direction))
-        if self.stop_at_newline and "\n" not in segment.source.strip():
-            stops.append("\n")
-        return stops
-
-    def limit_for(self, segment: Segment) -> int:
-        n = len(self.tokenizer(segment.source.strip(), add_special_tokens=False)["input_ids"])
-        return max(1, min(self.max_new_tokens, math.ceil(self.max_length_ratio * n) + LENGTH_SLACK))
 
     # -- the eval callback (feature capture) ----------------------------------------------
     def _on_tensor(self, tensor: int, ask: bool, _user: Any) -> bool:
