@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
+from routelmt.errors import ConfigError
 from routelmt.records import Segment
 from routelmt.registry import Registry
 
@@ -42,3 +44,60 @@ def generated_tokens(translator: Translator) -> int | None:
     (``last_stats.generated_tokens``, as the transformers backend does)."""
     value = getattr(getattr(translator, "last_stats", None), "generated_tokens", None)
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def threads_from_env(threads: int | None) -> int | None:
+    """``threads`` if given, else ``$ROUTELMT_THREADS`` (checked), else None: one rule for every
+    in-process engine (torch and llama.cpp read the same variable)."""
+    import os
+
+    if threads is None and os.environ.get("ROUTELMT_THREADS"):
+        raw = os.environ["ROUTELMT_THREADS"]
+        try:
+            threads = int(raw)
+        except ValueError:
+            raise ConfigError(f"ROUTELMT_THREADS must be a whole number, got '{raw}'") from None
+        if threads < 1:
+            raise ConfigError(f"ROUTELMT_THREADS must be at least 1, got {threads}")
+    return threads
+
+
+class GeneratorBackend:
+    """The shared-prefill surface of an in-process backend, delegated to the generator its
+    ``_build()`` loads on first use (hf and llamacpp differ only in what they build)."""
+
+    _generator: Any = None
+
+    def _build(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def generator(self) -> Any:
+        """The generator (loads the model on first use)."""
+        return self._build()
+
+    @property
+    def template(self) -> Any:
+        return self._build().template
+
+    @property
+    def last_stats(self) -> Any:
+        """``GenerationStats`` of the last translate/generate_from call."""
+        if self._generator is None:
+            from routelmt.generation import GenerationStats
+
+            return GenerationStats()
+        return self._generator.last_stats
+
+    def translate(self, segments: Sequence[Segment]) -> list[str]:
+        return self._build().translate(segments)
+
+    def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> Any:
+        """Features at ``layer`` (None: the final-norm output), and the state to decode from."""
+        return self._build().prefill(segments, layer=layer)
+
+    def generate_from(self, state: Any, indices: Sequence[int]) -> list[str]:
+        return self._build().generate_from(state, indices)
+
+    def close(self) -> None:
+        self._generator = None

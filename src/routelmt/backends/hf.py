@@ -11,14 +11,12 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from routelmt.backends.base import BACKENDS, Translator
+from routelmt.backends.base import BACKENDS, GeneratorBackend, Translator, threads_from_env
 from routelmt.errors import ConfigError, InputError, MissingDependencyError
 from routelmt.models import DEFAULT_MODEL, resolve_model
-from routelmt.records import Segment
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +51,7 @@ def set_cpu_threads(threads: int | None = None) -> int:
     bandwidth, so a second thread adds little; on a shared machine one is often faster."""
     import torch
 
-    if threads is None and os.environ.get("ROUTELMT_THREADS"):
-        try:
-            threads = int(os.environ["ROUTELMT_THREADS"])
-        except ValueError:
-            raise ConfigError(
-                f"ROUTELMT_THREADS must be a whole number, got '{os.environ['ROUTELMT_THREADS']}'"
-            ) from None
-        if threads < 1:
-            raise ConfigError(f"ROUTELMT_THREADS must be at least 1, got {threads}")
+    threads = threads_from_env(threads)
     if threads is None:
         if os.environ.get("OMP_NUM_THREADS"):
             return torch.get_num_threads()
@@ -165,7 +155,7 @@ def cached_causal_lm(
 
 
 @BACKENDS.register
-class HFTranslator(Translator):
+class HFTranslator(GeneratorBackend, Translator):
     """A live transformers model as a translator (``hf:<model spec>``), with shared prefill.
 
     Loads lazily (once per process, ``cached_causal_lm``) on first use; ``model``/``tokenizer``
@@ -240,34 +230,3 @@ class HFTranslator(Translator):
             template = resolve_template(self._template_setting, self._tokenizer)
             self._generator = LMGenerator(self._model, self._tokenizer, template, **self._options)
         return self._generator
-
-    @property
-    def generator(self) -> Any:
-        """The ``generation.LMGenerator`` (loads the model on first use)."""
-        return self._build()
-
-    @property
-    def template(self) -> Any:
-        return self._build().template
-
-    @property
-    def last_stats(self) -> Any:
-        """``GenerationStats`` of the last translate/generate_from call."""
-        if self._generator is None:
-            from routelmt.generation import GenerationStats
-
-            return GenerationStats()
-        return self._generator.last_stats
-
-    def translate(self, segments: Sequence[Segment]) -> list[str]:
-        return self._build().translate(segments)
-
-    def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> Any:
-        """Features at ``layer`` (None: the final-norm output) plus the KV cache to continue."""
-        return self._build().prefill(segments, layer=layer)
-
-    def generate_from(self, state: Any, indices: Sequence[int]) -> list[str]:
-        return self._build().generate_from(state, indices)
-
-    def close(self) -> None:
-        self._generator = None

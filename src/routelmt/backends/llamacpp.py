@@ -12,13 +12,11 @@ trained on the ``hf`` backend's fp32 features must be re-validated on these
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
-from routelmt.backends.base import BACKENDS, Translator
+from routelmt.backends.base import BACKENDS, GeneratorBackend, Translator, threads_from_env
 from routelmt.errors import ConfigError
 from routelmt.models import DEFAULT_MODEL, gguf_path, resolve_model
-from routelmt.records import Segment
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +24,7 @@ log = logging.getLogger(__name__)
 def _threads(threads: int | None) -> int:
     import os
 
-    if threads is None and os.environ.get("ROUTELMT_THREADS"):
-        try:
-            threads = int(os.environ["ROUTELMT_THREADS"])
-        except ValueError:
-            raise ConfigError(
-                f"ROUTELMT_THREADS must be a whole number, got '{os.environ['ROUTELMT_THREADS']}'"
-            ) from None
+    threads = threads_from_env(threads)
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     if int(threads) < 1:
@@ -41,7 +33,7 @@ def _threads(threads: int | None) -> int:
 
 
 @BACKENDS.register
-class LlamaCppTranslator(Translator):
+class LlamaCppTranslator(GeneratorBackend, Translator):
     """A GGUF model run by llama.cpp (``llamacpp:gemma3-270m`` or ``llamacpp:/path/model.gguf``).
 
     Options: ``batch_size`` (prompts per prefill chunk in ``translate``), ``max_new_tokens``,
@@ -104,33 +96,3 @@ class LlamaCppTranslator(Translator):
             )
             log.info("llama.cpp: %s, %d threads", gguf, self._options["threads"])
         return self._generator
-
-    @property
-    def generator(self) -> Any:
-        """The ``llama_engine.LlamaGenerator`` (loads the model on first use)."""
-        return self._build()
-
-    @property
-    def template(self) -> Any:
-        return self._build().template
-
-    @property
-    def last_stats(self) -> Any:
-        if self._generator is None:
-            from routelmt.generation import GenerationStats
-
-            return GenerationStats()
-        return self._generator.last_stats
-
-    def translate(self, segments: Sequence[Segment]) -> list[str]:
-        return self._build().translate(segments)
-
-    def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> Any:
-        """Features at ``layer`` (None: the final-norm output) and one live sequence each."""
-        return self._build().prefill(segments, layer=layer)
-
-    def generate_from(self, state: Any, indices: Sequence[int]) -> list[str]:
-        return self._build().generate_from(state, indices)
-
-    def close(self) -> None:
-        self._generator = None
