@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ from routelmt.errors import ConfigError
 from routelmt.features import MIN_SHARED_PREFIX, resolve_layers
 from routelmt.lm import common_prefix_length, decoder_body, num_layers_of, pad_left
 from routelmt.lmhead import GreedyHead
+from routelmt.locks import FairLock
 from routelmt.prompts import FewShotTemplate, PromptTemplate, encode_prompts
 from routelmt.records import Segment
 
@@ -201,8 +201,9 @@ class LMGenerator(SegmentLimits):
         self.prefix_cache = bool(prefix_cache)
         self._prefixes: dict[str, tuple[list[int], Any]] = {}  # direction -> (ids, KV cache)
         # one forward at a time: a prefill's feature hooks would also fire on a concurrent
-        # decode step (a server prefills new requests while its running batch decodes)
-        self.lock = threading.RLock()
+        # decode step (a server prefills new requests while its running batch decodes); taken
+        # in arrival order so the decode loop and the prefills take turns
+        self.lock = FairLock()
 
     # -- prefill --------------------------------------------------------------------------
     def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> HFPrefillState:

@@ -48,6 +48,7 @@ from routelmt.generation import (
     cut_at_stop,
 )
 from routelmt.lm import common_prefix_length
+from routelmt.locks import FairLock
 from routelmt.prompts import FewShotTemplate, PromptTemplate, encode_prompts
 from routelmt.records import Segment
 
@@ -187,7 +188,7 @@ class LlamaGenerator(SegmentLimits):
         self.num_layers = int(num_layers)
         self.default_layer = self.num_layers if default_layer is None else int(default_layer)
         self.prefix_cache = bool(prefix_cache)
-        self.lock = threading.RLock()
+        self.lock = FairLock()  # arrival order: decode steps and prefills take turns
         self.last_stats = GenerationStats()
         self.n_ctx = int(n_ctx)
         self.n_batch = 2048

@@ -11,6 +11,7 @@ import pytest
 from serve_fixtures import Reverse, Upper, serve
 
 from routelmt.budget import BudgetSpec, Pacer
+from routelmt.errors import ConfigError
 from routelmt.hybrid import HybridTranslator
 from routelmt.routers.base import Router
 from routelmt.serve.batcher import MicroBatcher
@@ -31,6 +32,59 @@ def test_concurrent_items_share_a_batch_up_to_the_limit():
     gate.set()
     assert [f.result(5) for f in futures] == [i * 2 for i in range(10)]
     assert max(sizes) == 4 and sum(sizes) == 10
+    b.close()
+
+
+def test_a_batch_stops_at_its_cost_limit_and_an_oversized_item_goes_alone():
+    seen: list[list[str]] = []
+    b: MicroBatcher[str, str] = MicroBatcher(
+        lambda items: seen.append(list(items)) or list(items),
+        max_batch_size=8,
+        max_wait_s=0.0,
+        cost=len,
+        max_batch_cost=10,
+    )
+    with b._cond:  # all queued before the worker takes any
+        futures = [
+            b.submit(x, owner=i) for i, x in enumerate(["aaaa", "bbbb", "cccc", "d" * 25, "e"])
+        ]
+    assert [f.result(5) for f in futures] == ["aaaa", "bbbb", "cccc", "d" * 25, "e"]
+    assert seen == [["aaaa", "bbbb"], ["cccc"], ["d" * 25], ["e"]]
+    b.close()
+    with pytest.raises(ConfigError, match="max_batch_cost"):
+        MicroBatcher(lambda items: items, max_batch_cost=0)
+
+
+def test_a_gated_owner_waits_while_others_pass_and_goes_on_when_woken():
+    held: dict[str, int] = {"big": 0}
+    limit = 2
+    seen: list[list[str]] = []
+
+    def gate(owner, taken: int) -> bool:
+        return owner != "big" or held["big"] + taken < limit
+
+    def fn(items):
+        seen.append(list(items))
+        held["big"] += sum(1 for x in items if x.startswith("big"))
+        return list(items)
+
+    b: MicroBatcher[str, str] = MicroBatcher(fn, max_batch_size=8, max_wait_s=0.0, gate=gate)
+    b._gate_poll_s = 60.0  # only wake() may open the gate in this test
+    with b._cond:
+        big = [b.submit(f"big{i}", owner="big") for i in range(5)]
+    assert [f.result(5) for f in big[:2]] == ["big0", "big1"]
+    lone = b.submit("lone", owner="lone")
+    assert lone.result(5) == "lone"  # not held behind the gated request
+    assert not big[2].done()
+    held["big"] = 0  # the big request's rows left the decoder
+    b.wake()
+    assert [f.result(5) for f in big[2:4]] == ["big2", "big3"]
+    time.sleep(0.05)
+    assert not big[4].done()  # two more taken (the gate counts this batch's), then shut again
+    held["big"] = 0
+    b.wake()
+    assert big[4].result(5) == "big4"
+    assert seen == [["big0", "big1"], ["lone"], ["big2", "big3"], ["big4"]]
     b.close()
 
 

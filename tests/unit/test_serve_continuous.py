@@ -8,6 +8,7 @@ leaving, and the order in which requests' rows are admitted.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 
@@ -135,8 +136,6 @@ def test_a_large_routed_segment_does_not_wait_for_small_decoding(small):
         return real_step()
 
     service.decoder.batch.step = gated_step  # type: ignore[method-assign]
-    import asyncio
-
     results = asyncio.run(service.translate(_segments(), "auto", request_id="r1", endpoint="test"))
     tiers = [r.tier for r in results]
     assert "large" in tiers and "small" in tiers
@@ -187,3 +186,58 @@ def test_micro_batches_take_requests_round_robin():
     assert seen[0] == ["a0", "b0", "c0"]  # the later, smaller requests share the first batch
     assert [x for batch in seen for x in batch] == ["a0", "b0", "c0", "a1", "a2", "a3", "a4", "a5"]
     batcher.close()
+
+
+def test_a_big_request_is_prefilled_only_as_fast_as_the_decoder_takes_its_rows(small):
+    """Back-pressure: the routing batcher prefills a request's rows only while the decoder
+    holds fewer than max_rows of them, so a later one-row request is prefilled in the very next
+    micro-batch (not behind the big request's other prefills) and finishes first."""
+    big = [Segment(id=f"big{i}", direction="en-es", source=s) for i, s in enumerate(SOURCES * 3)]
+    lone = [Segment(id="one", direction="en-es", source="Hi.")]
+    expected = dict(zip([s.id for s in big + lone], small.translate(big + lone), strict=True))
+    service = _service(small, GatedLarge(), share=0.0001, max_batch_size=4)
+    decoder = service.decoder
+    batches: list[list[str]] = []
+    held_before: list[int] = []
+    route = service.batcher.fn
+
+    def recording_route(items):
+        held_before.append(decoder._running.get("big", 0) + len(decoder._waiting.get("big", [])))
+        batches.append([owner for _, _, owner in items])
+        return route(items)
+
+    service.batcher.fn = recording_route
+    lone_queued = threading.Event()
+    real_step = decoder.batch.step
+
+    def gated_step():  # no decoding until the lone request is in the routing queue
+        assert lone_queued.wait(60)
+        return real_step()
+
+    decoder.batch.step = gated_step  # type: ignore[method-assign]
+    finished: list[str] = []
+
+    async def run() -> tuple[list, list]:
+        async def one(segments, rid):
+            out = await service.translate(segments, "small", request_id=rid, endpoint="test")
+            finished.append(rid)
+            return out
+
+        big_task = asyncio.ensure_future(one(big, "big"))
+        while not batches:
+            await asyncio.sleep(0.005)
+        lone_task = asyncio.ensure_future(one(lone, "lone"))
+        while service.batcher._count == 0 and len(batches) < 2:
+            await asyncio.sleep(0.001)
+        lone_queued.set()
+        return await big_task, await lone_task
+
+    big_out, lone_out = asyncio.run(run())
+    assert [r.translation for r in big_out] == [expected[s.id] for s in big]
+    assert lone_out[0].translation == expected["one"]
+    assert batches[0] == ["big"] * 4  # the first micro-batch fills the decoder's four rows
+    assert batches[1] == ["lone"]  # the gate held the rest of the big request back
+    assert max(h + b.count("big") for h, b in zip(held_before, batches, strict=True)) <= 4
+    assert finished == ["lone", "big"]
+    assert sum(len(b) for b in batches) == len(big) + 1
+    service.close()

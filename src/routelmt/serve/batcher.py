@@ -3,8 +3,12 @@
 ``MicroBatcher``: a worker thread takes the first waiting item, then keeps collecting until
 ``max_batch_size`` items or ``max_wait_s`` since that first item, and hands the batch to ``fn``
 in one call. Items are taken round-robin across owners (requests), so a request with many
-texts shares each batch with the others instead of filling the queue ahead of them. Each
-item's Future is resolved exactly once: with its own result, or with the batch's exception.
+texts shares each batch with the others instead of filling the queue ahead of them. Two limits
+keep one request from holding the model: ``max_batch_cost`` caps a batch's total ``cost``
+(the service: source characters, so one prefill of long texts cannot stall decoding for long),
+and ``gate(owner, taken)`` says whether an owner may have one more item in this batch (the
+service: only as many prefilled rows as the decoder can take, see ``ContinuousDecoder.has_room``).
+Each item's Future is resolved exactly once: with its own result, or with the batch's exception.
 
 ``ContinuousDecoder``: small-model decoding where rows join a running batch at every step.
 """
@@ -54,6 +58,8 @@ class _WorkerThread:
 class MicroBatcher(_WorkerThread, Generic[T, R]):
     """``submit(item, owner) -> Future``; ``fn(items) -> results`` runs on one worker thread."""
 
+    _gate_poll_s = 0.5
+
     def __init__(
         self,
         fn: Callable[[Sequence[T]], Sequence[R]],
@@ -61,16 +67,24 @@ class MicroBatcher(_WorkerThread, Generic[T, R]):
         max_batch_size: int = 16,
         max_wait_s: float = 0.005,
         on_batch: Callable[[int, float], None] | None = None,
+        cost: Callable[[T], float] | None = None,
+        max_batch_cost: float | None = None,
+        gate: Callable[[Any, int], bool] | None = None,
         name: str = "batcher",
     ) -> None:
         if isinstance(max_batch_size, bool) or int(max_batch_size) < 1:
             raise ConfigError(f"max_batch_size must be >= 1, got {max_batch_size!r}")
         if float(max_wait_s) < 0:
             raise ConfigError(f"max_wait must be >= 0, got {max_wait_s!r}")
+        if max_batch_cost is not None and not float(max_batch_cost) > 0:
+            raise ConfigError(f"max_batch_cost must be > 0, got {max_batch_cost!r}")
         self.fn = fn
         self.max_batch_size = int(max_batch_size)
         self.max_wait_s = float(max_wait_s)
         self.on_batch = on_batch
+        self.cost = cost
+        self.max_batch_cost = None if max_batch_cost is None else float(max_batch_cost)
+        self.gate = gate
         self._waiting: dict[Any, list[tuple[T, Future[R]]]] = {}  # owner -> items, in order
         self._count = 0
         self._cond = threading.Condition()
@@ -90,29 +104,55 @@ class MicroBatcher(_WorkerThread, Generic[T, R]):
             self._cond.notify()
         return fut
 
+    def wake(self) -> None:
+        """Look at the queue again: a gate that was shut may have opened."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _may_take(self, owner: Any, taken: int) -> bool:
+        return self.gate is None or self.gate(owner, taken)
+
     def _take(self) -> list[tuple[T, Future[R]]]:
-        """Up to max_batch_size items, one per owner per round (lock held)."""
+        """Up to max_batch_size items (and max_batch_cost), one per owner per round, skipping
+        owners whose gate is shut (lock held)."""
         batch: list[tuple[T, Future[R]]] = []
-        served: list[Any] = []
-        while self._waiting and len(batch) < self.max_batch_size:
+        taken: dict[Any, int] = {}
+        spent = 0.0
+        full = False
+        while not full and len(batch) < self.max_batch_size:
+            before = len(batch)
             for owner in list(self._waiting):
+                if not self._may_take(owner, taken.get(owner, 0)):
+                    continue
                 queue_ = self._waiting[owner]
+                cost = 0.0 if self.cost is None else float(self.cost(queue_[0][0]))
+                if batch and self.max_batch_cost is not None and spent + cost > self.max_batch_cost:
+                    full = True
+                    break
                 batch.append(queue_.pop(0))
-                served.append(owner)
+                spent += cost
+                taken[owner] = taken.get(owner, 0) + 1
                 if not queue_:
                     del self._waiting[owner]
                 if len(batch) == self.max_batch_size:
                     break
-        for owner in dict.fromkeys(served):  # served owners go behind the others next time
+            if len(batch) == before:
+                break  # every waiting owner is gated (or nothing waits)
+        for owner in taken:  # served owners go behind the others next time
             if owner in self._waiting:
                 self._waiting[owner] = self._waiting.pop(owner)
         self._count -= len(batch)
         return batch
 
+    def _ready(self) -> bool:
+        return any(self._may_take(owner, 0) for owner in self._waiting)
+
     def _next(self) -> tuple[list[tuple[T, Future[R]]], bool]:
         with self._cond:
-            while not self._waiting and not self._closed:
-                self._cond.wait()
+            while not self._ready() and (self._waiting or not self._closed):
+                # a shut gate opens when the decoder finishes a row (it calls wake); the
+                # timeout is only a safety net against a wake that never comes
+                self._cond.wait(self._gate_poll_s if self._waiting else None)
             deadline = time.monotonic() + self.max_wait_s
             while self._count < self.max_batch_size and not self._closed:
                 left = deadline - time.monotonic()
@@ -186,7 +226,11 @@ class ContinuousDecoder(_WorkerThread):
     Fairness: waiting rows are admitted from the request (``owner``) with the fewest rows in
     the batch first (then the earliest), and one request holds at most ``max_share`` of the
     ``max_rows`` slots, so the rest stay free for newcomers: a one-word request joins within a
-    step of arriving even while a request with many long texts decodes.
+    step of arriving even while a request with many long texts decodes. ``has_room`` is the
+    back-pressure for whoever prefills: a request is prefilled only while it has fewer than
+    ``max_rows`` rows here (running or waiting), so the prefills of a request with many texts
+    come one free row at a time instead of all at once ahead of everybody else; ``on_room`` is
+    called (without the lock) whenever a row leaves.
     """
 
     _join_timeout_s = 120.0
@@ -212,6 +256,7 @@ class ContinuousDecoder(_WorkerThread):
         self.max_rows = int(max_rows)
         self.per_owner = max(1, int(self.max_rows * float(max_share)))
         self.on_step = on_step
+        self.on_room: Callable[[], None] | None = None
         self._waiting: dict[Any, list[_Ticket]] = {}  # owner -> its rows, oldest first
         self._running: dict[Any, int] = {}
         self._cond = threading.Condition()
@@ -229,6 +274,14 @@ class ContinuousDecoder(_WorkerThread):
             self._waiting.setdefault(owner, []).append(_Ticket(state, int(index), owner, fut))
             self._cond.notify()
         return fut
+
+    def has_room(self, owner: Any, extra: int = 0) -> bool:
+        """May ``owner`` have one more row prefilled, beside ``extra`` already on the way?"""
+        with self._cond:
+            if self._closed:
+                return True  # let it through: submit answers that the decoder is shut down
+            held = self._running.get(owner, 0) + len(self._waiting.get(owner, ()))
+            return held + int(extra) < self.max_rows
 
     def pending(self) -> int:
         with self._cond:
@@ -279,6 +332,7 @@ class ContinuousDecoder(_WorkerThread):
                     if not t.future.done():
                         t.future.set_exception(exc)
             self._waiting.clear()
+            self._running.clear()
         for row in self.batch.rows:
             if not row.key.future.done():
                 row.key.future.set_exception(exc)
@@ -329,3 +383,11 @@ class ContinuousDecoder(_WorkerThread):
             ticket.future.set_exception(exc)
         else:
             ticket.future.set_result(text)
+        self._room()
+
+    def _room(self) -> None:
+        if self.on_room is not None:
+            try:
+                self.on_room()
+            except Exception:  # a waker must never break decoding
+                log.exception("on_room callback failed")

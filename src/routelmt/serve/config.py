@@ -80,6 +80,11 @@ class ServerSettings:
     shared_prefill: bool | None = key(None, "one prefill for router and small model; null: auto")
     continuous: bool = key(True, "continuous batching of small-model decoding")
     max_share: float = key(0.75, "the most of the decode batch one request may hold")
+    max_prefill_chars: int | None = key(
+        2000,
+        "source characters per routing prefill (bounds how long one stalls decoding)",
+        range=(1, 100_000_000),
+    )
     api_keys: list[str] = key([], "API keys (also $ROUTELMT_API_KEY); none: open")
     api_key_file: str | None = key(None, "a file of API keys, one per line")
     metrics_need_key: bool = key(False, "does /metrics need an API key")

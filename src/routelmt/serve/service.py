@@ -7,7 +7,8 @@ import dataclasses
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,21 @@ class SmallModelError(BackendError):
     """The small model failed on a segment (it has no fallback)."""
 
 
+@dataclass
+class Staged:
+    """A routed segment and, if it decodes in the continuous batch, its place in the queue."""
+
+    routed: Routed
+    decoding: Future[str] | None = None  # the decoder's answer, when it decodes there
+    since: float = 0.0  # when it joined the decoder's queue (perf_counter)
+
+
+def _source_chars(item: tuple[Segment, str, str]) -> float:
+    """A routing item's prefill cost: its source's length (tokens track characters closely
+    enough to bound a prefill's time, and counting them is free)."""
+    return float(len(item[0].source))
+
+
 class TranslationService:
     """Owns the hybrid translator and everything around a request.
 
@@ -76,6 +92,7 @@ class TranslationService:
         router_name: str | None = None,
         continuous: bool = True,
         max_share: float = 0.75,
+        max_prefill_chars: int | None = 2000,
         log_text: bool = False,
     ) -> None:
         self.hybrid = hybrid
@@ -94,13 +111,18 @@ class TranslationService:
                 max_share=max_share if batching else 1.0,
                 name="small-decoder",
             )
-        self.batcher: MicroBatcher[tuple[Segment, str], Routed] = MicroBatcher(
+        self.batcher: MicroBatcher[tuple[Segment, str, str], Staged] = MicroBatcher(
             self._route_batch if self.decoder is not None else self._small_batch,
             max_batch_size=max_batch_size if batching else 1,
             max_wait_s=max_wait_ms / 1000.0 if batching else 0.0,
             on_batch=self._on_batch,
+            cost=_source_chars,
+            max_batch_cost=max_prefill_chars if batching else None,
+            gate=None if self.decoder is None else self.decoder.has_room,
             name="small-batcher",
         )
+        if self.decoder is not None:
+            self.decoder.on_room = self.batcher.wake
         self.large_pool = ThreadPoolExecutor(large_concurrency, thread_name_prefix="large")
         self.log = DecisionLog(log_path) if log_path else None
         self.log_text = bool(log_text)
@@ -118,33 +140,44 @@ class TranslationService:
         self._closed = False
 
     # -- batching ------------------------------------------------------------------------
-    def _small_batch(self, items: list[tuple[Segment, str]]) -> list[Routed]:
-        return self.hybrid.stage_small([s for s, _ in items], [p for _, p in items])
+    def _small_batch(self, items: list[tuple[Segment, str, str]]) -> list[Staged]:
+        routed = self.hybrid.stage_small([s for s, _, _ in items], [p for _, p, _ in items])
+        return [Staged(r) for r in routed]
 
-    def _route_batch(self, items: list[tuple[Segment, str]]) -> list[Routed]:
-        return self.hybrid.route([s for s, _ in items], [p for _, p in items])
+    def _route_batch(self, items: list[tuple[Segment, str, str]]) -> list[Staged]:
+        """Route (one shared prefill); each row that decodes joins the decoder's queue here, on
+        the batcher's thread, so the decoder's count (the gate) includes it before the next
+        micro-batch is taken."""
+        routed = self.hybrid.route([s for s, _, _ in items], [p for _, p, _ in items])
+        return [self._queue(r, owner) for r, (_, _, owner) in zip(routed, items, strict=True)]
 
-    async def _stage(self, segment: Segment, policy: str, owner: str) -> Routed:
-        """Route one segment and, if it stays small, translate it."""
-        routed = await self._route_only(segment, policy, owner)
-        if self.decoder is None or routed.goes_large or routed.error is not None:
-            return routed
-        return await self._decode(routed, owner)
-
-    async def _decode(self, routed: Routed, owner: str) -> Routed:
-        """A routed-small segment's translation from the continuous batch."""
+    def _queue(self, routed: Routed, owner: str) -> Staged:
         assert self.decoder is not None
-        t0 = time.perf_counter()
+        decode = not routed.goes_large or routed.guard_pending
+        if routed.error is not None or not decode:
+            return Staged(routed)
         future = self.decoder.submit(routed.state, routed.index, owner)
         # the decoder holds the prefill until the row joins (and copies its rows then): drop
         # this reference so the prefill's KV cache goes as soon as its last row has joined
         routed.state = None
+        return Staged(routed, future, time.perf_counter())
+
+    async def _stage(self, segment: Segment, policy: str, owner: str) -> Routed:
+        """Route one segment and, if it stays small, translate it."""
+        return await self._decode(await self._route_only(segment, policy, owner))
+
+    @staticmethod
+    async def _decode(staged: Staged) -> Routed:
+        """The routed segment, with its small translation once the continuous batch made it."""
+        routed = staged.routed
+        if staged.decoding is None:
+            return routed
         try:
-            text = await asyncio.wrap_future(future)
+            text = await asyncio.wrap_future(staged.decoding)
         except Exception as exc:
             return dataclasses.replace(routed, error=f"{type(exc).__name__}: {exc}")
         return dataclasses.replace(
-            routed, translation=text, small_s=routed.small_s + time.perf_counter() - t0
+            routed, translation=text, small_s=routed.small_s + time.perf_counter() - staged.since
         )
 
     def _on_batch(self, size: int, seconds: float) -> None:
@@ -166,15 +199,25 @@ class TranslationService:
         self, segments: list[Segment], policy: str, *, request_id: str, endpoint: str
     ) -> list[HybridResult]:
         t0 = time.perf_counter()
+        routing_failed = False
+
+        async def one(segment: Segment) -> HybridResult | str:
+            # each segment goes on as soon as it is routed: its large call starts while other
+            # segments of the request still wait for their prefill or decode
+            nonlocal routing_failed
+            try:
+                staged = await self._route_only(segment, policy, request_id)
+            except Exception:
+                routing_failed = True
+                raise
+            return await self._finish(staged, t0, request_id)
+
         try:
-            routed = await asyncio.gather(
-                *(self._route_only(s, policy, request_id) for s in segments)
-            )
+            results = await asyncio.gather(*(one(s) for s in segments))
         except Exception:
-            self.metrics.errors.inc("routing")
+            if routing_failed:
+                self.metrics.errors.inc("routing")
             raise
-        # each segment goes on as soon as it is routed: large calls start while others decode
-        results = await asyncio.gather(*(self._finish(r, t0, request_id) for r in routed))
         bad = [r for r in results if isinstance(r, str)]
         if bad:
             self.metrics.errors.inc("small_model")
@@ -197,13 +240,11 @@ class TranslationService:
             self.metrics.route_latency.observe(r.timings["route"])
         return done
 
-    async def _route_only(self, segment: Segment, policy: str, owner: str) -> Routed:
-        return await asyncio.wrap_future(self.batcher.submit((segment, policy), owner))
+    async def _route_only(self, segment: Segment, policy: str, owner: str) -> Staged:
+        return await asyncio.wrap_future(self.batcher.submit((segment, policy, owner), owner))
 
-    async def _finish(self, routed: Routed, t0: float, owner: str = "") -> HybridResult | str:
-        decode = not routed.goes_large or routed.guard_pending
-        if self.decoder is not None and decode and routed.error is None:
-            routed = await self._decode(routed, owner)
+    async def _finish(self, staged: Staged, t0: float, owner: str) -> HybridResult | str:
+        routed = await self._decode(staged)
         if routed.error is not None:
             return f"small model failed on segment {routed.segment.id}: {routed.error}"
         if routed.guard_pending:  # quality-hypo: QE of the decoded candidate, off the loop
@@ -528,4 +569,5 @@ def build_service(
         router_name=router_name,
         continuous=server.get("continuous", True),
         max_share=float(server.get("max_share", 0.75)),
+        max_prefill_chars=server.get("max_prefill_chars", 2000),
     )
