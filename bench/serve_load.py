@@ -8,7 +8,9 @@ instance of our own service reached through the OpenAI-compatible backend. The s
 synthetic cost model (a forward pass costs ``--fwd-ms`` plus ``--per-seg-ms`` per segment, as a
 sleep that releases the GIL), so the numbers measure the serving path, not a model; with the
 live model, pass ``--small hf:gemma3-270m`` (and ``--router-path`` for a trained in-model
-router; fewer ``--requests`` on a CPU). Prints one table.
+router; fewer ``--requests`` on a CPU). Prints one table. ``--fairness`` adds a one-word request
+alone and one sent while a 64-text request runs, with how many decode steps of the running batch
+it waited beyond its time alone.
 
 Runs (``--runs``): ``batching on`` (the default service: with a live model, routing right
 after the prefill and continuous decoding), ``batching off`` (one segment per forward), and
@@ -87,7 +89,10 @@ def run_server(args: argparse.Namespace) -> None:
             overrides["server"]["allow_policy_override"] = True
         if args.legacy:
             overrides["server"]["continuous"] = False
-            if args.small:
+            overrides["server"]["max_prefill_chars"] = None  # micro-batches as they were
+            if args.legacy_small:  # "today" on another backend (the transformers plain path)
+                overrides["small"] = args.legacy_small
+            if overrides["small"].startswith("hf:"):
                 overrides["small_options"] = {"prefix_cache": False, "head": "full"}
         service = build_service(load_config(None, overrides), small=small)
     serve_forever(create_app(service), "127.0.0.1", args.port, log_level="warning")
@@ -237,12 +242,17 @@ async def fairness(url: str, delay_s: float = 2.0) -> dict:
         before = (time.perf_counter() - started) * 1000 - during
         # the 64-text request is not waited for (minutes on a CPU): the server stops with it
         still_running = not big_task.done()
+        health = (await c.get(url + "/health")).json()["batching"]
         big_task.cancel()
+    step_ms = health.get("decode_step_ms_mean") or float("nan")
     return {
         "one_word_alone_ms": alone,
         "one_word_during_ms": during,
         "big_started_before_ms": before,
         "big_still_running": float(still_running),
+        "decode_step_ms": step_ms,
+        # how much longer than alone, in decode steps of the running batch
+        "extra_in_steps": (during - alone) / step_ms,
     }
 
 
@@ -275,6 +285,11 @@ def main() -> None:
     parser.add_argument("--router-path", help="a trained router artifact folder instead")
     parser.add_argument("--small-options", help="JSON small_options for a real small backend")
     parser.add_argument(
+        "--legacy-small",
+        help="the small backend of the legacy run (default --small), e.g. hf:gemma3-270m to "
+        "compare today's service with a llamacpp front",
+    )
+    parser.add_argument(
         "--fairness", action="store_true",
         help="after each load run: a one-word request alone, then while a 64-text one runs",
     )  # fmt: skip
@@ -303,6 +318,7 @@ def main() -> None:
     common += ["--small", args.small] if args.small else []
     common += ["--router-path", args.router_path] if args.router_path else []
     common += ["--small-options", args.small_options] if args.small_options else []
+    common += ["--legacy-small", args.legacy_small] if args.legacy_small else []
     common += ["--fairness"] if args.fairness else []
     back, back_url = _spawn(["--role", "back", *common])
     back_port = back_url.rsplit(":", 1)[1]
@@ -356,6 +372,8 @@ def main() -> None:
             ("one_word_during_ms", "{:.0f}"),
             ("big_started_before_ms", "{:.0f}"),
             ("big_still_running", "{:.0f}"),
+            ("decode_step_ms", "{:.1f}"),
+            ("extra_in_steps", "{:.1f}"),
         ]
     labels = list(rows)
     small_desc = args.small or f"synthetic {args.fwd_ms} ms/forward + {args.per_seg_ms} ms/segment"

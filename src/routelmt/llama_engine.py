@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,7 +233,11 @@ class LlamaGenerator(SegmentLimits):
         cparams.n_seq_max = max_rows + PREFIX_SEQS
         cparams.n_outputs_max = max_rows + PREFIX_SEQS  # one token per row, never more
         cparams.n_threads = cparams.n_threads_batch = threads
-        cparams.kv_unified = True  # prefix cells shared between sequences
+        # prefix cells shared between sequences; the price: every row's attention runs over
+        # every row's cells (masked), so long rows slow their neighbours. One stream per
+        # sequence (kv_unified false) splits each decode into per-stream ubatches, which the
+        # feature capture's row order does not survive (tried: llama.cpp aborts on the read)
+        cparams.kv_unified = True
         cparams.swa_full = True  # copied prefix cells must outlive the sliding window's pruning
         cparams.no_perf = True
         cparams.cb_eval = self._callback if capture else lc.ggml_backend_sched_eval_callback()
@@ -468,31 +472,41 @@ class LlamaGenerator(SegmentLimits):
     def translate(self, segments: Sequence[Segment]) -> list[str]:
         """Continuous batching over the whole list: up to ``batch_size`` rows decode together,
         and finished rows are replaced by newly prefilled ones (longest prompts first)."""
+        out = [""] * len(segments)
+        for i, text in self.translate_iter(segments):
+            out[i] = text
+        return out
+
+    def translate_iter(self, segments: Sequence[Segment]) -> Iterator[tuple[int, str]]:
+        """``translate``, yielding ``(index, text)`` as each row finishes, so a caller can store
+        results as they come while the batch stays full (``last_stats`` grows as it goes)."""
         segs = list(segments)
         stats = GenerationStats(segments=len(segs))
-        out = [""] * len(segs)
+        self.last_stats = stats
         lengths = [len(e) for e in encode_prompts(self.template, segs, self.tokenizer)]
         pending = sorted(range(len(segs)), key=lambda i: (segs[i].direction, -lengths[i]))
         batch = self.decode_batch()
         refill = max(1, self.batch_size // 4)  # prefill a few rows at once, not one by one
-        while pending or len(batch):
-            free = self.batch_size - len(batch)
-            if pending and (free >= refill or not len(batch)):
-                rows, pending = pending[:free], pending[free:]
+        try:
+            while pending or len(batch):
+                free = self.batch_size - len(batch)
+                if pending and (free >= refill or not len(batch)):
+                    rows, pending = pending[:free], pending[free:]
+                    t0 = time.perf_counter()
+                    state = self._prefill([segs[i] for i in rows], None)
+                    stats.prefill_s += time.perf_counter() - t0
+                    stats.prompt_tokens += state.prompt_tokens
+                    stats.reused_prompt_tokens += state.reused_tokens
+                    stats.batches += 1
+                    batch.join(state, range(len(rows)), keys=rows)
                 t0 = time.perf_counter()
-                state = self._prefill([segs[i] for i in rows], None)
-                stats.prefill_s += time.perf_counter() - t0
-                stats.prompt_tokens += state.prompt_tokens
-                stats.reused_prompt_tokens += state.reused_tokens
-                stats.batches += 1
-                batch.join(state, range(len(rows)), keys=rows)
-            t0 = time.perf_counter()
-            for i, text, count in batch.step():
-                out[i] = text
-                stats.generated_tokens += count
-            stats.decode_s += time.perf_counter() - t0
-        self.last_stats = stats
-        return out
+                done = batch.step()
+                stats.decode_s += time.perf_counter() - t0
+                for i, text, count in done:
+                    stats.generated_tokens += count
+                    yield i, text
+        finally:
+            batch.clear()  # a caller that stops early frees the rows still decoding
 
     def has_stop(self, ids: list[int], stops: list[str]) -> bool:
         return cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stops)[1]

@@ -125,6 +125,58 @@ def _translate_here(
         yield translator.translate(batch), generated_tokens(translator)
 
 
+def _store_stream(
+    translator: Translator,
+    results: Iterator[tuple[int, str]],
+    todo: list[Segment],
+    handle: Any,
+    done: dict[str, str],
+    progress: Any,
+    started: float,
+    every: int,
+    source_hashes: bool,
+) -> int | None:
+    """Append each ``(index, text)`` as it comes; flush and fsync every ``every`` records and at
+    the end (what was appended before a crash is kept: a rerun resumes after it)."""
+    unsynced = 0
+    for index, text in results:
+        segment = todo[index]
+        _append(handle, translator.name, segment, text, source_hashes)
+        done[segment.id] = text
+        progress.update(1)
+        unsynced += 1
+        if unsynced >= every:
+            _sync(handle)
+            unsynced = 0
+            _show_rate(translator, progress, started)
+    _sync(handle)
+    missing = [s.id for s in todo if s.id not in done]
+    if missing:
+        raise InputError(
+            f"backend {translator.name} returned no translation for {len(missing)} segments "
+            f"(first: {missing[0]})"
+        )
+    return generated_tokens(translator)
+
+
+def _append(handle: Any, system: str, segment: Segment, text: str, source_hashes: bool) -> None:
+    record = {"segment_id": segment.id, "system": system, "text": text}
+    if source_hashes:
+        record["source_hash"] = source_hash(segment)
+    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _sync(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _show_rate(translator: Translator, progress: Any, started: float) -> None:
+    tokens = generated_tokens(translator)
+    if tokens is not None:
+        progress.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - started, 1e-9):.1f}")
+
+
 def translate_resumable(
     translator: Translator,
     segments: Sequence[Segment],
@@ -174,7 +226,14 @@ def translate_resumable(
         progress = bar(desc=desc or f"translate {translator.name}", total=len(todo), unit="seg")
         batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
         run = run_batches or (lambda batches: _translate_here(translator, batches))
+        stream = getattr(translator, "translate_iter", None) if run_batches is None else None
         try:
+            if stream is not None:  # one running batch over everything, stored as rows finish
+                tokens = _store_stream(
+                    translator, stream(todo), todo, handle, done, progress, started, batch_size,
+                    source_hashes,
+                )  # fmt: skip
+                batches = []
             for batch, (texts, batch_tokens) in zip(batches, run(batches)):
                 if len(texts) != len(batch):
                     raise InputError(
@@ -182,13 +241,9 @@ def translate_resumable(
                         f"{len(batch)} segments"
                     )
                 for segment, text in zip(batch, texts):
-                    record = {"segment_id": segment.id, "system": translator.name, "text": text}
-                    if source_hashes:
-                        record["source_hash"] = source_hash(segment)
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    _append(handle, translator.name, segment, text, source_hashes)
                     done[segment.id] = text
-                handle.flush()
-                os.fsync(handle.fileno())
+                _sync(handle)
                 progress.update(len(batch))
                 if batch_tokens is not None:
                     tokens = (tokens or 0) + batch_tokens

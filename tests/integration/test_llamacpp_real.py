@@ -138,3 +138,12 @@ def test_dropped_prefill_states_free_their_slots(llama, segments):
         del state
     assert free_rows(llama) == 8
     assert len(llama.generator._prefixes) <= PREFIX_SEQS
+
+
+def test_translate_iter_streams_every_row_once_as_translate_does(llama, segments):
+    """The bench stores rows as they finish: every index comes once, and the texts are
+    translate()'s (translate is built on the same loop)."""
+    seen = list(llama.translate_iter(segments))
+    assert sorted(i for i, _ in seen) == [0, 1, 2, 3]
+    assert close([dict(seen)[i] for i in range(4)], llama.translate(segments))
+    assert free_rows(llama) == 8

@@ -151,6 +151,49 @@ def test_tokens_per_second_when_the_backend_counts_tokens(tmp_path):
     assert result.texts == [s[::-1] for s in SOURCES]
 
 
+class _Streaming:
+    """A backend that streams (index, text) as rows finish, out of order, and can crash."""
+
+    name = "Stream"
+
+    def __init__(self, crash_after: int | None = None) -> None:
+        self.crash_after = crash_after
+        self.last_stats = None
+        self.asked: list[list[str]] = []
+
+    def translate(self, segments):  # pragma: no cover - the stream is used instead
+        raise AssertionError("translate_resumable should use translate_iter")
+
+    def translate_iter(self, segments):
+        from types import SimpleNamespace
+
+        self.asked.append([s.id for s in segments])
+        self.last_stats = SimpleNamespace(generated_tokens=0)
+        for count, i in enumerate(reversed(range(len(segments)))):  # the last finishes first
+            if self.crash_after is not None and count == self.crash_after:
+                raise RuntimeError("killed mid-stream")
+            self.last_stats.generated_tokens += 2
+            yield i, segments[i].source[::-1]
+
+
+def test_a_streaming_backend_is_stored_as_rows_finish_and_resumes_after_a_crash(tmp_path):
+    from routelmt.datasets.plain import load_segments
+    from routelmt.pipeline import read_partial_translations, translate_resumable
+
+    segments_path, _ = _files(tmp_path)
+    segments = load_segments(segments_path)
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(RuntimeError, match="killed mid-stream"):
+        translate_resumable(_Streaming(crash_after=3), segments, out, batch_size=2)
+    kept = [r.segment_id for r in read_partial_translations(out)]
+    assert kept == [s.id for s in segments[::-1][:3]]  # every finished row was appended
+    again = _Streaming()
+    result = translate_resumable(again, segments, out, batch_size=2)
+    assert again.asked == [[s.id for s in segments[:2]]]  # only what was missing, in one stream
+    assert result.texts == [s[::-1] for s in SOURCES]
+    assert result.reused == 3 and result.translated == 2 and result.tokens == 4
+
+
 SLOW_CLI = """
 import os, sys, time
 from routelmt.backends.base import BACKENDS, Translator

@@ -12,11 +12,13 @@ trained on the ``hf`` backend's fp32 features must be re-validated on these
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from routelmt.backends.base import BACKENDS, GeneratorBackend, Translator, threads_from_env
 from routelmt.errors import ConfigError
 from routelmt.models import DEFAULT_MODEL, gguf_path, resolve_model
+from routelmt.records import Segment
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +98,8 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
             )
             log.info("llama.cpp: %s, %d threads", gguf, self._options["threads"])
         return self._generator
+
+    def translate_iter(self, segments: Sequence[Segment]) -> Iterator[tuple[int, str]]:
+        """``(index, text)`` as each segment finishes, the running batch refilled throughout
+        (``resumable.translate_resumable`` stores them as they come)."""
+        return self._build().translate_iter(segments)

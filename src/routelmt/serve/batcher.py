@@ -262,6 +262,7 @@ class ContinuousDecoder(_WorkerThread):
         self._cond = threading.Condition()
         self._closed = False
         self.steps = 0
+        self.step_s = 0.0  # time in decode steps, for the mean step time in /health
         self.admitted: list[Any] = []  # owners in the order their rows joined (for tests)
         self._start(name)
 
@@ -363,12 +364,14 @@ class ContinuousDecoder(_WorkerThread):
                 for ticket in rows:
                     self._finish(ticket, exc=exc)
                 continue
+            took = time.perf_counter() - t0
             self.steps += 1
+            self.step_s += took
             for ticket, text, _count in done:
                 self._finish(ticket, text=text)
             if self.on_step is not None:
                 try:
-                    self.on_step(len(self.batch) + len(done), time.perf_counter() - t0)
+                    self.on_step(len(self.batch) + len(done), took)
                 except Exception:  # metrics must never break serving
                     log.exception("on_step callback failed")
 

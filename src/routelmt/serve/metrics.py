@@ -258,6 +258,12 @@ class ServiceMetrics:
             buckets=SIZE_BUCKETS,
             registry=reg,
         )
+        self.decode_step = Histogram(
+            "routelmt_decode_step_seconds",
+            "One step of the continuous small-model decode batch (every running row)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=reg,
+        )
 
     def _spend_counters(self, reg: Any) -> None:
         """Spend by tier, the all-large counterfactual, and the guards' checks and time."""

@@ -109,6 +109,7 @@ class TranslationService:
                 generator,
                 max_rows=max_batch_size if batching else 1,
                 max_share=max_share if batching else 1.0,
+                on_step=lambda _rows, seconds: self.metrics.decode_step.observe(seconds),
                 name="small-decoder",
             )
         self.batcher: MicroBatcher[tuple[Segment, str, str], Staged] = MicroBatcher(
@@ -349,6 +350,11 @@ class TranslationService:
                 "items": self.batcher.items,
                 "continuous_decoding": self.decoder is not None,
                 "decode_steps": self.decoder.steps if self.decoder is not None else 0,
+                "decode_step_ms_mean": (
+                    round(1000.0 * self.decoder.step_s / self.decoder.steps, 3)
+                    if self.decoder is not None and self.decoder.steps
+                    else None
+                ),
             },
             "router_stages": 1 if self.hybrid.second_stage is None else 2,
             "tiers": [
