@@ -159,6 +159,35 @@ def _store_stream(
     return generated_tokens(translator)
 
 
+def _store_batches(
+    translator: Translator,
+    batches: list[list[Segment]],
+    results: Iterable[tuple[list[str], int | None]],
+    handle: Any,
+    done: dict[str, str],
+    progress: Any,
+    started: float,
+    source_hashes: bool,
+) -> int | None:
+    """Append each batch's translations and fsync them before the next batch."""
+    tokens: int | None = None
+    for batch, (texts, batch_tokens) in zip(batches, results):
+        if len(texts) != len(batch):
+            raise InputError(
+                f"backend {translator.name} returned {len(texts)} outputs for {len(batch)} segments"
+            )
+        for segment, text in zip(batch, texts):
+            _append(handle, translator.name, segment, text, source_hashes)
+            done[segment.id] = text
+        _sync(handle)
+        progress.update(len(batch))
+        if batch_tokens is not None:
+            tokens = (tokens or 0) + batch_tokens
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            progress.set_postfix(tok_s=f"{tokens / elapsed:.1f}")
+    return tokens
+
+
 def _append(handle: Any, system: str, segment: Segment, text: str, source_hashes: bool) -> None:
     record = {"segment_id": segment.id, "system": system, "text": text}
     if source_hashes:
@@ -220,7 +249,6 @@ def translate_resumable(
     if done:
         log.info("%s: %d of %d segments already translated", path, len(done), len(segments))
     started = time.perf_counter()
-    tokens: int | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
         progress = bar(desc=desc or f"translate {translator.name}", total=len(todo), unit="seg")
@@ -233,22 +261,11 @@ def translate_resumable(
                     translator, stream(todo), todo, handle, done, progress, started, batch_size,
                     source_hashes,
                 )  # fmt: skip
-                batches = []
-            for batch, (texts, batch_tokens) in zip(batches, run(batches)):
-                if len(texts) != len(batch):
-                    raise InputError(
-                        f"backend {translator.name} returned {len(texts)} outputs for "
-                        f"{len(batch)} segments"
-                    )
-                for segment, text in zip(batch, texts):
-                    _append(handle, translator.name, segment, text, source_hashes)
-                    done[segment.id] = text
-                _sync(handle)
-                progress.update(len(batch))
-                if batch_tokens is not None:
-                    tokens = (tokens or 0) + batch_tokens
-                    elapsed = max(time.perf_counter() - started, 1e-9)
-                    progress.set_postfix(tok_s=f"{tokens / elapsed:.1f}")
+            else:
+                tokens = _store_batches(
+                    translator, batches, run(batches), handle, done, progress, started,
+                    source_hashes,
+                )  # fmt: skip
         finally:
             progress.close()
     return TranslateResult(
