@@ -137,7 +137,8 @@ def _store_stream(
     source_hashes: bool,
 ) -> int | None:
     """Append each ``(index, text)`` as it comes; flush and fsync every ``every`` records and at
-    the end (what was appended before a crash is kept: a rerun resumes after it)."""
+    the end (a crash loses at most the ``every`` rows not yet synced; a rerun redoes only
+    those)."""
     unsynced = 0
     for index, text in results:
         segment = todo[index]
@@ -222,7 +223,9 @@ def translate_resumable(
     the file belongs to a different job. ``source_hashes`` adds each segment's
     ``source_hash`` to its record, so a later job can tell which translations still apply.
     ``run_batches`` translates the batches elsewhere (``executors.translate_batches``: each
-    batch's texts and generated tokens, in order); default: ``translator`` in this process.
+    batch's texts and generated tokens, in order); default: ``translator`` in this process,
+    through its ``translate_iter`` where it has one (one running batch over every segment, each
+    stored as it finishes) and batch by batch otherwise.
     """
     path = Path(path)
     if batch_size <= 0:
