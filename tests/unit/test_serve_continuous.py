@@ -195,7 +195,8 @@ def test_a_big_request_is_prefilled_only_as_fast_as_the_decoder_takes_its_rows(s
     big = [Segment(id=f"big{i}", direction="en-es", source=s) for i, s in enumerate(SOURCES * 3)]
     lone = [Segment(id="one", direction="en-es", source="Hi.")]
     expected = dict(zip([s.id for s in big + lone], small.translate(big + lone), strict=True))
-    service = _service(small, GatedLarge(), share=0.0001, max_batch_size=4)
+    # a long fill window: the first micro-batch is surely the four rows the decoder can hold
+    service = _service(small, GatedLarge(), share=0.0001, max_batch_size=4, max_wait_ms=500)
     decoder = service.decoder
     batches: list[list[str]] = []
     held_before: list[int] = []
