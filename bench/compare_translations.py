@@ -14,14 +14,11 @@ small-model path: a reduced-precision or llama.cpp path within 0.5 chrF of the f
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+from routelmt.records import Segment, Translation, read_records
 
 
 def small_slug(run: Path, given: str | None) -> str:
@@ -38,12 +35,11 @@ def small_slug(run: Path, given: str | None) -> str:
 
 
 def texts(run: Path, slug: str, ids: list[str]) -> list[str]:
-    by_id = {
-        r["segment_id"]: r["text"] for r in _jsonl(run / "translate" / slug / "translations.jsonl")
-    }
+    path = run / "translate" / slug / "translations.jsonl"
+    by_id = {t.segment_id: t.text for t in read_records(path, Translation)}
     missing = [i for i in ids if i not in by_id]
     if missing:
-        raise SystemExit(f"{run}/translate/{slug}: {len(missing)} segments missing ({missing[0]})")
+        raise SystemExit(f"{path}: {len(missing)} segments missing ({missing[0]})")
     return [by_id[i] for i in ids]
 
 
@@ -86,20 +82,20 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    segments = _jsonl(args.run_a / "data" / "segments.jsonl")
-    other = _jsonl(args.run_b / "data" / "segments.jsonl")
-    if [s["id"] for s in segments] != [s["id"] for s in other]:
+    segments = read_records(args.run_a / "data" / "segments.jsonl", Segment)
+    other = read_records(args.run_b / "data" / "segments.jsonl", Segment)
+    if [s.id for s in segments] != [s.id for s in other]:
         raise SystemExit("the two runs hold different segments")
-    ids = [s["id"] for s in segments]
+    ids = [s.id for s in segments]
     slug_a, slug_b = small_slug(args.run_a, args.small_a), small_slug(args.run_b, args.small_b)
     a, b = texts(args.run_a, slug_a, ids), texts(args.run_b, slug_b, ids)
-    refs = [s["reference"] for s in segments]
-    directions = sorted({s["direction"] for s in segments})
+    refs = [s.reference or "" for s in segments]
+    directions = sorted({s.direction for s in segments})
     print(f"A = {args.run_a}/{slug_a}, B = {args.run_b}/{slug_b}; corpus chrF vs the references")
     header = f"{'direction':<10}{'n':>6}{'chrF A':>9}{'chrF B':>9}{'B - A':>8}"
     print(header + f"{'95% interval':>20}{'identical':>12}{'chrF B vs A':>13}")
     for name in [*directions, "all"]:
-        rows = [i for i, s in enumerate(segments) if name in ("all", s["direction"])]
+        rows = [i for i, s in enumerate(segments) if name in ("all", s.direction)]
         ra, rb, rr = [a[i] for i in rows], [b[i] for i in rows], [refs[i] for i in rows]
         score_a, score_b = corpus_chrf(ra, rr), corpus_chrf(rb, rr)
         low, high = paired_interval(ra, rb, rr, args.n_boot, args.seed)

@@ -17,6 +17,21 @@ def wmt_root() -> Path:
     return WMT_ROOT
 
 
+@pytest.fixture(scope="session")
+def short_en_es(wmt_root: Path) -> list:
+    """Real en-es sentences of 8-14 words, in file order: short enough to keep a live-model test
+    quick, and not headlines (which a 270M model tends to copy through untranslated)."""
+    from routelmt.datasets.wmt import WMTDataset
+
+    pool = WMTDataset(wmt_root).segments("en-es", reference=None)
+    return [
+        s
+        for s in pool
+        if 8 <= len(s.source.split()) <= 14 and s.source.rstrip().endswith(".")
+        and "\n" not in s.source
+    ]  # fmt: skip
+
+
 # Converted models are slow to make (about a minute each): every test reuses the user's.
 _USER_MODELS = os.environ.get("ROUTELMT_MODELS") or str(
     Path(os.environ.get("ROUTELMT_CACHE") or Path.home() / ".cache" / "routelmt") / "models"

@@ -16,7 +16,6 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from routelmt.backends.hf import HFTranslator, load_causal_lm  # noqa: E402
-from routelmt.datasets.wmt import WMTDataset  # noqa: E402
 from routelmt.features import compute_features  # noqa: E402
 
 SPANISH = re.compile(r"[áéíóúñ¿¡]|\b(el|la|los|las|de|que|es|un|una|en|y|por|con|se|no|del)\b")
@@ -29,17 +28,8 @@ def gemma():
 
 
 @pytest.fixture(scope="module")
-def segments(wmt_root):
-    pool = WMTDataset(wmt_root).segments("en-es", reference=None)
-    # three short real sentences (8-14 words, not headlines, which a 270M model tends to copy
-    # through untranslated), so the test stays short
-    short = [
-        s
-        for s in pool
-        if 8 <= len(s.source.split()) <= 14 and s.source.rstrip().endswith(".")
-        and "\n" not in s.source
-    ]  # fmt: skip
-    return short[:3]
+def segments(short_en_es):
+    return short_en_es[:3]
 
 
 def test_gemma_translates_and_shared_prefill_matches(gemma, segments):

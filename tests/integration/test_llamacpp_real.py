@@ -23,7 +23,6 @@ pytest.importorskip("transformers")
 
 from routelmt.backends.llamacpp import LlamaCppTranslator  # noqa: E402
 from routelmt.backends.resolve import make_translator  # noqa: E402
-from routelmt.datasets.wmt import WMTDataset  # noqa: E402
 from routelmt.features import compute_features  # noqa: E402
 from routelmt.llama_engine import PREFIX_SEQS  # noqa: E402
 
@@ -31,15 +30,8 @@ SPANISH = re.compile(r"[áéíóúñ¿¡]|\b(el|la|los|las|de|que|es|un|una|en|y
 
 
 @pytest.fixture(scope="module")
-def segments(wmt_root):
-    pool = WMTDataset(wmt_root).segments("en-es", reference=None)
-    short = [
-        s
-        for s in pool
-        if 8 <= len(s.source.split()) <= 14 and s.source.rstrip().endswith(".")
-        and "\n" not in s.source
-    ]  # fmt: skip
-    return short[:4]
+def segments(short_en_es):
+    return short_en_es[:4]
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ data -> translate (small, every large) -> score -> routers (out-of-fold scores, 
 router and large system) -> evaluate -> report. Each stage is one function here over a ``Bench``
 (the run's config, data and what earlier stages produced) and runs through the ``StageRunner``,
 so a rerun skips a finished stage whose inputs are unchanged and recomputes one whose inputs
-changed. Translation appends one fsynced batch at a time (``resumable.translate_resumable``), so
-an interrupted run resumes per segment.
+changed. Translation appends finished segments durably as it goes (``resumable.
+translate_resumable``: as the backend's running batch finishes them, or one fsynced batch at a
+time), so an interrupted run resumes per segment.
 """
 
 from __future__ import annotations
