@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ablation_data import _read_translations
+from ablation_prefill import next_token_logprobs, tail_inputs
 from routelmt.backends.hf import cached_causal_lm
 from routelmt.datasets.wmt import WMTDataset
 from routelmt.features import _hooked_forward, _SharedPrefix
@@ -30,16 +32,6 @@ from routelmt.prompts import encode_prompts, resolve_template
 from routelmt.storage import atomic_open
 
 log = logging.getLogger("ablation_output_pass")
-
-
-def _read_translations(paths: list[Path]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                row = json.loads(line)
-                out.setdefault(row["segment_id"], row["text"])
-    return out
 
 
 def _written_tokens(tokenizer, template, prompt_ids, segment, text) -> list[int]:
@@ -62,16 +54,10 @@ def _pass(model, prefix, tails, written, n_layers, pad_id):
     """Mean state of every layer over the written tokens, and their log-probabilities."""
     import torch
 
-    width = max(len(t) for t in tails)
-    ids = torch.full((len(tails), width), pad_id, dtype=torch.long)
-    tmask = torch.zeros((len(tails), width), dtype=torch.long)
-    wmask = torch.zeros((len(tails), width), dtype=torch.bool)
+    inputs, tmask = tail_inputs(prefix, tails, pad_id)
+    wmask = torch.zeros(tmask.shape, dtype=torch.bool)
     for r, (tail, n_written) in enumerate(zip(tails, written, strict=True)):
-        ids[r, : len(tail)] = torch.tensor(tail)
-        tmask[r, : len(tail)] = 1
         wmask[r, len(tail) - n_written : len(tail)] = True
-    attention = torch.cat([torch.ones((len(tails), prefix.length), dtype=torch.long), tmask], 1)
-    positions = (prefix.length + torch.arange(width))[None, :].expand(len(tails), -1)
     keep = wmask.unsqueeze(-1)
     counts = wmask.sum(1, keepdim=True).clamp(min=1)
     finals: dict[str, object] = {}
@@ -87,24 +73,19 @@ def _pass(model, prefix, tails, written, n_layers, pad_id):
     lengths = tmask.sum(1)
     captured, _, _ = _hooked_forward(
         model,
-        {"input_ids": ids, "attention_mask": attention, "position_ids": positions},
+        inputs,
         list(range(n_layers + 1)),
         pool=pool,
         last=lambda hidden: hidden[rows, lengths - 1, :],
         entropy=True,
         cache=prefix.expanded(len(tails)),
     )
-    head = model.get_output_embeddings()
-    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     stats = np.zeros((len(tails), 4), dtype=np.float32)  # mean, min, stop, mean entropy
     with torch.inference_mode():
         final = finals["h"]
         for r, (tail, n_written) in enumerate(zip(tails, written, strict=True)):
             start = len(tail) - n_written  # first written position; predicted from start - 1
-            logits = head(final[r, start - 1 : len(tail) - 1, :]).float()
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            lp = torch.log_softmax(logits, -1)
+            lp = next_token_logprobs(model, final[r, start - 1 : len(tail) - 1, :])
             target = torch.tensor(tail[start:])
             chosen = lp[torch.arange(n_written), target]
             entropy = -(lp.exp() * lp).sum(-1)

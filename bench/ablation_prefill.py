@@ -31,8 +31,8 @@ from routelmt.storage import atomic_open
 log = logging.getLogger("ablation_prefill")
 
 
-def _tail_pass(model, prefix, tails, n_layers, pad_id, loglik):
-    """States of every layer (last and mean) plus the tail's token log-probabilities."""
+def tail_inputs(prefix, tails, pad_id):
+    """Forward inputs for right-padded prompt tails after a shared prefix, and the tail mask."""
     import torch
 
     width = max(len(t) for t in tails)
@@ -41,10 +41,29 @@ def _tail_pass(model, prefix, tails, n_layers, pad_id, loglik):
     for r, tail in enumerate(tails):
         ids[r, : len(tail)] = torch.tensor(tail)
         tmask[r, : len(tail)] = 1
-    lengths = tmask.sum(1)
-    rows = torch.arange(len(tails))
     attention = torch.cat([torch.ones((len(tails), prefix.length), dtype=torch.long), tmask], 1)
     positions = (prefix.length + torch.arange(width))[None, :].expand(len(tails), -1)
+    return {"input_ids": ids, "attention_mask": attention, "position_ids": positions}, tmask
+
+
+def next_token_logprobs(model, final):
+    """Log-softmax of the LM head over final states (n, H), with the model's logit soft-cap."""
+    import torch
+
+    logits = model.get_output_embeddings()(final).float()
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.log_softmax(logits, -1)
+
+
+def _tail_pass(model, prefix, tails, n_layers, pad_id, loglik):
+    """States of every layer (last and mean) plus the tail's token log-probabilities."""
+    import torch
+
+    inputs, tmask = tail_inputs(prefix, tails, pad_id)
+    lengths = tmask.sum(1)
+    rows = torch.arange(len(tails))
     keep = tmask.bool().unsqueeze(-1)
     finals: dict[str, object] = {}
 
@@ -58,15 +77,13 @@ def _tail_pass(model, prefix, tails, n_layers, pad_id, loglik):
 
     captured, ent, _ = _hooked_forward(
         model,
-        {"input_ids": ids, "attention_mask": attention, "position_ids": positions},
+        inputs,
         list(range(n_layers + 1)),
         pool=pool,
         last=lambda hidden: hidden[rows, lengths - 1, :],
         entropy=True,
         cache=prefix.expanded(len(tails)),
     )
-    head = model.get_output_embeddings()
-    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     logprob = np.zeros(len(tails), dtype=np.float32)
     with torch.inference_mode():
         final = finals["h"]
@@ -74,10 +91,7 @@ def _tail_pass(model, prefix, tails, n_layers, pad_id, loglik):
             n = len(tail)
             if n < 2:
                 continue
-            logits = head(final[r, : n - 1, :]).float()
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            lp = torch.log_softmax(logits, -1)
+            lp = next_token_logprobs(model, final[r, : n - 1, :])
             target = torch.tensor(tail[1:])
             logprob[r] = float(lp[torch.arange(n - 1), target].mean())
     states = torch.stack([captured[i] for i in range(n_layers + 1)], 1).numpy()
