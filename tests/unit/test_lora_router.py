@@ -13,10 +13,14 @@ pytest.importorskip("peft")
 
 from test_features_tiny import _tiny_model as tiny_model  # noqa: E402
 
-from routelmt.errors import ConfigError  # noqa: E402
+from routelmt.errors import ConfigError, InputError  # noqa: E402
 from routelmt.records import ScoredExample, Segment  # noqa: E402
 from routelmt.routers.base import get_router  # noqa: E402
-from routelmt.routers.lora import RouteLMTLoRARouter, subsample_by_group  # noqa: E402
+from routelmt.routers.lora import (  # noqa: E402
+    RouteLMTLoRARouter,
+    split_by_group,
+    subsample_by_group,
+)
 from routelmt.routers.provenance import training_overlap  # noqa: E402
 
 WORDS = ["alpha", "beta", "gamma", "delta", "river", "city", "house", "green", "quick", "slow"]
@@ -163,3 +167,34 @@ def test_long_prompts_keep_their_end(lm):
     ids = router._encode([Segment(id="a", direction="en-de", source="alpha beta gamma")])[0]
     full = _router(lm)._encode([Segment(id="a", direction="en-de", source="alpha beta gamma")])[0]
     assert ids == full[-5:]
+
+
+def test_early_stopping_keeps_the_best_checkpoint_and_stops(lm):
+    examples = _examples(64)
+    router = _router(
+        lm, lr=1e-3, head_lr=1e-2, steps=400, validation=0.25, eval_every=4, patience=2
+    ).fit(examples)
+    curve = router.learning_curve
+    info = router.train_info
+    assert curve[0]["step"] == 0 and len(curve) >= 3
+    assert [p["step"] for p in curve] == sorted(p["step"] for p in curve)
+    assert info["stopped_early"] and len(router.losses) < 400
+    assert curve[-1]["step"] == len(router.losses)
+    best = min(curve, key=lambda p: p["val_mse"])
+    assert info["best_step"] == best["step"] and best["val_mse"] < curve[0]["val_mse"]
+    # the kept adapter and head are the best checkpoint's, not the last step's
+    train, held = split_by_group(examples, 0.25, 0)
+    z = (np.asarray([ex.gain for ex in held]) - router.target_mean) / router.target_std
+    kept = np.mean((router._predict_raw(router._encode(held)) - z) ** 2)
+    assert kept == pytest.approx(best["val_mse"], rel=1e-4)
+    assert info["n_validation"] == len(held) and info["n_train"] == len(train)
+    assert not {ex.segment.group for ex in train} & {ex.segment.group for ex in held}
+
+
+def test_early_stopping_settings_and_too_few_groups(lm):
+    for bad in (dict(validation=1.0), dict(validation=-0.1), dict(patience=0), dict(eval_every=0)):
+        with pytest.raises(ConfigError):
+            _router(lm, **bad)
+    one_group = [ex for ex in _examples(8) if ex.segment.group == "g0"]
+    with pytest.raises(InputError, match="both sides"):
+        _router(lm, steps=2, validation=0.5).fit(one_group)

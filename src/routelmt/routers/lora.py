@@ -72,6 +72,87 @@ def subsample_by_group(
     return [examples[i] for i in sorted(chosen[:max_n])]
 
 
+def split_by_group(
+    examples: Sequence[ScoredExample], share: float, seed: int = 0
+) -> tuple[list[ScoredExample], list[ScoredExample]]:
+    """(training, held-out) with about ``share`` of the source groups held out, so no source
+    text sits on both sides of the early-stopping split."""
+    groups = sorted({ex.segment.group for ex in examples})
+    n_held = max(1, round(share * len(groups)))
+    if len(groups) < 2 or n_held >= len(groups):
+        raise InputError(
+            f"early stopping needs source groups on both sides: {len(groups)} groups, "
+            f"validation share {share}"
+        )
+    rng = np.random.default_rng(seed + 7)
+    held = {groups[i] for i in rng.permutation(len(groups))[:n_held]}
+    return (
+        [ex for ex in examples if ex.segment.group not in held],
+        [ex for ex in examples if ex.segment.group in held],
+    )
+
+
+class _EarlyStopper:
+    """Validation checks during LoRA training: the curve, the best checkpoint, the stop."""
+
+    def __init__(
+        self,
+        router: RouteLMTLoRARouter,
+        validation: tuple[list[list[int]], np.ndarray, int],
+        losses: list[float],
+    ) -> None:
+        self.router = router
+        self.prompts, self.targets, self.every = validation
+        self.losses = losses
+        self.started = time.perf_counter()
+        self.best = math.inf
+        self.best_state: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self.since_best = 0
+        self.done = False
+        self.last_step = 0
+        router.learning_curve = []
+
+    def due(self, step: int, total: int) -> bool:
+        return step % self.every == 0 or step == total
+
+    def check(self) -> None:
+        router = self.router
+        assert router._adapted is not None
+        step = len(self.losses)
+        mse = float(np.mean((router._predict_raw(self.prompts) - self.targets) ** 2))
+        recent = self.losses[self.last_step : step]
+        router.learning_curve.append(
+            {
+                "step": step,
+                "train_loss": float(np.mean(recent)) if recent else math.nan,
+                "val_mse": mse,
+                "seconds": round(time.perf_counter() - self.started, 2),
+            }
+        )
+        self.last_step = step
+        log.info("%s: step %d, validation MSE %.4f", router.name, step, mse)
+        if mse < self.best - 1e-9:
+            self.best, self.since_best = mse, 0
+            self.best_state = (
+                {k: v.detach().clone() for k, v in router._adapted.lora_parameters().items()},
+                copy.deepcopy(router._head.state_dict()),
+            )
+        else:
+            self.since_best += 1
+            self.done = self.since_best >= router.patience
+
+    def restore_best(self) -> None:
+        import torch
+
+        router = self.router
+        assert router._adapted is not None and self.best_state is not None
+        lora, head = self.best_state
+        with torch.no_grad():
+            for name, param in router._adapted.lora_parameters().items():
+                param.copy_(lora[name])
+        router._head.load_state_dict(head)
+
+
 class _AdaptedBody:
     """A private copy of the decoder blocks 1..layer of the base model, with LoRA injected.
 
@@ -160,6 +241,12 @@ class RouteLMTLoRARouter(Router):
     layer after the final norm). ``steps`` fixes the number of optimiser steps; otherwise
     ``epochs`` passes over the (``max_train``-subsampled) training set. ``lm`` passes an already
     loaded ``(model, tokenizer)`` instead of loading ``model`` (tests, custom models).
+
+    Early stopping, as the paper trains it: ``validation`` > 0 holds out that share of the
+    training source groups; every ``eval_every`` steps (default: once an epoch) the validation
+    MSE is measured, training stops after ``patience`` checks without improvement, and the best
+    adapter and head are kept; ``steps``/``epochs`` are then the cap. ``learning_curve`` holds
+    each check (step, mean training loss since the last one, validation MSE, seconds).
     """
 
     name = "routelmt-lora"
@@ -186,6 +273,9 @@ class RouteLMTLoRARouter(Router):
         max_train: int | None = None,
         max_length: int = 512,
         grad_clip: float = 1.0,
+        validation: float = 0.0,
+        patience: int = 2,
+        eval_every: int | None = None,
         seed: int = 0,
         dtype: str = "float32",
         score_batch_size: int = 8,
@@ -211,6 +301,12 @@ class RouteLMTLoRARouter(Router):
                 raise ConfigError(f"{what} must be at least 1, got {value}")
         if steps is not None and int(steps) < 1:
             raise ConfigError(f"steps must be at least 1, got {steps}")
+        if not 0.0 <= float(validation) < 1.0:
+            raise ConfigError(f"validation must be a share in [0, 1), got {validation}")
+        if int(patience) < 1:
+            raise ConfigError(f"patience must be at least 1, got {patience}")
+        if eval_every is not None and int(eval_every) < 1:
+            raise ConfigError(f"eval_every must be at least 1, got {eval_every}")
         self.model_spec = model
         self.template_name = template
         self.layer_setting = layer
@@ -222,6 +318,9 @@ class RouteLMTLoRARouter(Router):
         self.steps = None if steps is None else int(steps)
         self.max_train = None if max_train is None else int(max_train)
         self.max_length, self.grad_clip = int(max_length), float(grad_clip)
+        self.validation, self.patience = float(validation), int(patience)
+        self.eval_every = None if eval_every is None else int(eval_every)
+        self.learning_curve: list[dict[str, float]] = []
         self.seed, self.dtype = int(seed), dtype
         self.score_batch_size = int(score_batch_size)
         self.progress = progress
@@ -342,11 +441,10 @@ class RouteLMTLoRARouter(Router):
             raise InputError(f"{self.name}: no training examples")
         started = time.perf_counter()
         chosen = subsample_by_group(train, self.max_train, self.seed)
-        y = np.asarray(
-            [ex.gain if self.target == "gain" else ex.q_small for ex in chosen], dtype=np.float64
-        )
-        if not np.all(np.isfinite(y)):
-            raise InputError(f"{self.name}: training targets contain NaN or infinite values")
+        held: list[ScoredExample] = []
+        if self.validation > 0:
+            chosen, held = split_by_group(chosen, self.validation, self.seed)
+        y = self._targets(chosen)
         self.target_mean = float(y.mean())
         self.target_std = float(y.std()) if y.std() > 1e-12 else 1.0
         z = torch.as_tensor((y - self.target_mean) / self.target_std, dtype=torch.float32)
@@ -359,7 +457,11 @@ class RouteLMTLoRARouter(Router):
 
         per_epoch = math.ceil(len(chosen) / self.batch_size)
         total = self.steps if self.steps is not None else per_epoch * self.epochs
-        losses = self._train(encoded, lengths, z, total, rng)
+        validation = None
+        if held:
+            z_held = (self._targets(held) - self.target_mean) / self.target_std
+            validation = (self._encode(held), z_held, self.eval_every or per_epoch)
+        losses = self._train(encoded, lengths, z, total, rng, validation)
         self.metric = chosen[0].metric
         self.train_hash = stable_hash([(ex.id, round(float(v), 6)) for ex, v in zip(chosen, y)])
         self.train_sources = training_sources(train)  # all it was given, not only the subsample
@@ -371,6 +473,15 @@ class RouteLMTLoRARouter(Router):
             "loss_first": losses[0] if losses else None,
             "loss_last20": float(np.mean(losses[-20:])) if losses else None,
         }
+        if held:
+            best = min(self.learning_curve, key=lambda point: point["val_mse"])
+            self.train_info |= {
+                "n_validation": len(held),
+                "best_step": int(best["step"]),
+                "best_val_mse": best["val_mse"],
+                "stopped_early": len(losses) < total,
+                "learning_curve": self.learning_curve,
+            }
         self.losses = losses
         log.info(
             "%s: layer %d, %d steps on %d examples in %.1fs (loss %.3f -> %.3f)",
@@ -391,9 +502,12 @@ class RouteLMTLoRARouter(Router):
         z: Any,
         total: int,
         rng: np.random.Generator,
+        validation: tuple[list[list[int]], np.ndarray, int] | None = None,
     ) -> list[float]:
         """``total`` AdamW steps on the adapter and the head (MSE to the standardised targets
-        ``z``); returns the loss of each step. The adapter is frozen again afterwards."""
+        ``z``); returns the loss of each step. The adapter is frozen again afterwards. With
+        ``validation`` (prompts, standardised targets, steps between checks) it stops early
+        and keeps the best checkpoint."""
         import torch
 
         assert self._adapted is not None
@@ -409,14 +523,17 @@ class RouteLMTLoRARouter(Router):
         )
         trainable = lora_params + list(self._head.parameters())
         losses: list[float] = []
+        stopper = _EarlyStopper(self, validation, losses) if validation else None
         bar = self._bar(total)
-        self._adapted.body.train()
         try:
+            if stopper is not None:
+                stopper.check()  # step 0: the zero head, which predicts the training mean
+            self._adapted.body.train()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed + 2)  # LoRA dropout
-                while len(losses) < total:
+                while len(losses) < total and not (stopper and stopper.done):
                     for rows in self._batches(lengths, rng):
-                        if len(losses) >= total:
+                        if len(losses) >= total or (stopper and stopper.done):
                             break
                         feats = self._features([encoded[i] for i in rows])
                         pred = self._head(feats).squeeze(-1)
@@ -430,6 +547,11 @@ class RouteLMTLoRARouter(Router):
                         if bar is not None:
                             bar.update(1)
                             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                        if stopper is not None and stopper.due(len(losses), total):
+                            stopper.check()
+                            self._adapted.body.train()
+            if stopper is not None:
+                stopper.restore_best()
         finally:
             self._adapted.body.eval()
             for param in lora_params:
@@ -437,6 +559,15 @@ class RouteLMTLoRARouter(Router):
             if bar is not None:
                 bar.close()
         return losses
+
+    def _targets(self, examples: Sequence[ScoredExample]) -> np.ndarray:
+        y = np.asarray(
+            [ex.gain if self.target == "gain" else ex.q_small for ex in examples],
+            dtype=np.float64,
+        )
+        if not np.all(np.isfinite(y)):
+            raise InputError(f"{self.name}: training targets contain NaN or infinite values")
+        return y
 
     def _set_feature_stats(
         self, encoded: Sequence[Sequence[int]], rng: np.random.Generator
@@ -520,6 +651,9 @@ class RouteLMTLoRARouter(Router):
                 "steps": self.steps,
                 "max_train": self.max_train,
                 "grad_clip": self.grad_clip,
+                "validation": self.validation,
+                "patience": self.patience,
+                "eval_every": self.eval_every,
                 "seed": self.seed,
                 **self.train_info,
             },
