@@ -7,7 +7,7 @@ One teacher-forced pass per segment over the prompt and the small model's own tr
 few-shot prefix is prefilled once per direction and shared): the log-probability the model gave
 each token it wrote (mean, minimum, and that of the stop that ended the line), and the mean state
 of every layer over the written tokens. A greedy decode computes the same log-probabilities as it
-goes (issue 16 lists them as free); this pass recomputes them for translations already on disk.
+goes (they are free at serving time); this pass recomputes them for translations already on disk.
 Writes one .npz atomically, aligned with ``runs/ablation/prefill.npz``'s ids.
 """
 
