@@ -11,7 +11,8 @@ validation MSE every ``--eval-every`` steps and stops after ``--patience`` check
 improvement, keeping the best checkpoint (``routelmt-lora``'s early stopping). On the same rows:
 the paper's ridge probe at the same layer (the full training rows; its penalty by grouped CV)
 and ``length``. Printed: the learning curve, the cost, HC@p on the test fold with 95% bootstrap
-intervals and the paired differences. The test fold is one fifth of one direction, so the
+intervals and the paired differences. The head's learning rate is chosen among ``--head-lrs`` by the
+validation MSE, inside the training rows. The test fold is one fifth of one direction, so the
 intervals are wide: this measures the recipe and its cost, not a final ranking.
 """
 
@@ -47,6 +48,13 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-4, help="the adapter's learning rate")
+    parser.add_argument(
+        "--head-lrs",
+        default="1e-3",
+        help="the head's learning rates to try; the one with the lowest validation MSE (held-out "
+        "training groups, never the test fold) is kept",
+    )
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--budget", type=float, default=0.3)
     parser.add_argument("--bootstrap", type=int, default=1000)
@@ -61,20 +69,29 @@ def main() -> None:
     test = [ex for ex, f in zip(examples, fold, strict=True) if f == args.fold]
     log.info("%s: %d training, %d test examples", args.pair, len(train), len(test))
 
-    lora = get_router(
-        "routelmt-lora",
-        layer=args.layer,
-        epochs=args.epochs,
-        steps=args.steps,
-        validation=args.validation,
-        eval_every=args.eval_every,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-    )
+    candidates = []
     started = time.perf_counter()
-    lora.fit(train)
+    for head_lr in [float(x) for x in args.head_lrs.split(",")]:
+        router = get_router(
+            "routelmt-lora",
+            layer=args.layer,
+            epochs=args.epochs,
+            steps=args.steps,
+            validation=args.validation,
+            eval_every=args.eval_every,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            lr=args.lr,
+            head_lr=head_lr,
+        )
+        router.fit(train)
+        best = router.train_info["best_val_mse"]
+        log.info("head lr %g: best validation MSE %.4f", head_lr, best)
+        candidates.append((best, head_lr, router))
     lora_seconds = time.perf_counter() - started
+    _, head_lr, lora = min(candidates, key=lambda c: c[0])
+    curves = {str(lr): r.learning_curve for _, lr, r in candidates}
     started = time.perf_counter()
     lora_scores = lora.score(test)
     lora_score_seconds = time.perf_counter() - started
@@ -107,28 +124,33 @@ def main() -> None:
         "n_train": len(train),
         "n_test": len(test),
         "lora": {k: v for k, v in info.items() if k != "learning_curve"},
-        "learning_curve": lora.learning_curve,
+        "head_lr_chosen": head_lr,
+        "learning_curves": curves,
         "lora_train_seconds": round(lora_seconds, 1),
-        "lora_seconds_per_step": round(lora_seconds / max(1, info["steps"]), 2),
+        "lora_steps": sum(r.train_info["steps"] for _, _, r in candidates),
         "lora_score_seconds_per_segment": round(lora_score_seconds / len(test), 3),
         "probe_seconds": round(probe_seconds, 1),
         "result": result,
     }
-    lines = [f"### LoRA learning curve: {args.pair}, fold {args.fold}, layer {args.layer}", ""]
-    lines += ["| step | mean training loss since the last check | validation MSE | seconds |"]
-    lines += ["|---|---|---|---|"]
-    for point in lora.learning_curve:
-        lines.append(
-            f"| {point['step']} | {point['train_loss']:.3f} | {point['val_mse']:.4f} "
-            f"| {point['seconds']:.0f} |"
-        )
+    lines = [f"### LoRA learning curves: {args.pair}, fold {args.fold}, layer {args.layer}", ""]
+    lines += [
+        "| head lr | step | mean training loss since the last check | validation MSE | seconds |"
+    ]
+    lines += ["|---|---|---|---|---|"]
+    for lr, curve in curves.items():
+        for point in curve:
+            lines.append(
+                f"| {lr} | {point['step']} | {point['train_loss']:.3f} | {point['val_mse']:.4f} "
+                f"| {point['seconds']:.0f} |"
+            )
     lines += [
         "",
-        f"Best step {info['best_step']}, stopped early: {info['stopped_early']}; "
-        f"{info['n_train']} training and {info['n_validation']} validation examples; "
-        f"{report['lora_train_seconds']} s to train ({report['lora_seconds_per_step']} s a step "
-        f"of {args.batch_size}, validation checks included); the probe {report['probe_seconds']}"
-        " s (features and fit).",
+        f"Kept: head lr {head_lr:g} (lowest validation MSE), best step {info['best_step']}, "
+        f"stopped early: {info['stopped_early']}; {info['n_train']} training and "
+        f"{info['n_validation']} validation examples (validation MSE of the training mean: "
+        f"{lora.learning_curve[0]['val_mse']:.4f}); {report['lora_train_seconds']} s to train "
+        f"{report['lora_steps']} steps of {args.batch_size} in all, validation checks included; "
+        f"the probe {report['probe_seconds']} s (features and fit).",
         "",
         f"| router (test fold, n = {len(test)}) | HC@{args.budget} [95% CI] | Spearman "
         "| minus length (paired) | minus the probe (paired) |",
