@@ -92,6 +92,15 @@ def split_by_group(
     )
 
 
+def _check_early_stopping(validation: float, patience: int, eval_every: int | None) -> None:
+    if not 0.0 <= float(validation) < 1.0:
+        raise ConfigError(f"validation must be a share in [0, 1), got {validation}")
+    if int(patience) < 1:
+        raise ConfigError(f"patience must be at least 1, got {patience}")
+    if eval_every is not None and int(eval_every) < 1:
+        raise ConfigError(f"eval_every must be at least 1, got {eval_every}")
+
+
 class _EarlyStopper:
     """Validation checks during LoRA training: the curve, the best checkpoint, the stop."""
 
@@ -301,12 +310,7 @@ class RouteLMTLoRARouter(Router):
                 raise ConfigError(f"{what} must be at least 1, got {value}")
         if steps is not None and int(steps) < 1:
             raise ConfigError(f"steps must be at least 1, got {steps}")
-        if not 0.0 <= float(validation) < 1.0:
-            raise ConfigError(f"validation must be a share in [0, 1), got {validation}")
-        if int(patience) < 1:
-            raise ConfigError(f"patience must be at least 1, got {patience}")
-        if eval_every is not None and int(eval_every) < 1:
-            raise ConfigError(f"eval_every must be at least 1, got {eval_every}")
+        _check_early_stopping(validation, patience, eval_every)
         self.model_spec = model
         self.template_name = template
         self.layer_setting = layer
