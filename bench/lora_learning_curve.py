@@ -1,10 +1,12 @@
-"""LoRA as the paper trains it, in-model, on one outer fold of one direction: its learning curve.
+"""LoRA as the paper trains it, in-model, on one direction: learning curves, cost, HC.
 
     T=runs/in-model-3pairs/translate/hf-gemma3-270m/translations.jsonl
-    python bench/lora_learning_curve.py --small $T --pair en-es -o runs/ablation/lora-curve
+    python bench/lora_learning_curve.py --small $T --pair en-es --folds 0,1,2,3,4 \\
+        -o runs/ablation/lora-curve
 
 Gemma-3-270M's own translations against the recorded large system (chrF gains). Outer split:
-fold ``--fold`` of 5 folds grouped by source is the test set; the rest trains. LoRA (rank 8,
+5 folds grouped by source; each fold in ``--folds`` is a test set in turn, the rest trains
+(all five folds: every segment of the direction is scored out of fold). LoRA (rank 8,
 alpha 32, every linear layer of the blocks up to ``--layer``, jointly with a linear head, MSE on
 the standardised gain) holds out ``--validation`` of the training source groups, checks the
 validation MSE every ``--eval-every`` steps and stops after ``--patience`` checks without
@@ -12,8 +14,8 @@ improvement, keeping the best checkpoint (``routelmt-lora``'s early stopping). O
 the paper's ridge probe at the same layer (the full training rows; its penalty by grouped CV)
 and ``length``. Printed: the learning curve, the cost, HC@p on the test fold with 95% bootstrap
 intervals and the paired differences. The head's learning rate is chosen among ``--head-lrs`` by the
-validation MSE, inside the training rows. The test fold is one fifth of one direction, so the
-intervals are wide: this measures the recipe and its cost, not a final ranking.
+validation MSE, inside each fold's training rows. One test fold is a fifth of one direction, so
+its intervals are wide: run all five folds for a ranking.
 """
 
 from __future__ import annotations
@@ -35,12 +37,65 @@ from routelmt.storage import atomic_open
 log = logging.getLogger("lora_curve")
 
 
+def _fit_fold(args, train: list, test: list) -> dict:
+    """LoRA candidates (one per head learning rate) with early stopping, the one with the lowest
+    validation MSE kept, and the ridge probe at the same layer, on one outer fold."""
+    candidates = []
+    started = time.perf_counter()
+    for head_lr in [float(x) for x in args.head_lrs.split(",")]:
+        router = get_router(
+            "routelmt-lora",
+            layer=args.layer,
+            epochs=args.epochs,
+            steps=args.steps,
+            validation=args.validation,
+            eval_every=args.eval_every,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            lr=args.lr,
+            head_lr=head_lr,
+        )
+        router.fit(train)
+        log.info("head lr %g: best validation MSE %.4f", head_lr, router.train_info["best_val_mse"])
+        candidates.append((router.train_info["best_val_mse"], head_lr, router))
+    lora_seconds = time.perf_counter() - started
+    _, head_lr, lora = min(candidates, key=lambda c: c[0])
+    started = time.perf_counter()
+    lora_scores = lora.score(test)
+    score_seconds = time.perf_counter() - started
+    probe = get_router("routelmt", layer=args.layer)
+    started = time.perf_counter()
+    probe.prepare(train + test)
+    probe_scores = probe.fit(train).score(test)
+    info = lora.train_info
+    return {
+        "lora": lora_scores,
+        "probe": probe_scores,
+        "summary": {
+            "n_train": info["n_train"],
+            "n_validation": info["n_validation"],
+            "n_test": len(test),
+            "head_lr": head_lr,
+            "best_step": info["best_step"],
+            "best_val_mse": info["best_val_mse"],
+            "mean_val_mse": lora.learning_curve[0]["val_mse"],
+            "stopped_early": info["stopped_early"],
+            "steps": sum(r.train_info["steps"] for _, _, r in candidates),
+            "lora_seconds": round(lora_seconds, 1),
+            "lora_score_seconds_per_segment": round(score_seconds / len(test), 3),
+            "probe_seconds": round(time.perf_counter() - started, 1),
+        },
+        "curves": {str(lr): r.learning_curve for _, lr, r in candidates},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", required=True, help="the small model's translations.jsonl")
     parser.add_argument("--pair", default="en-es")
     parser.add_argument("--large", default="GPT-4")
-    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--folds", default="0", help="outer folds to test, of 5 (e.g. 0,1,2,3,4)")
     parser.add_argument("--layer", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=3, help="the cap; early stopping ends it")
     parser.add_argument("--steps", type=int, default=None, help="a cap in steps (smoke runs)")
@@ -65,79 +120,55 @@ def main() -> None:
     examples = wmt_labels(pairs=args.pair, small=args.small, large=args.large, metric="chrf")
     groups = np.asarray([ex.segment.group for ex in examples])
     fold = fold_ids(groups, 5, 0)
-    train = [ex for ex, f in zip(examples, fold, strict=True) if f != args.fold]
-    test = [ex for ex, f in zip(examples, fold, strict=True) if f == args.fold]
-    log.info("%s: %d training, %d test examples", args.pair, len(train), len(test))
-
-    candidates = []
-    started = time.perf_counter()
-    for head_lr in [float(x) for x in args.head_lrs.split(",")]:
-        router = get_router(
-            "routelmt-lora",
-            layer=args.layer,
-            epochs=args.epochs,
-            steps=args.steps,
-            validation=args.validation,
-            eval_every=args.eval_every,
-            patience=args.patience,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            lr=args.lr,
-            head_lr=head_lr,
-        )
-        router.fit(train)
-        best = router.train_info["best_val_mse"]
-        log.info("head lr %g: best validation MSE %.4f", head_lr, best)
-        candidates.append((best, head_lr, router))
-    lora_seconds = time.perf_counter() - started
-    _, head_lr, lora = min(candidates, key=lambda c: c[0])
-    curves = {str(lr): r.learning_curve for _, lr, r in candidates}
-    started = time.perf_counter()
-    lora_scores = lora.score(test)
-    lora_score_seconds = time.perf_counter() - started
-
-    probe = get_router("routelmt", layer=args.layer)
-    started = time.perf_counter()
-    probe.prepare(train + test)
-    probe.fit(train)
-    probe_scores = probe.score(test)
-    probe_seconds = time.perf_counter() - started
-
-    gain = np.asarray([ex.gain for ex in test])
+    probe_name = f"routelmt (ridge probe, layer {args.layer})"
+    rows: list[int] = []
+    lora_scores: list[float] = []
+    probe_scores: list[float] = []
+    folds: dict[str, dict] = {}
+    for f in [int(x) for x in args.folds.split(",")]:
+        test_rows = np.flatnonzero(fold == f)
+        train = [ex for ex, k in zip(examples, fold, strict=True) if k != f]
+        test = [examples[i] for i in test_rows]
+        log.info("%s fold %d: %d training, %d test examples", args.pair, f, len(train), len(test))
+        out = _fit_fold(args, train, test)
+        rows += test_rows.tolist()
+        lora_scores += out["lora"].tolist()
+        probe_scores += out["probe"].tolist()
+        folds[str(f)] = {"summary": out["summary"], "curves": out["curves"]}
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(args.output.with_suffix(".partial.json")) as handle:  # survives a kill
+            json.dump({"folds": folds, "rows": rows, "lora": lora_scores}, handle, default=float)
+    tested = [examples[i] for i in rows]
     scores = {
-        "routelmt-lora (early stopping)": lora_scores,
-        f"routelmt (ridge probe, layer {args.layer})": probe_scores,
-        "length": np.asarray([len(ex.segment.source) for ex in test], dtype=np.float64),
+        "routelmt-lora (early stopping)": np.asarray(lora_scores),
+        probe_name: np.asarray(probe_scores),
+        "length": np.asarray([len(ex.segment.source) for ex in tested], dtype=np.float64),
     }
     result = evaluate(
-        gain,
-        np.asarray([args.pair] * len(test)),
-        np.asarray([ex.segment.group for ex in test]),
+        np.asarray([ex.gain for ex in tested]),
+        np.asarray([args.pair] * len(tested)),
+        np.asarray([ex.segment.group for ex in tested]),
         scores,
-        baselines=("length", f"routelmt (ridge probe, layer {args.layer})"),
+        baselines=("length", probe_name),
         budget=args.budget,
         n_boot=args.bootstrap,
     )
-    info = lora.train_info
-    report = {
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "n_train": len(train),
-        "n_test": len(test),
-        "lora": {k: v for k, v in info.items() if k != "learning_curve"},
-        "head_lr_chosen": head_lr,
-        "learning_curves": curves,
-        "lora_train_seconds": round(lora_seconds, 1),
-        "lora_steps": sum(r.train_info["steps"] for _, _, r in candidates),
-        "lora_score_seconds_per_segment": round(lora_score_seconds / len(test), 3),
-        "probe_seconds": round(probe_seconds, 1),
-        "result": result,
-    }
-    lines = [f"### LoRA learning curves: {args.pair}, fold {args.fold}, layer {args.layer}", ""]
-    lines += [
-        "| head lr | step | mean training loss since the last check | validation MSE | seconds |"
-    ]
+    report = {"args": {k: str(v) for k, v in vars(args).items()}, "folds": folds, "result": result}
+    text = _markdown(args, folds, result, len(tested), probe_name)
+    print(text, flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(args.output.with_suffix(".json")) as handle:
+        json.dump(report, handle, indent=1, default=float)
+    with atomic_open(args.output.with_suffix(".md")) as handle:
+        handle.write(text)
+
+
+def _markdown(args, folds: dict, result: dict, n: int, probe_name: str) -> str:
+    first = next(iter(folds))
+    lines = [f"### LoRA learning curves: {args.pair}, fold {first}, layer {args.layer}", ""]
+    lines += ["| head lr | step | mean training loss since the last check | validation MSE | s |"]
     lines += ["|---|---|---|---|---|"]
-    for lr, curve in curves.items():
+    for lr, curve in folds[first]["curves"].items():
         for point in curve:
             lines.append(
                 f"| {lr} | {point['step']} | {point['train_loss']:.3f} | {point['val_mse']:.4f} "
@@ -145,22 +176,28 @@ def main() -> None:
             )
     lines += [
         "",
-        f"Kept: head lr {head_lr:g} (lowest validation MSE), best step {info['best_step']}, "
-        f"stopped early: {info['stopped_early']}; {info['n_train']} training and "
-        f"{info['n_validation']} validation examples (validation MSE of the training mean: "
-        f"{lora.learning_curve[0]['val_mse']:.4f}); {report['lora_train_seconds']} s to train "
-        f"{report['lora_steps']} steps of {args.batch_size} in all, validation checks included; "
-        f"the probe {report['probe_seconds']} s (features and fit).",
+        "| fold | train / validation / test | head lr kept | best step | validation MSE: "
+        "training mean, best | stopped early | LoRA steps, s (all candidates) | probe s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f, block in folds.items():
+        s = block["summary"]
+        lines.append(
+            f"| {f} | {s['n_train']} / {s['n_validation']} / {s['n_test']} | {s['head_lr']:g} "
+            f"| {s['best_step']} | {s['mean_val_mse']:.4f}, {s['best_val_mse']:.4f} "
+            f"| {s['stopped_early']} | {s['steps']}, {s['lora_seconds']:.0f} "
+            f"| {s['probe_seconds']:.0f} |"
+        )
+    lines += [
         "",
-        f"| router (test fold, n = {len(test)}) | HC@{args.budget} [95% CI] | Spearman "
+        f"| router (out of fold, n = {n}) | HC@{args.budget} [95% CI] | Spearman "
         "| minus length (paired) | minus the probe (paired) |",
         "|---|---|---|---|---|",
     ]
-    block = result["directions"][args.pair]["routers"]
-    for name, row in block.items():
+    for name, row in result["directions"][args.pair]["routers"].items():
         cells = [name, f"{row['hc']:.1f} [{row['hc_ci'][0]:.1f}, {row['hc_ci'][1]:.1f}]"]
         cells.append(f"{row['spearman']:.3f}")
-        for base in ("length", f"routelmt (ridge probe, layer {args.layer})"):
+        for base in ("length", probe_name):
             vs = row["vs"].get(base)
             cells.append(
                 "—"
@@ -169,13 +206,7 @@ def main() -> None:
                 + (" **beats**" if vs["beats"] else "")
             )
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text, flush=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.output.with_suffix(".json")) as handle:
-        json.dump(report, handle, indent=1, default=float)
-    with atomic_open(args.output.with_suffix(".md")) as handle:
-        handle.write(text)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
