@@ -163,6 +163,10 @@ def main() -> None:
         handle.write(text)
 
 
+def _num(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
 def _markdown(args, folds: dict, result: dict, n: int, probe_name: str) -> str:
     first = next(iter(folds))
     lines = [f"### LoRA learning curves: {args.pair}, fold {first}, layer {args.layer}", ""]
@@ -171,8 +175,8 @@ def _markdown(args, folds: dict, result: dict, n: int, probe_name: str) -> str:
     for lr, curve in folds[first]["curves"].items():
         for point in curve:
             lines.append(
-                f"| {lr} | {point['step']} | {point['train_loss']:.3f} | {point['val_mse']:.4f} "
-                f"| {point['seconds']:.0f} |"
+                f"| {lr} | {point['step']} | {_num(point['train_loss'], 3)} "
+                f"| {point['val_mse']:.4f} | {point['seconds']:.0f} |"
             )
     lines += [
         "",

@@ -169,7 +169,7 @@ def test_long_prompts_keep_their_end(lm):
     assert ids == full[-5:]
 
 
-def test_early_stopping_keeps_the_best_checkpoint_and_stops(lm):
+def test_early_stopping_keeps_the_best_checkpoint_and_stops(lm, tmp_path):
     examples = _examples(64)
     router = _router(
         lm, lr=1e-3, head_lr=1e-2, steps=400, validation=0.25, eval_every=4, patience=2
@@ -189,6 +189,13 @@ def test_early_stopping_keeps_the_best_checkpoint_and_stops(lm):
     assert kept == pytest.approx(best["val_mse"], rel=1e-4)
     assert info["n_validation"] == len(held) and info["n_train"] == len(train)
     assert not {ex.segment.group for ex in train} & {ex.segment.group for ex in held}
+    # the artifact carries the curve as strict JSON (no NaN) and scores the same after loading
+    router.save(tmp_path / "r")
+    text = (tmp_path / "r" / "router.json").read_text()
+    assert "NaN" not in text
+    assert json.loads(text)["training"]["best_step"] == best["step"]
+    loaded = RouteLMTLoRARouter.load(tmp_path / "r", lm=lm, progress=False)
+    np.testing.assert_allclose(loaded.score(held), router.score(held))
 
 
 def test_early_stopping_settings_and_too_few_groups(lm):

@@ -133,7 +133,7 @@ class _EarlyStopper:
         router.learning_curve.append(
             {
                 "step": step,
-                "train_loss": float(np.mean(recent)) if recent else math.nan,
+                "train_loss": float(np.mean(recent)) if recent else None,  # JSON has no NaN
                 "val_mse": mse,
                 "seconds": round(time.perf_counter() - self.started, 2),
             }
@@ -154,7 +154,10 @@ class _EarlyStopper:
         import torch
 
         router = self.router
-        assert router._adapted is not None and self.best_state is not None
+        assert router._adapted is not None
+        if self.best_state is None:  # every check was NaN: keep the last weights, say so
+            log.warning("%s: no finite validation MSE; keeping the last step", router.name)
+            return
         lora, head = self.best_state
         with torch.no_grad():
             for name, param in router._adapted.lora_parameters().items():
@@ -324,7 +327,7 @@ class RouteLMTLoRARouter(Router):
         self.max_length, self.grad_clip = int(max_length), float(grad_clip)
         self.validation, self.patience = float(validation), int(patience)
         self.eval_every = None if eval_every is None else int(eval_every)
-        self.learning_curve: list[dict[str, float]] = []
+        self.learning_curve: list[dict[str, float | None]] = []
         self.seed, self.dtype = int(seed), dtype
         self.score_batch_size = int(score_batch_size)
         self.progress = progress
@@ -444,6 +447,7 @@ class RouteLMTLoRARouter(Router):
         if not train:
             raise InputError(f"{self.name}: no training examples")
         started = time.perf_counter()
+        self.learning_curve = []
         chosen = subsample_by_group(train, self.max_train, self.seed)
         held: list[ScoredExample] = []
         if self.validation > 0:
