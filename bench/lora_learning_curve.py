@@ -33,6 +33,7 @@ from routelmt.labels import wmt_labels
 from routelmt.routers.base import get_router
 from routelmt.splits import fold_ids
 from routelmt.storage import atomic_open
+from router_ablation import paired_cell
 
 log = logging.getLogger("lora_curve")
 
@@ -201,14 +202,7 @@ def _markdown(args, folds: dict, result: dict, n: int, probe_name: str) -> str:
     for name, row in result["directions"][args.pair]["routers"].items():
         cells = [name, f"{row['hc']:.1f} [{row['hc_ci'][0]:.1f}, {row['hc_ci'][1]:.1f}]"]
         cells.append(f"{row['spearman']:.3f}")
-        for base in ("length", probe_name):
-            vs = row["vs"].get(base)
-            cells.append(
-                "—"
-                if vs is None
-                else f"{vs['hc']:+.1f} [{vs['hc_ci'][0]:+.1f}, {vs['hc_ci'][1]:+.1f}]"
-                + (" **beats**" if vs["beats"] else "")
-            )
+        cells += [paired_cell(row["vs"].get(base)) for base in ("length", probe_name)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -285,16 +285,17 @@ def markdown(
         for d in dirs:
             r = results["directions"][d]["routers"][name]
             cells.append(f"{r['hc']:.1f} [{r['hc_ci'][0]:.1f}, {r['hc_ci'][1]:.1f}]")
-            for base in versus:
-                vs = r["vs"].get(base)
-                cells.append(
-                    "—"
-                    if vs is None
-                    else f"{vs['hc']:+.1f} [{vs['hc_ci'][0]:+.1f}, {vs['hc_ci'][1]:+.1f}]"
-                    + (" **beats**" if vs["beats"] else "")
-                )
+            cells += [paired_cell(r["vs"].get(base)) for base in versus]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paired_cell(vs: dict | None) -> str:
+    """A paired difference with its interval, **beats** when the interval is above zero."""
+    if vs is None:
+        return "—"
+    text = f"{vs['hc']:+.1f} [{vs['hc_ci'][0]:+.1f}, {vs['hc_ci'][1]:+.1f}]"
+    return text + (" **beats**" if vs["beats"] else "")
 
 
 def label_reliability(data: AblationData, larges: list[str]) -> str:
