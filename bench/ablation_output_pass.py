@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ablation_data import _read_translations
-from ablation_prefill import next_token_logprobs, tail_inputs
+from ablation_prefill import every_layer, next_token_logprobs, tail_inputs
 from routelmt.backends.hf import cached_causal_lm
 from routelmt.datasets.wmt import WMTDataset
-from routelmt.features import _hooked_forward, _SharedPrefix
+from routelmt.features import _SharedPrefix
 from routelmt.lm import common_prefix_length, num_layers_of
 from routelmt.progress import bar
 from routelmt.prompts import encode_prompts, resolve_template
@@ -60,29 +60,16 @@ def _pass(model, prefix, tails, written, n_layers, pad_id):
         wmask[r, len(tail) - n_written : len(tail)] = True
     keep = wmask.unsqueeze(-1)
     counts = wmask.sum(1, keepdim=True).clamp(min=1)
-    finals: dict[str, object] = {}
 
-    def pool(hidden, layer):
+    def pool(hidden, _layer):
         # the state *reading* each written token: positions of the written tokens themselves
         total = torch.where(keep, hidden.float(), torch.zeros(())).sum(1)
-        if layer == n_layers:
-            finals["h"] = hidden
         return (total / counts).clone()
 
-    rows = torch.arange(len(tails))
-    lengths = tmask.sum(1)
-    captured, _, _ = _hooked_forward(
-        model,
-        inputs,
-        list(range(n_layers + 1)),
-        pool=pool,
-        last=lambda hidden: hidden[rows, lengths - 1, :],
-        entropy=True,
-        cache=prefix.expanded(len(tails)),
-    )
+    # no next-token entropy at the prompt's end: the written tokens' own log-probs replace it
+    states, final, _ = every_layer(model, prefix, inputs, tmask, n_layers, pool)
     stats = np.zeros((len(tails), 4), dtype=np.float32)  # mean, min, stop, mean entropy
     with torch.inference_mode():
-        final = finals["h"]
         for r, (tail, n_written) in enumerate(zip(tails, written, strict=True)):
             start = len(tail) - n_written  # first written position; predicted from start - 1
             lp = next_token_logprobs(model, final[r, start - 1 : len(tail) - 1, :])
@@ -96,7 +83,6 @@ def _pass(model, prefix, tails, written, n_layers, pad_id):
                 float(chosen[-1]),
                 float(entropy.mean()),
             ]
-    states = torch.stack([captured[i] for i in range(n_layers + 1)], 1).numpy()
     return states, stats
 
 

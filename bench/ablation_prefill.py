@@ -57,6 +57,34 @@ def next_token_logprobs(model, final):
     return torch.log_softmax(logits, -1)
 
 
+def every_layer(model, prefix, inputs, tmask, n_layers, pool, *, entropy=False):
+    """``pool(hidden, layer)`` of every layer over right-padded tails after a shared prefix; also
+    the top layer's raw states (for LM-head log-probs) and, with ``entropy``, the next-token
+    entropy at each tail's end. Returns (states (n, layers, ...), top states, entropy or None)."""
+    import torch
+
+    rows = torch.arange(tmask.shape[0])
+    lengths = tmask.sum(1)
+    top: dict[str, object] = {}
+
+    def keep_top(hidden, layer):
+        if layer == n_layers:
+            top["h"] = hidden
+        return pool(hidden, layer)
+
+    captured, ent, _ = _hooked_forward(
+        model,
+        inputs,
+        list(range(n_layers + 1)),
+        pool=keep_top,
+        last=lambda hidden: hidden[rows, lengths - 1, :],
+        entropy=entropy,
+        cache=prefix.expanded(len(rows)),
+    )
+    states = torch.stack([captured[i] for i in range(n_layers + 1)], 1).numpy()
+    return states, top["h"], ent
+
+
 def _tail_pass(model, prefix, tails, n_layers, pad_id, loglik):
     """States of every layer (last and mean) plus the tail's token log-probabilities."""
     import torch
@@ -65,28 +93,16 @@ def _tail_pass(model, prefix, tails, n_layers, pad_id, loglik):
     lengths = tmask.sum(1)
     rows = torch.arange(len(tails))
     keep = tmask.bool().unsqueeze(-1)
-    finals: dict[str, object] = {}
 
     def pool(hidden, layer):
         last = hidden[rows, lengths - 1, :].float()
         total = torch.where(keep, hidden.float(), torch.zeros(())).sum(1)
         mean = (total + prefix.sums[layer]) / (lengths + prefix.length).unsqueeze(-1)
-        if layer == n_layers:
-            finals["h"] = hidden
         return torch.cat([last, mean], -1).clone()
 
-    captured, ent, _ = _hooked_forward(
-        model,
-        inputs,
-        list(range(n_layers + 1)),
-        pool=pool,
-        last=lambda hidden: hidden[rows, lengths - 1, :],
-        entropy=True,
-        cache=prefix.expanded(len(tails)),
-    )
+    states, final, ent = every_layer(model, prefix, inputs, tmask, n_layers, pool, entropy=True)
     logprob = np.zeros(len(tails), dtype=np.float32)
     with torch.inference_mode():
-        final = finals["h"]
         for r, tail in enumerate(tails if loglik else ()):
             n = len(tail)
             if n < 2:
@@ -94,7 +110,6 @@ def _tail_pass(model, prefix, tails, n_layers, pad_id, loglik):
             lp = next_token_logprobs(model, final[r, : n - 1, :])
             target = torch.tensor(tail[1:])
             logprob[r] = float(lp[torch.arange(n - 1), target].mean())
-    states = torch.stack([captured[i] for i in range(n_layers + 1)], 1).numpy()
     return states, ent.numpy(), logprob
 
 

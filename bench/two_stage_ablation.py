@@ -88,6 +88,12 @@ def main() -> None:
         "log-probabilities and states over what it wrote",
     )
     parser.add_argument("--state-layers", default="6,9,12,15,18")
+    parser.add_argument(
+        "--signals-only",
+        action="store_true",
+        help="with --output-pass: print how each of the small model's own signals ranks its "
+        "output's quality and the gain within each direction (Spearman), then stop",
+    )
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/ablation/two-stage"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -101,6 +107,9 @@ def main() -> None:
 
     Z = np.column_stack([s2[k] for k in OUTPUT_FEATURES])
     own = _own_signals(args.output_pass, data) if args.output_pass else None
+    if own is not None and args.signals_only:
+        print(_signal_table(own, data, args.large.split(",")))
+        return
     state_layers = [int(x) for x in args.state_layers.split(",")]
     pairs = _embedding_pairs(data) if own is not None else None
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
@@ -292,6 +301,28 @@ def _own_signals(path: Path, data: AblationData) -> dict[str, np.ndarray]:
             ]
         ).astype(np.float64)
         return {"scalars": scalars, "states": f["states"]}
+
+
+OWN_SIGNALS = ("mean log-prob", "min log-prob", "stop log-prob", "mean entropy", "log tokens")
+
+
+def _signal_table(own: dict[str, np.ndarray], data: AblationData, larges: list[str]) -> str:
+    """Within-direction Spearman of each own signal with q_small and with each large's gain."""
+    from scipy.stats import spearmanr
+
+    dirs = sorted(set(data.directions))
+    targets = {"q_small": data.q_small} | {f"gain vs {g}": data.gain(g) for g in larges}
+    head = ["signal"] + [f"{d}: {t}" for t in targets for d in dirs]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, name in enumerate(OWN_SIGNALS):
+        cells = [name]
+        for values in targets.values():
+            for d in dirs:
+                rows = data.directions == d
+                rho = spearmanr(own["scalars"][rows, i], values[rows]).statistic
+                cells.append(f"{rho:+.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _learned_qe(options, q_small, groups, train, test):

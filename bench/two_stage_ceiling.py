@@ -103,6 +103,7 @@ def main() -> None:
             str(d): {
                 "q_large": float(q_large[dirs == d].std()),
                 "q_small": float(q_small[dirs == d].std()),
+                "q_small_median": float(np.median(q_small[dirs == d])),
             }
             for d in np.unique(dirs)
         }
@@ -121,6 +122,9 @@ def main() -> None:
         text += ". Standard deviation of q_large / q_small "
         text += ", ".join(
             f"{d} {v['q_large']:.1f} / {v['q_small']:.1f}" for d, v in result["sd"].items()
+        )
+        text += "; median q_small " + ", ".join(
+            f"{d} {v['q_small_median']:.1f}" for d, v in result["sd"].items()
         )
         text += ".\n\n" + _needed(gain, q_large, q_small, dirs, args.budget, result)
         md.append(text)
