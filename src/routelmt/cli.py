@@ -23,6 +23,7 @@ COMMANDS: list[str] = [
     "calibrate",
     "translate",
     "bench",
+    "report",
     "serve",
 ]
 

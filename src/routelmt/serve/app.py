@@ -1,4 +1,5 @@
-"""HTTP layer (FastAPI): /v1/translate, OpenAI-compatible /v1/chat/completions, /health, /metrics.
+"""HTTP layer (FastAPI): /v1/translate, OpenAI-compatible /v1/chat/completions, /health, /metrics,
+/dashboard (``serve.dashboard``).
 
 Chat convention (how a plain OpenAI client says what to translate, and into what):
 
@@ -45,6 +46,7 @@ from routelmt.hybrid import HybridResult
 from routelmt.languages import LANGUAGE_NAMES, parse_direction
 from routelmt.records import Segment
 from routelmt.redact import redact
+from routelmt.serve.dashboard import DASHBOARD_PATHS, add_dashboard_routes
 from routelmt.serve.protocol import (
     MAX_INSTRUCTION_CHARS,
     BodyError,
@@ -529,9 +531,11 @@ def create_app(
     api = Api(service, limits)
     metrics = service.metrics
     open_paths = {"/health"} | (set() if security.metrics_need_key else {"/metrics"})
+    open_paths |= DASHBOARD_PATHS  # the dashboard checks the key itself (Basic or Bearer)
 
     app.middleware("http")(_counting_gate(security, open_paths, metrics))
     _add_routes(app, api, service)
+    add_dashboard_routes(app, service, security)
     return app
 
 

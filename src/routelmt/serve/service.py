@@ -23,6 +23,7 @@ from routelmt.serve.batcher import ContinuousDecoder, MicroBatcher
 from routelmt.serve.breaker import BreakerTranslator, CircuitBreaker
 from routelmt.serve.log import DecisionLog, resolve_log_path, without_text
 from routelmt.serve.metrics import ServiceMetrics
+from routelmt.serve.recent import DEFAULT_CAPACITY, DecisionRing, decision_of
 from routelmt.serve.usage import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class TranslationService:
         max_share: float = 0.75,
         max_prefill_chars: int | None = 2000,
         log_text: bool = False,
+        recent_decisions: int = DEFAULT_CAPACITY,
     ) -> None:
         self.hybrid = hybrid
         second = hybrid.second_stage
@@ -127,6 +129,7 @@ class TranslationService:
         self.large_pool = ThreadPoolExecutor(large_concurrency, thread_name_prefix="large")
         self.log = DecisionLog(log_path) if log_path else None
         self.log_text = bool(log_text)
+        self.recent = DecisionRing(recent_decisions)  # the dashboard's last decisions, no text
         self.max_chars = int(max_chars)
         self.max_items = int(max_items)
         self.directions = None if directions is None else [d.lower() for d in directions]
@@ -239,6 +242,8 @@ class TranslationService:
             self.metrics.segments.inc(r.tier, r.policy)
             self.metrics.latency.observe(r.timings["total"], r.tier)
             self.metrics.route_latency.observe(r.timings["route"])
+        now = time.time()
+        self.recent.extend(decision_of(r, s.source, now) for r, s in zip(done, segments))
         return done
 
     async def _route_only(self, segment: Segment, policy: str, owner: str) -> Staged:

@@ -1,0 +1,99 @@
+"""The last decisions of this process, in memory, for the operator's dashboard.
+
+A bounded ring (``collections.deque`` with ``maxlen``): memory and the cost of a dashboard
+refresh stay flat however long the service runs. A decision is kept without its text: the
+source is its SHA-256 (the decision log's ``source_sha256``, shortened) and its length, so
+the dashboard can never show what a user sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+DEFAULT_CAPACITY = 10_000
+SHA_CHARS = 16  # a prefix of the decision log's source_sha256: enough to find the line
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One answered segment: who answered, why, how fast, at what cost (no text)."""
+
+    time: float
+    direction: str
+    tier: str
+    policy: str
+    reason: str
+    stage: int
+    score: float | None
+    stage2_score: float | None
+    threshold: float | None
+    fallback: bool
+    guard: str | None  # the guard that looked at it, if any
+    vetoed: bool
+    latency_ms: float
+    cost: float | None
+    source_sha256: str
+    source_chars: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def source_digest(text: str) -> str:
+    """The first characters of the text's SHA-256 (as the decision log hashes it)."""
+    data = text.encode("utf-8", errors="surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:SHA_CHARS]
+
+
+def decision_of(result: Any, source: str, when: float) -> Decision:
+    """A ``HybridResult`` (and its source text, only hashed) as a ``Decision``."""
+    guard = result.guard or {}
+    return Decision(
+        time=round(when, 3),
+        direction=result.direction,
+        tier=result.tier,
+        policy=result.policy,
+        reason=result.reason,
+        stage=int(result.stage),
+        score=result.score,
+        stage2_score=result.stage2_score,
+        threshold=result.threshold,
+        fallback=bool(result.fallback),
+        guard=str(guard["name"]) if guard.get("name") is not None else None,
+        vetoed=bool(guard.get("vetoed", False)),
+        latency_ms=round(float(result.timings["total"]) * 1000.0, 3),
+        cost=(result.cost or {}).get("cost"),
+        source_sha256=source_digest(source),
+        source_chars=len(source),
+    )
+
+
+class DecisionRing:
+    """The last ``capacity`` decisions; ``added`` counts every decision ever added."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"decision ring capacity must be an integer >= 1, got {capacity!r}")
+        self.capacity = capacity
+        self._items: deque[Decision] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+        self.added = 0
+
+    def extend(self, decisions: Iterable[Decision]) -> None:
+        items = list(decisions)
+        with self._lock:
+            self._items.extend(items)
+            self.added += len(items)
+
+    def snapshot(self) -> list[Decision]:
+        """A copy, oldest first (safe to read while requests keep adding)."""
+        with self._lock:
+            return list(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
