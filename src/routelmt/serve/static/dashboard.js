@@ -105,7 +105,7 @@ function renderGuard(data) {
   clear(list);
   if (!data.breakers.length) list.appendChild(el("li", {}, "no circuit breaker configured"));
   for (const b of data.breakers) {
-    const li = el("li", { "data-tier": b.tier, "data-state": b.state });
+    const li = el("li", { id: `breaker-${b.tier}`, "data-tier": b.tier, "data-state": b.state });
     li.appendChild(el("span", {}, `breaker ${b.tier}: `));
     li.appendChild(el("b", { class: `state ${b.state}` }, b.state.replace("_", "-")));
     const extra = b.state === "open" ? `, next probe in ${num(b.retry_in_s, 1)} s` : "";
@@ -205,7 +205,8 @@ function render(data) {
 async function refresh() {
   const status = document.getElementById("status");
   try {
-    const response = await fetch("/dashboard/data", { credentials: "same-origin", cache: "no-store" });
+    // from the origin: a page opened as http://user:key@host/ may not fetch a relative URL
+    const response = await fetch(`${location.origin}/dashboard/data`, { credentials: "same-origin", cache: "no-store" });
     if (!response.ok) {
       status.textContent = response.status === 401 ? "API key needed (reload and log in: the key is the password)" : `error ${response.status}`;
       status.className = "status bad";
