@@ -33,6 +33,11 @@ def test_the_ring_keeps_the_last_decisions_only():
     ring.extend(_decision(i) for i in range(12))
     assert len(ring) == 5 and ring.added == 12
     assert [d.time for d in ring.snapshot()] == [7.0, 8.0, 9.0, 10.0, 11.0]
+    view = ring.memo(3, lambda: {"held": len(ring)})
+    assert ring.memo(3, dict) is view  # nothing added: the view is reused
+    assert ring.memo(4, dict) == {}  # another key
+    ring.extend([_decision(12)])
+    assert ring.memo(4, lambda: {"held": 5}) == {"held": 5}
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="capacity"):
             DecisionRing(bad)

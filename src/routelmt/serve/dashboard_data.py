@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -111,30 +110,45 @@ def _breakers(hybrid: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
+def _percentiles(values: np.ndarray) -> dict[str, float | None]:
+    if not values.size:
         return {f"p{q}": None for q in PERCENTILES}
-    found = np.percentile(np.asarray(values, dtype=float), PERCENTILES)
+    found = np.percentile(values, PERCENTILES)
     return {f"p{q}": round(float(v), 3) for q, v in zip(PERCENTILES, found, strict=True)}
 
 
-def group_stats(decisions: Iterable[Decision], key: Callable[[Decision], str]) -> list[dict]:
-    """Per group: decisions, the share answered above the small tier, fallbacks, guard
-    vetoes and latency percentiles (ms), groups in order of first appearance."""
-    groups: dict[str, list[Decision]] = {}
-    for d in decisions:
-        groups.setdefault(key(d), []).append(d)
+def columns(decisions: list[Decision]) -> dict[str, np.ndarray]:
+    """The ring as arrays, read once per refresh (grouping them is then vectorised)."""
+    n = len(decisions)
+    return {
+        "tier": np.array([d.tier for d in decisions], dtype=object),
+        "direction": np.array([d.direction for d in decisions], dtype=object),
+        "stage": np.array([f"stage {d.stage}" for d in decisions], dtype=object),
+        "latency": np.fromiter((d.latency_ms for d in decisions), float, n),
+        "fallback": np.fromiter((d.fallback for d in decisions), bool, n),
+        "vetoed": np.fromiter((d.vetoed for d in decisions), bool, n),
+    }
+
+
+def group_stats(cols: dict[str, np.ndarray], by: str) -> list[dict]:
+    """Per value of column ``by``: decisions, the share answered above the small tier,
+    fallbacks, guard vetoes and latency percentiles (ms), in order of first appearance."""
+    if not cols[by].size:
+        return []
+    names, first, group = np.unique(cols[by], return_index=True, return_inverse=True)
+    above = cols["tier"] != "small"
     rows = []
-    for name, items in groups.items():
-        above = sum(d.tier != "small" for d in items)
+    for g in np.argsort(first):
+        mine = group == g
+        n = int(mine.sum())
         rows.append(
             {
-                "key": name,
-                "n": len(items),
-                "large_share": above / len(items),
-                "fallbacks": sum(d.fallback for d in items),
-                "vetoes": sum(d.vetoed for d in items),
-                **_percentiles([d.latency_ms for d in items]),
+                "key": str(names[g]),
+                "n": n,
+                "large_share": float(above[mine].sum()) / n,
+                "fallbacks": int(cols["fallback"][mine].sum()),
+                "vetoes": int(cols["vetoed"][mine].sum()),
+                **_percentiles(cols["latency"][mine]),
             }
         )
     return rows
@@ -156,14 +170,15 @@ def threshold_series(decisions: list[Decision], limit: int = MAX_SERIES_POINTS) 
 
 def _recent_view(service: Any, last: int) -> dict[str, Any]:
     decisions = service.recent.snapshot()
+    cols = columns(decisions)
     return {
         "capacity": service.recent.capacity,
         "held": len(decisions),
         "added": service.recent.added,
         "since": decisions[0].time if decisions else None,
-        "by_tier": group_stats(decisions, lambda d: d.tier),
-        "by_direction": group_stats(decisions, lambda d: d.direction),
-        "by_stage": group_stats(decisions, lambda d: f"stage {d.stage}"),
+        "by_tier": group_stats(cols, "tier"),
+        "by_direction": group_stats(cols, "direction"),
+        "by_stage": group_stats(cols, "stage"),
         "threshold": threshold_series(decisions),
         "last": [d.to_dict() for d in reversed(decisions[-last:])],
     }
@@ -201,6 +216,6 @@ def dashboard_data(service: Any, *, last: int = LAST_DECISIONS) -> dict[str, Any
             "budget_stage2": None if second is None else _budget_view(second.pacer.state() or {}),
             "guard": None if guard is None else guard.stats(),
             "breakers": _breakers(hybrid),
-            "recent": _recent_view(service, last),
+            "recent": service.recent.memo(last, lambda: _recent_view(service, last)),
         }
     )

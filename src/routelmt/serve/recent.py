@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from typing import Any
 
 DEFAULT_CAPACITY = 10_000
@@ -41,7 +41,10 @@ class Decision:
     source_chars: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(f.name for f in fields(Decision))
 
 
 def source_digest(text: str) -> str:
@@ -83,6 +86,7 @@ class DecisionRing:
         self._items: deque[Decision] = deque(maxlen=capacity)
         self._lock = threading.Lock()
         self.added = 0
+        self._memo: tuple[Any, Any] | None = None
 
     def extend(self, decisions: Iterable[Decision]) -> None:
         items = list(decisions)
@@ -94,6 +98,18 @@ class DecisionRing:
         """A copy, oldest first (safe to read while requests keep adding)."""
         with self._lock:
             return list(self._items)
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, reused until a decision is added (or ``key`` changes): an idle
+        service answers every dashboard refresh without reading the ring again."""
+        mark = (self.added, key)
+        with self._lock:
+            if self._memo is not None and self._memo[0] == mark:
+                return self._memo[1]
+        value = compute()
+        with self._lock:
+            self._memo = (mark, value)
+        return value
 
     def __len__(self) -> int:
         return len(self._items)
