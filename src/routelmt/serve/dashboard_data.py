@@ -200,7 +200,7 @@ def dashboard_data(service: Any, *, last: int = LAST_DECISIONS) -> dict[str, Any
     hybrid = service.hybrid
     second = hybrid.second_stage
     guard = hybrid.guard
-    return finite(
+    now = finite(
         {
             "generated": time.time(),
             "service": {
@@ -216,6 +216,7 @@ def dashboard_data(service: Any, *, last: int = LAST_DECISIONS) -> dict[str, Any
             "budget_stage2": None if second is None else _budget_view(second.pacer.state() or {}),
             "guard": None if guard is None else guard.stats(),
             "breakers": _breakers(hybrid),
-            "recent": service.recent.memo(last, lambda: _recent_view(service, last)),
         }
     )
+    now["recent"] = service.recent.memo(last, lambda: finite(_recent_view(service, last)))
+    return now
