@@ -149,6 +149,8 @@ def test_page_numbers_match_metrics(served):
     ]:
         assert page.value(element) == pytest.approx(_total(m, name), abs=1e-9), element
         assert page.text[element] == f"{_total(m, name):.2f}", element
+    stage1 = _total(m, "routelmt_stage_routed_share", stage="1")
+    assert page.text["stage-shares"] == f"stage 1 {100 * stage1:.1f}%"
     threshold = _total(m, "routelmt_budget_threshold")
     assert page.text["threshold-now"] == f"{threshold:.3f}"
     assert page.text["hard-cap"] == "40.00"

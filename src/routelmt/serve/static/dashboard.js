@@ -55,6 +55,8 @@ function renderBudget(b, m) {
   put("target-share", b.target, b.kind === "share" || b.kind === "tiers" ? pct(b.target) : num(b.target, 3));
   put("window-requests", b.window_requests, int(b.window_requests));
   put("routed-share", m.routed_share, pct(m.routed_share));
+  const stages = Object.entries(m.stage_routed_share || {}).sort();
+  put("stage-shares", stages.length, stages.length ? stages.map(([k, v]) => `stage ${k} ${pct(v)}`).join(", ") : dash);
   put("warming-up", b.warming_up, b.warming_up ? "yes" : "no");
   const top = Math.max(b.target || 0, b.realised_share || 0, b.window_share || 0);
   const scale = Math.min(1, Math.max(0.05, top * 1.5));
