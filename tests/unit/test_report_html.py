@@ -117,3 +117,19 @@ def test_bad_run_dirs_are_a_clear_error(tmp_path, capsys):
     assert "not an evaluation result" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_an_evaluate_folder_with_one_direction(tmp_path):
+    """``routelmt evaluate`` writes RUN_DIR/metrics.json; one direction: no per-direction table,
+    the pooled paired differences still shown."""
+    examples = make_examples(n_sources=30, directions=("en-es",))
+    g = gains_of(examples)
+    scores = {"routelmt": g + np.random.default_rng(0).normal(0, 8, g.size), "length": -g}
+    result = evaluate_routers(examples, scores, [0.3], n_boot=50, seed=0, baselines=["length"])
+    write_report(result, tmp_path / "eval", plots=False)
+    out = tmp_path / "elsewhere" / "r.html"
+    assert main(["-q", "report", str(tmp_path / "eval"), "-o", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert 'id="hc-eval-0.3"' not in html and 'id="paired-eval-0.3"' in html
+    diff = result["paired"]["length"]["routelmt"]["budgets"]["0.3"]["hc"]
+    assert f"{diff['value']:+.2f} [{diff['ci_low']:+.2f}, {diff['ci_high']:+.2f}]" in html

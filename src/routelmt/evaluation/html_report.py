@@ -116,6 +116,12 @@ def _pooled_table(result: dict[str, Any], label: str) -> str:
     return _table(f"pooled-{label}", header, rows)
 
 
+def _directions(result: dict[str, Any]) -> dict[str, Any]:
+    """The per-direction blocks, when there are several (one direction: pooled says it all)."""
+    blocks = (result.get("breakdowns") or {}).get("direction") or {}
+    return blocks if len(blocks) >= 2 else {}
+
+
 def _direction_table(result: dict[str, Any], key: str, label: str) -> str:
     """HC@p per direction, their mean (the paper's averaging) and the pooled value."""
     mean = result["direction_mean"]
@@ -136,7 +142,7 @@ def _paired_table(result: dict[str, Any], key: str, label: str) -> str:
     """Router - baseline on the same resamples: the mean over directions, each direction and
     pooled, HC@p; empty without paired baselines."""
     mean_paired = (result.get("direction_mean") or {}).get("paired") or {}
-    blocks = (result.get("breakdowns") or {}).get("direction") or {}
+    blocks = _directions(result)
     dirs = list(blocks) if mean_paired else []
     pooled = result.get("paired") or {}
     header = ["router", "baseline"]
@@ -160,7 +166,7 @@ def _charts(result: dict[str, Any]) -> str:
     names = list(result["curves"]["routers"])
     parts = ['<div class="charts">', '<div class="chart" id="chart-pooled">']
     parts += ["<h3>pooled</h3>", curves_svg(result), "</div>"]
-    for direction, block in ((result.get("breakdowns") or {}).get("direction") or {}).items():
+    for direction, block in _directions(result).items():
         safe = html.escape(direction)
         parts += [f'<div class="chart small" id="chart-{safe}"><h3>{safe} (n = {block["n"]})</h3>']
         parts += [curves_svg(block, width=400, height=260), "</div>"]
@@ -196,7 +202,7 @@ def result_section(label: str, result: dict[str, Any]) -> str:
     parts += ["<h3>Pooled</h3>", _pooled_table(result, label)]
     headline = format(headline_budget(result["budgets"]), "g")
     for key in [format(p, "g") for p in result["budgets"]]:
-        if result.get("direction_mean") and (result.get("breakdowns") or {}).get("direction"):
+        if result.get("direction_mean") and _directions(result):
             parts += [f"<h3>HC@{key} per direction</h3>", _direction_table(result, key, label)]
         paired = _paired_table(result, key, label)
         if paired:
