@@ -42,6 +42,7 @@ def _config(tmp_path, port: int, large_url: str) -> dict:
             "directions": ["en-es", "en-de"],
             "breaker_failures": 3,
             "breaker_cooldown_s": 600.0,
+            "dashboard_decisions": 500,
         },
     }
 
@@ -179,6 +180,8 @@ def test_tier_table_matches_metrics_and_the_decision_log(served):
         assert row[2] == f"{100 * large / len(mine):.1f}%"
     assert set(by_direction) == {"en-es", "en-de"}
     assert [r[0] for r in page.rows["by-stage"]] == ["stage 1"]
+    note = f"the last {N + 12} of {N + 12} decisions this process answered (keeps 500)"
+    assert note in page.text["recent-note"]
 
 
 def test_breaker_open_and_last_decisions_without_text(served):

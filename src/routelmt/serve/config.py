@@ -96,6 +96,9 @@ class ServerSettings:
     limit_concurrency: int = key(1000, "connections at once", range=(1, 1_000_000))
     breaker_failures: int = key(5, "large failures that open the breaker", range=(0, 1_000_000))
     breaker_cooldown_s: float = key(30.0, "seconds the breaker stays open", range=(0.001, 86_400))
+    dashboard_decisions: int = key(
+        10_000, "last decisions the dashboard keeps in memory (no text)", range=(1, 1_000_000)
+    )
 
 
 @dataclass

@@ -581,4 +581,5 @@ def build_service(
         continuous=server.get("continuous", True),
         max_share=float(server.get("max_share", 0.75)),
         max_prefill_chars=server.get("max_prefill_chars", 2000),
+        recent_decisions=int(server.get("dashboard_decisions", DEFAULT_CAPACITY)),
     )
