@@ -191,6 +191,10 @@ def test_breaker_open_and_last_decisions_without_text(served):
     breaker = page.attrs["breaker-large"]
     assert breaker["data-state"] == "open"
     assert "open" in page.text["breakers"] and "next probe in" in page.text["breakers"]
+    m = _scrape(served["client"].get("/metrics").text)
+    assert _total(m, "routelmt_breaker_state", tier="large", state="open") == 1
+    opened = _total(m, "routelmt_breaker_opened", tier="large")
+    assert opened == 1 and f"opened {opened:.0f}x" in page.text["breakers"]
     last = page.rows["last-decisions"]
     assert len(last) == 50
     newest = log[-1]

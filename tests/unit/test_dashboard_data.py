@@ -11,7 +11,9 @@ import pytest
 from serve_fixtures import make_service
 
 from routelmt.serve.app import create_app
+from routelmt.serve.breaker import CircuitBreaker
 from routelmt.serve.dashboard_data import finite, threshold_series
+from routelmt.serve.metrics import ServiceMetrics
 from routelmt.serve.recent import Decision, DecisionRing
 from routelmt.serve.runner import ServerThread
 from routelmt.serve.security import Security
@@ -57,6 +59,18 @@ def test_non_finite_numbers_become_null():
         "a": [None, 1.0, None],
         "b": {"c": None},
     }
+
+
+def test_breaker_state_is_in_the_metrics():
+    breaker = CircuitBreaker(failures=2, cooldown_s=60)
+    text = ServiceMetrics(breakers=lambda: [("large", breaker)]).render()
+    assert 'routelmt_breaker_state{state="closed",tier="large"} 1.0' in text
+    breaker.record(False)
+    breaker.record(False)
+    text = ServiceMetrics(breakers=lambda: [("large", breaker)]).render()
+    assert 'routelmt_breaker_state{state="open",tier="large"} 1.0' in text
+    assert 'routelmt_breaker_state{state="closed",tier="large"} 0.0' in text
+    assert 'routelmt_breaker_opened{tier="large"} 1.0' in text
 
 
 @pytest.fixture

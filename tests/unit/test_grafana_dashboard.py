@@ -11,16 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serve_fixtures import make_service, serve
+from serve_fixtures import Reverse, make_service, serve
+
+from routelmt.serve.breaker import BreakerTranslator, CircuitBreaker
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
-PROMQL_WORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "le"}
 
 
 @pytest.fixture(scope="module")
 def exported() -> dict[str, set[str]]:
     """Sample name -> its label names, from a scrape after some traffic and a bad request."""
-    service = make_service()
+    service = make_service(large=BreakerTranslator(Reverse(), CircuitBreaker()))
     srv = serve(service)
     try:
         c = httpx.Client(base_url=srv.url, timeout=30)

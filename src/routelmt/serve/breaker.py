@@ -18,7 +18,7 @@ from routelmt.backends.base import Translator
 from routelmt.errors import BackendError, ConfigError
 from routelmt.records import Segment
 
-__all__ = ["BreakerTranslator", "CircuitBreaker", "CircuitOpenError"]
+__all__ = ["BreakerTranslator", "CircuitBreaker", "CircuitOpenError", "breakers_of"]
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
@@ -129,3 +129,9 @@ class BreakerTranslator(Translator):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def breakers_of(hybrid: Any) -> list[tuple[str, CircuitBreaker]]:
+    """(tier, breaker) for each tier above the small model that has a circuit breaker."""
+    translators = [(t.spec.name, t.translator) for t in hybrid.tiers] or [("large", hybrid.large)]
+    return [(tier, t.breaker) for tier, t in translators if isinstance(t, BreakerTranslator)]

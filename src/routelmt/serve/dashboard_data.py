@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from routelmt.serve.breaker import breakers_of
 from routelmt.serve.recent import Decision
 
 PERCENTILES = (50, 95, 99)
@@ -101,13 +102,10 @@ def _budget_view(state: dict[str, Any]) -> dict[str, Any]:
 
 def _breakers(hybrid: Any) -> list[dict[str, Any]]:
     """Each tier's circuit breaker (none: the tier has no breaker configured)."""
-    translators = [(t.spec.name, t.translator) for t in hybrid.tiers] or [("large", hybrid.large)]
-    out = []
-    for tier, translator in translators:
-        breaker = getattr(translator, "breaker", None)
-        if breaker is not None:
-            out.append({"tier": tier, **breaker.to_dict(), "retry_in_s": breaker.retry_in()})
-    return out
+    return [
+        {"tier": tier, **breaker.to_dict(), "retry_in_s": breaker.retry_in()}
+        for tier, breaker in breakers_of(hybrid)
+    ]
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float | None]:

@@ -177,6 +177,36 @@ class _BudgetCollector(Collector):
                 yield GaugeMetricFamily(name, help_text, value=float(value))
 
 
+class _BreakerCollector(Collector):
+    """Each large tier's circuit breaker, read at scrape time: one sample per state, 1 for the
+    state it is in (``routelmt_breaker_state{tier, state}``), and how often it opened."""
+
+    STATES = ("closed", "open", "half_open")
+
+    def __init__(self, breakers: Callable[[], list[tuple[str, Any]]]) -> None:
+        self._breakers = breakers
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "routelmt_breaker_state",
+            "Circuit breaker of each large tier: 1 for the state it is in (closed, open, "
+            "half_open)",
+            labels=["tier", "state"],
+        )
+        opened = GaugeMetricFamily(
+            "routelmt_breaker_opened",
+            "Times each large tier's circuit breaker opened since the process started",
+            labels=["tier"],
+        )
+        for tier, breaker in self._breakers():
+            info = breaker.to_dict()
+            for name in self.STATES:
+                state.add_metric([tier, name], 1.0 if info["state"] == name else 0.0)
+            opened.add_metric([tier], float(info["opened"]))
+        yield state
+        yield opened
+
+
 class ServiceMetrics:
     """Everything ``GET /metrics`` exposes, in a registry of its own (one per service)."""
 
@@ -184,6 +214,7 @@ class ServiceMetrics:
         self,
         budget_state: Callable[[], dict] | None = None,
         stage2_state: Callable[[], dict] | None = None,
+        breakers: Callable[[], list[tuple[str, Any]]] | None = None,
     ) -> None:
         self.registry = prom.CollectorRegistry(auto_describe=True)
         reg = self.registry
@@ -197,8 +228,9 @@ class ServiceMetrics:
             prom.ProcessCollector(registry=None),
             prom.PlatformCollector(registry=None),
         ]
+        self._breakers = _BreakerCollector(breakers or list)  # this process's breakers
         if multiprocess_dir() is None:
-            for collector in (self._budget, *self._process):
+            for collector in (self._budget, self._breakers, *self._process):
                 reg.register(collector)
 
     def _traffic_counters(self, reg: Any) -> None:
@@ -317,14 +349,14 @@ class ServiceMetrics:
 
     def scrape_registry(self) -> Any:
         """What a scrape reads: this service's registry, or in multiprocess mode the files of
-        every process plus this process's budget gauges and process metrics."""
+        every process plus this process's budget gauges, breakers and process metrics."""
         if multiprocess_dir() is None:
             return self.registry
         from prometheus_client import multiprocess
 
         registry = prom.CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        for collector in (self._budget, *self._process):
+        for collector in (self._budget, self._breakers, *self._process):
             registry.register(collector)
         return registry
 

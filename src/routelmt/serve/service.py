@@ -20,7 +20,7 @@ from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed, Se
 from routelmt.languages import parse_direction
 from routelmt.records import Segment
 from routelmt.serve.batcher import ContinuousDecoder, MicroBatcher
-from routelmt.serve.breaker import BreakerTranslator, CircuitBreaker
+from routelmt.serve.breaker import BreakerTranslator, CircuitBreaker, breakers_of
 from routelmt.serve.log import DecisionLog, resolve_log_path, without_text
 from routelmt.serve.metrics import ServiceMetrics
 from routelmt.serve.recent import DEFAULT_CAPACITY, DecisionRing, decision_of
@@ -100,7 +100,9 @@ class TranslationService:
         self.hybrid = hybrid
         second = hybrid.second_stage
         self.metrics = ServiceMetrics(
-            hybrid.pacer.state, None if second is None else second.pacer.state
+            hybrid.pacer.state,
+            None if second is None else second.pacer.state,
+            breakers=lambda: breakers_of(hybrid),
         )
         self.tokens = TokenCounter(hybrid.small)
         self.batching = batching
