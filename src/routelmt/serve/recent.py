@@ -8,12 +8,13 @@ the dashboard can never show what a user sent.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
+
+from routelmt.serve.log import without_text
 
 DEFAULT_CAPACITY = 10_000
 SHA_CHARS = 16  # a prefix of the decision log's source_sha256: enough to find the line
@@ -48,9 +49,9 @@ _FIELDS = tuple(f.name for f in fields(Decision))
 
 
 def source_digest(text: str) -> str:
-    """The first characters of the text's SHA-256 (as the decision log hashes it)."""
-    data = text.encode("utf-8", errors="surrogatepass")
-    return hashlib.sha256(data).hexdigest()[:SHA_CHARS]
+    """The first characters of the text's hash, exactly as the decision log writes it
+    (``log.without_text``), so a line of the page can be found in the log."""
+    return str(without_text({"source": text}).get("source_sha256", ""))[:SHA_CHARS]
 
 
 def decision_of(result: Any, source: str, when: float) -> Decision:
