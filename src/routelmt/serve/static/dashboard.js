@@ -66,6 +66,7 @@ function renderBudget(b, m) {
   ], b.target, scale);
 
   put("budget-spent", b.spent, num(b.spent));
+  put("spend-unit", b.kind, b.kind === "share" ? "requests sent large" : "cost, as configured");
   put("hard-cap", b.hard_cap, b.hard_cap == null ? "none" : num(b.hard_cap));
   put("budget-remaining", b.remaining, num(b.remaining));
   put("budget-requests", b.requests, int(b.requests));
