@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from routelmt.errors import InputError
+from routelmt.errors import InputError, MissingDependencyError
 from routelmt.heads import RidgeHead
 from routelmt.splits import fold_ids
 from routelmt.storage import atomic_open, stable_hash
@@ -224,8 +224,18 @@ def pca(X_train: np.ndarray, X_test: np.ndarray, k: int) -> tuple[np.ndarray, np
     return A @ W, ((X_test - mu) / sd) @ W
 
 
+def _need_sklearn(what: str) -> None:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            f"{what} needs scikit-learn: pip install 'routelmt[ablation]'"
+        ) from None
+
+
 def mlp_head(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, seed: int = 0) -> np.ndarray:
     """One hidden layer of 64, early stopping on 15% of the training rows."""
+    _need_sklearn("the MLP head")
     from sklearn.neural_network import MLPRegressor
     from sklearn.preprocessing import StandardScaler
 
@@ -244,6 +254,7 @@ def mlp_head(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, seed: int = 0) -
 
 def gbt_head(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, seed: int = 0) -> np.ndarray:
     """Histogram gradient-boosted trees, early stopping on 15% of the training rows."""
+    _need_sklearn("the gradient-boosted trees head")
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     model = HistGradientBoostingRegressor(
