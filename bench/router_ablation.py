@@ -1,4 +1,4 @@
-"""Ablation of the prefill router (issue 10): inputs x targets x heads x objectives.
+"""Ablation of the prefill router: inputs x targets x heads x objectives.
 
     python bench/router_ablation.py --prefill runs/ablation/prefill.npz \\
         --small runs/im-a/translate/hf-gemma3-270m/translations.jsonl,... \\
