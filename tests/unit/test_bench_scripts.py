@@ -188,6 +188,8 @@ def test_two_stage_ablation_on_tiny_data(tmp_path: Path):
     assert "two-stage as shipped (ridge, quadratic)" in printed
     report = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert set(report["GPT-4/kfold"]["split"]) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
+    with np.load(out.with_name(out.name + "-scores.npz")) as scores:
+        assert np.isfinite(scores["GPT-4/kfold/two-stage, learned (GBT)"]).all()
 
 
 def test_compare_translations_on_two_tiny_runs(tmp_path: Path):
