@@ -21,11 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ablation_data import _read_translations
-from ablation_prefill import every_layer, next_token_logprobs, tail_inputs
 from routelmt.backends.hf import cached_causal_lm
 from routelmt.datasets.wmt import WMTDataset
-from routelmt.features import _SharedPrefix
+from routelmt.evaluation.ablation_inputs import read_translations
+from routelmt.features import (
+    SharedPrefix,
+    every_layer_states,
+    next_token_logprobs,
+    tail_inputs,
+)
 from routelmt.lm import common_prefix_length, num_layers_of
 from routelmt.progress import bar
 from routelmt.prompts import encode_prompts, resolve_template
@@ -67,7 +71,7 @@ def _pass(model, prefix, tails, written, n_layers, pad_id):
         return (total / counts).clone()
 
     # no next-token entropy at the prompt's end: the written tokens' own log-probs replace it
-    states, final, _ = every_layer(model, prefix, inputs, tmask, n_layers, pool)
+    states, final, _ = every_layer_states(model, prefix, inputs, tmask, n_layers, pool)
     stats = np.zeros((len(tails), 4), dtype=np.float32)  # mean, min, stop, mean entropy
     with torch.inference_mode():
         for r, (tail, n_written) in enumerate(zip(tails, written, strict=True)):
@@ -104,7 +108,7 @@ def main() -> None:
             if [str(x) for x in data["ids"]] == ids:
                 log.info("%s already holds these %d segments", args.output, len(ids))
                 return
-    texts = _read_translations([Path(p) for p in args.small.split(",")])
+    texts = read_translations([Path(p) for p in args.small.split(",")])
     dataset = WMTDataset()
     pairs = dict.fromkeys(i.split("/")[1] for i in ids)
     by_id = {s.id: s for pair in pairs for s in dataset.segments(pair)}
@@ -127,7 +131,7 @@ def main() -> None:
     for direction in sorted({s.direction for s in segments}):
         rows = [i for i, s in enumerate(segments) if s.direction == direction]
         plen = common_prefix_length([prompts[i] for i in rows])
-        prefix = _SharedPrefix(model, prompts[rows[0]][:plen], list(range(n_layers + 1)))
+        prefix = SharedPrefix(model, prompts[rows[0]][:plen], list(range(n_layers + 1)))
         rows.sort(key=lambda i: -(len(prompts[i]) + len(written[i])))
         for start in range(0, len(rows), args.batch_size):
             batch = rows[start : start + args.batch_size]

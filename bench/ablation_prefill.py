@@ -22,67 +22,18 @@ import numpy as np
 
 from routelmt.backends.hf import cached_causal_lm
 from routelmt.datasets.wmt import WMTDataset
-from routelmt.features import _hooked_forward, _SharedPrefix
+from routelmt.features import (
+    SharedPrefix,
+    every_layer_states,
+    next_token_logprobs,
+    tail_inputs,
+)
 from routelmt.lm import common_prefix_length, num_layers_of
 from routelmt.progress import bar
 from routelmt.prompts import encode_prompts, resolve_template
 from routelmt.storage import atomic_open
 
 log = logging.getLogger("ablation_prefill")
-
-
-def tail_inputs(prefix, tails, pad_id):
-    """Forward inputs for right-padded prompt tails after a shared prefix, and the tail mask."""
-    import torch
-
-    width = max(len(t) for t in tails)
-    ids = torch.full((len(tails), width), pad_id, dtype=torch.long)
-    tmask = torch.zeros((len(tails), width), dtype=torch.long)
-    for r, tail in enumerate(tails):
-        ids[r, : len(tail)] = torch.tensor(tail)
-        tmask[r, : len(tail)] = 1
-    attention = torch.cat([torch.ones((len(tails), prefix.length), dtype=torch.long), tmask], 1)
-    positions = (prefix.length + torch.arange(width))[None, :].expand(len(tails), -1)
-    return {"input_ids": ids, "attention_mask": attention, "position_ids": positions}, tmask
-
-
-def next_token_logprobs(model, final):
-    """Log-softmax of the LM head over final states (n, H), with the model's logit soft-cap."""
-    import torch
-
-    logits = model.get_output_embeddings()(final).float()
-    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits, -1)
-
-
-def every_layer(model, prefix, inputs, tmask, n_layers, pool, *, entropy=False):
-    """``pool(hidden, layer)`` of every layer over right-padded tails after a shared prefix; also
-    the top layer's raw states (for LM-head log-probs) and, with ``entropy``, the next-token
-    entropy at each tail's end. Returns (states (n, layers, ...), top states, entropy or None)."""
-    import torch
-
-    rows = torch.arange(tmask.shape[0])
-    lengths = tmask.sum(1)
-    top: dict[str, object] = {}
-
-    def keep_top(hidden, layer):
-        if layer == n_layers:
-            top["h"] = hidden
-        return pool(hidden, layer)
-
-    captured, ent, _ = _hooked_forward(
-        model,
-        inputs,
-        list(range(n_layers + 1)),
-        pool=keep_top,
-        last=lambda hidden: hidden[rows, lengths - 1, :],
-        entropy=entropy,
-        cache=prefix.expanded(len(rows)),
-    )
-    states = torch.stack([captured[i] for i in range(n_layers + 1)], 1).numpy()
-    return states, top["h"], ent
 
 
 def _tail_pass(model, prefix, tails, n_layers, pad_id, loglik):
@@ -100,7 +51,9 @@ def _tail_pass(model, prefix, tails, n_layers, pad_id, loglik):
         mean = (total + prefix.sums[layer]) / (lengths + prefix.length).unsqueeze(-1)
         return torch.cat([last, mean], -1).clone()
 
-    states, final, ent = every_layer(model, prefix, inputs, tmask, n_layers, pool, entropy=True)
+    states, final, ent = every_layer_states(
+        model, prefix, inputs, tmask, n_layers, pool, entropy=True
+    )
     logprob = np.zeros(len(tails), dtype=np.float32)
     with torch.inference_mode():
         for r, tail in enumerate(tails if loglik else ()):
@@ -154,7 +107,7 @@ def main() -> None:
     for direction in sorted({s.direction for s in segments}):
         rows = [i for i, s in enumerate(segments) if s.direction == direction]
         plen = common_prefix_length([encoded[i] for i in rows])
-        prefix = _SharedPrefix(model, encoded[rows[0]][:plen], list(range(n_layers + 1)))
+        prefix = SharedPrefix(model, encoded[rows[0]][:plen], list(range(n_layers + 1)))
         rows.sort(key=lambda i: -len(encoded[i]))
         for start in range(0, len(rows), args.batch_size):
             batch = rows[start : start + args.batch_size]

@@ -31,7 +31,14 @@ from pathlib import Path
 import numpy as np
 from sacrebleu.metrics.chrf import CHRF
 
-from routelmt.budget import BudgetSpec, Pacer, allocate_top_p, calibrate_threshold, read_scores
+from routelmt.budget import (
+    BudgetSpec,
+    Pacer,
+    allocate_top_p,
+    budget_count,
+    calibrate_threshold,
+    read_scores,
+)
 from routelmt.storage import default_wmt_root
 
 PAIRS = ("en-es", "en-de", "en-zh", "en-uk", "en-hi", "en-is")
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     gain = q_large - q_small
 
     n = len(stream)
-    n_cal = int(round(args.calib_share * n))
+    n_cal = budget_count(n, args.calib_share)
     cal_scores, ev = scores[:n_cal], slice(n_cal, n)
     ev_scores, ev_gain, ev_small = scores[ev], gain[ev], q_small[ev]
     rand_idx = np.random.default_rng(args.seed + 1).choice(n, n_cal, replace=False)

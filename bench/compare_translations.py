@@ -16,8 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
+from routelmt.metrics.sacre import corpus_chrf, corpus_chrf_difference_interval
 from routelmt.records import Segment, Translation, read_records
 
 
@@ -41,36 +40,6 @@ def texts(run: Path, slug: str, ids: list[str]) -> list[str]:
     if missing:
         raise SystemExit(f"{path}: {len(missing)} segments missing ({missing[0]})")
     return [by_id[i] for i in ids]
-
-
-def corpus_chrf(hyps: list[str], refs: list[str]) -> float:
-    import sacrebleu
-
-    return float(sacrebleu.corpus_chrf(hyps, [refs]).score)
-
-
-def paired_interval(
-    a: list[str], b: list[str], refs: list[str], n_boot: int, seed: int
-) -> tuple[float, float]:
-    """95% interval of corpus chrF(b) - chrF(a) over segment resamples (the same for both).
-
-    Corpus chrF is a function of summed per-segment n-gram statistics; resampling those is
-    what sacrebleu's own paired bootstrap does (it has no public call for two systems' stats).
-    """
-    from sacrebleu.metrics import CHRF
-
-    chrf = CHRF()
-    stats_a = np.array(chrf._extract_corpus_statistics(a, [refs]))
-    stats_b = np.array(chrf._extract_corpus_statistics(b, [refs]))
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(a), len(a))
-        score_a = chrf._compute_score_from_stats(stats_a[pick].sum(0).tolist()).score
-        score_b = chrf._compute_score_from_stats(stats_b[pick].sum(0).tolist()).score
-        diffs.append(score_b - score_a)
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def main() -> None:
@@ -98,7 +67,7 @@ def main() -> None:
         rows = [i for i, s in enumerate(segments) if name in ("all", s.direction)]
         ra, rb, rr = [a[i] for i in rows], [b[i] for i in rows], [refs[i] for i in rows]
         score_a, score_b = corpus_chrf(ra, rr), corpus_chrf(rb, rr)
-        low, high = paired_interval(ra, rb, rr, args.n_boot, args.seed)
+        low, high = corpus_chrf_difference_interval(ra, rb, rr, args.n_boot, args.seed)
         same = sum(x == y for x, y in zip(ra, rb))
         print(
             f"{name:<10}{len(rows):>6}{score_a:>9.2f}{score_b:>9.2f}{score_b - score_a:>+8.2f}"

@@ -45,12 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from routelmt.budget.guards import (
-    GuardResult,
-    choose_guard_threshold,
-    guard_threshold_quantile,
-    guarded_allocation,
-)
+from routelmt.budget.guards import GuardResult, choose_guard_threshold, guard_threshold_quantile
+from routelmt.evaluation.bootstrap import group_bootstrap_weights, percentile_interval
+from routelmt.evaluation.guards import allocate_units, guard_margin
 from routelmt.labels import score_pairs, wmt_labels
 from routelmt.metrics.base import get_metric
 from routelmt.records import ScoredExample
@@ -124,18 +121,6 @@ def inner_scores(
     return out
 
 
-def bootstrap_weights(groups: list[str], b: int, seed: int = 0) -> np.ndarray:
-    names, index = np.unique(np.asarray(groups), return_inverse=True)
-    rng = np.random.default_rng(seed)
-    counts = np.stack(
-        [
-            np.bincount(rng.integers(0, names.size, names.size), minlength=names.size)
-            for _ in range(b)
-        ]
-    )
-    return counts[:, index].astype(float)  # (b, n): copies of each example
-
-
 def row_metrics(
     result: GuardResult, gains: np.ndarray, q_small: np.ndarray, w: np.ndarray
 ) -> dict[str, Any]:
@@ -166,8 +151,7 @@ def _spread(values: list[float]) -> str:
 
 
 def ci(values: np.ndarray) -> list[float]:
-    lo, hi = np.quantile(values, [0.025, 0.975])
-    return [float(lo), float(hi)]
+    return list(percentile_interval(values))
 
 
 def main() -> int:
@@ -234,7 +218,7 @@ def main() -> int:
         "quality-hypo": hypo_q,
         "oracle q_small (ref.)": q_small,
     }
-    w = bootstrap_weights(groups, BOOTSTRAP)
+    w = group_bootstrap_weights(groups, BOOTSTRAP)
     # allocation units: one pooled budget, or (--per-pair) a budget p within each direction
     directions = np.array([ex.segment.direction for ex in examples])
     units = [np.flatnonzero(directions == d) for d in np.unique(directions)]
@@ -242,21 +226,7 @@ def main() -> int:
         units = [np.arange(n)]
 
     def allocate(margin: np.ndarray | None, leave: bool = False) -> GuardResult:
-        routed = np.zeros(n, dtype=bool)
-        vetoed, examined, budget = [], [], 0
-        for unit in units:
-            r = guarded_allocation(
-                gain_scores[unit],
-                args.p,
-                guard_scores=None if margin is None else margin[unit],
-                guard_threshold=None if margin is None else 0.0,
-                leave_unused=leave,
-            )
-            routed[unit[r.routed]] = True
-            vetoed.append(unit[r.vetoed])
-            examined.append(unit[r.examined])
-            budget += r.budget
-        return GuardResult(routed, np.concatenate(vetoed), np.concatenate(examined), budget)
+        return allocate_units(gain_scores, units, args.p, margin, leave_unused=leave)
 
     rows: list[dict[str, Any]] = []
     rows.append({"guard": "none", "rule": "-", **row_metrics(allocate(None), gains, q_small, w)})
@@ -286,9 +256,7 @@ def main() -> int:
                     fold_taus.append(tau)
             thresholds.setdefault(guard_name, {})[rule] = fold_taus
             # per-request thresholds in one allocation: veto when value - tau >= 0
-            with np.errstate(invalid="ignore"):
-                margin = values - taus
-            margin = np.where(np.isfinite(margin), margin, -1.0)  # tau = inf: never veto
+            margin = guard_margin(values, taus)
             for leave in (
                 (False, True) if guard_name == "quality-hypo" and rule != "chosen" else (False,)
             ):

@@ -28,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ablation_eval import evaluate
+from routelmt.evaluation.ablation import paired_cell, paired_table
 from routelmt.labels import wmt_labels
 from routelmt.routers.base import get_router
 from routelmt.splits import fold_ids
 from routelmt.storage import atomic_open
-from router_ablation import paired_cell
 
 log = logging.getLogger("lora_curve")
 
@@ -145,7 +144,7 @@ def main() -> None:
         probe_name: np.asarray(probe_scores),
         "length": np.asarray([len(ex.segment.source) for ex in tested], dtype=np.float64),
     }
-    result = evaluate(
+    result = paired_table(
         np.asarray([ex.gain for ex in tested]),
         np.asarray([args.pair] * len(tested)),
         np.asarray([ex.segment.group for ex in tested]),

@@ -1,4 +1,4 @@
-"""Ablation of the prefill router (issue 10): inputs x targets x heads x objectives.
+"""Ablation of the prefill router: inputs x targets x heads x objectives.
 
     python bench/router_ablation.py --prefill runs/ablation/prefill.npz \\
         --small runs/im-a/translate/hf-gemma3-270m/translations.jsonl,... \\
@@ -22,159 +22,31 @@ from pathlib import Path
 
 import numpy as np
 
-from ablation_data import STRONG, AblationData, load
-from ablation_eval import evaluate, out_of_fold
-from routelmt.heads import RidgeHead
+from routelmt.evaluation.ablation import markdown_table, out_of_fold, paired_table
+from routelmt.evaluation.ablation_inputs import (
+    STRONG,
+    AblationData,
+    PrefillInputs,
+    gbt_head,
+    load_ablation_data,
+    mlp_head,
+    pairwise_head,
+    pca,
+    ridge_predict,
+    standardise_within,
+)
 from routelmt.splits import fold_ids
 from routelmt.storage import atomic_open
 
 log = logging.getLogger("router_ablation")
 
 
-# -- inputs ----------------------------------------------------------------------------------
-class Inputs:
-    """Feature matrices built from the prefill signals (all free at serving time)."""
-
-    def __init__(self, data: AblationData) -> None:
-        p = data.prefill
-        self.last = p["last"]  # (n, L+1, H)
-        self.mean = p["mean"]
-        self.n_layers = self.last.shape[1] - 1
-        self.candidate_layers = list(range(1, self.n_layers + 1))
-        dirs = sorted(set(data.directions))
-        onehot = (data.directions[:, None] == np.asarray(dirs)[None, :]).astype(np.float64)
-        self.scalars = np.column_stack(
-            [np.log1p(p["source_tokens"]), p["entropy"], np.log1p(p["prompt_tokens"]), onehot]
-        )
-        self.length = p["source_chars"].astype(np.float64)  # the `length` router's unit
-        self.length_tokens = p["source_tokens"].astype(np.float64)
-        self.entropy = p["entropy"].astype(np.float64)
-
-    def layer(self, layer: int, pooling: str = "last") -> np.ndarray:
-        return (self.last if pooling == "last" else self.mean)[:, layer, :].astype(np.float64)
-
-
-# -- targets ---------------------------------------------------------------------------------
-def make_target(data: AblationData, large: str, kind: str) -> np.ndarray:
-    """Training target; ``z`` kinds are standardised within direction on the rows given."""
-    if kind.startswith("strong"):
-        base = np.mean([data.q[s] for s in STRONG], axis=0) - data.q_small
-    else:
-        base = data.gain(large)
-    return base
-
-
-def standardise_within(y: np.ndarray, directions: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    out = y.astype(np.float64).copy()
-    for d in np.unique(directions[rows]):
-        sel = rows[directions[rows] == d]
-        out[sel] = (y[sel] - y[sel].mean()) / (y[sel].std() + 1e-9)
-    return out
-
-
-# -- heads -----------------------------------------------------------------------------------
-def ridge(X, y, groups, train, test):
-    head = RidgeHead().fit(X[train], y[train], groups[train])
-    return head.predict(X[test]), head
-
-
-_LAYER_CHOICES: dict[tuple, int] = {}
-
-
-def choose_layer(inputs: Inputs, y, groups, train, pooling="last", tag="") -> int:
-    """The paper probe's layer choice: lowest grouped-CV MSE of a ridge head, training rows only."""
-    key = (tag, pooling, hash(train.tobytes()))
-    if key not in _LAYER_CHOICES:
-        best = None
-        for layer in inputs.candidate_layers:
-            head = RidgeHead().fit(inputs.layer(layer, pooling)[train], y[train], groups[train])
-            mse = min(head.cv_mse_)
-            if best is None or mse < best[0]:
-                best = (mse, layer)
-        _LAYER_CHOICES[key] = best[1]
-    return _LAYER_CHOICES[key]
-
-
-def pca(X_train: np.ndarray, X_test: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    mu = X_train.mean(0)
-    sd = X_train.std(0) + 1e-6
-    A = (X_train - mu) / sd
-    _, _, vt = np.linalg.svd(A, full_matrices=False)
-    W = vt[:k].T
-    return A @ W, ((X_test - mu) / sd) @ W
-
-
-def mlp_head(Xtr, ytr, Xte, seed=0):
-    from sklearn.neural_network import MLPRegressor
-    from sklearn.preprocessing import StandardScaler
-
-    sc = StandardScaler().fit(Xtr)
-    model = MLPRegressor(
-        hidden_layer_sizes=(64,),
-        alpha=1.0,
-        early_stopping=True,
-        validation_fraction=0.15,
-        max_iter=300,
-        random_state=seed,
-    )
-    model.fit(sc.transform(Xtr), (ytr - ytr.mean()) / (ytr.std() + 1e-9))
-    return model.predict(sc.transform(Xte))
-
-
-def gbt_head(Xtr, ytr, Xte, seed=0):
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    model = HistGradientBoostingRegressor(
-        max_iter=300,
-        learning_rate=0.05,
-        max_leaf_nodes=15,
-        min_samples_leaf=40,
-        l2_regularization=1.0,
-        early_stopping=True,
-        validation_fraction=0.15,
-        random_state=seed,
-    )
-    model.fit(Xtr, ytr)
-    return model.predict(Xte)
-
-
-def pairwise_head(Xtr, ytr, dtr, Xte, seed=0, epochs=60, pairs=20000, decay=1e-2):
-    """Linear scorer trained with a logistic pairwise ranking loss within each direction."""
-    import torch
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
-    A = torch.tensor((Xtr - mu) / sd, dtype=torch.float32)
-    B = torch.tensor((Xte - mu) / sd, dtype=torch.float32)
-    w = torch.zeros(A.shape[1], requires_grad=True)
-    opt = torch.optim.Adam([w], lr=0.01, weight_decay=decay)
-    by_dir = [np.flatnonzero(dtr == d) for d in np.unique(dtr)]
-    for _ in range(epochs):
-        i_all, j_all = [], []
-        for rows in by_dir:
-            m = pairs // len(by_dir)
-            i_all.append(rng.choice(rows, m))
-            j_all.append(rng.choice(rows, m))
-        i, j = np.concatenate(i_all), np.concatenate(j_all)
-        keep = ytr[i] != ytr[j]
-        i, j = i[keep], j[keep]
-        sign = torch.tensor(np.sign(ytr[i] - ytr[j]), dtype=torch.float32)
-        margin = (A[i] - A[j]) @ w
-        loss = torch.nn.functional.softplus(-sign * margin).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        return (B @ w).numpy()
-
-
 # -- candidates ------------------------------------------------------------------------------
-def build_candidates(data: AblationData, inputs: Inputs, large: str, quick: bool) -> dict:
+def build_candidates(data: AblationData, inputs: PrefillInputs, large: str, quick: bool) -> dict:
     groups = data.groups
     dirs = data.directions
     gain = data.gain(large)
-    strong = make_target(data, large, "strong")
+    strong = np.mean([data.q[s] for s in STRONG], axis=0) - data.q_small
 
     def target(kind: str, train: np.ndarray) -> np.ndarray:
         y = strong if kind.startswith("strong") else gain
@@ -183,11 +55,11 @@ def build_candidates(data: AblationData, inputs: Inputs, large: str, quick: bool
     def probe(kind="gain", pooling="last", scalars=False):
         def run(train, test):
             y = target(kind, train)
-            layer = choose_layer(inputs, y, groups, train, pooling, tag=f"{large}/{kind}")
+            layer = inputs.choose_layer(y, groups, train, pooling, tag=f"{large}/{kind}")
             X = inputs.layer(layer, pooling)
             if scalars:
                 X = np.hstack([X, inputs.scalars])
-            return ridge(X, y, groups, train, test)[0]
+            return ridge_predict(X, y, groups, train, test)
 
         return run
 
@@ -197,7 +69,7 @@ def build_candidates(data: AblationData, inputs: Inputs, large: str, quick: bool
             X = np.hstack([X, inputs.scalars])
 
         def run(train, test):
-            return ridge(X, target(kind, train), groups, train, test)[0]
+            return ridge_predict(X, target(kind, train), groups, train, test)
 
         return run
 
@@ -218,8 +90,8 @@ def build_candidates(data: AblationData, inputs: Inputs, large: str, quick: bool
                     X = np.hstack([X, inputs.scalars])
                 for f in range(5):
                     tr, va = train[inner != f], train[inner == f]
-                    oof[inner == f, c] = ridge(X, y, groups, tr, va)[0]
-                preds[:, c] = ridge(X, y, groups, train, test)[0]
+                    oof[inner == f, c] = ridge_predict(X, y, groups, tr, va)
+                preds[:, c] = ridge_predict(X, y, groups, train, test)
             yc = y[train] - y[train].mean()
             weights, _ = nnls(oof - oof.mean(0), yc)
             return preds @ weights
@@ -228,14 +100,14 @@ def build_candidates(data: AblationData, inputs: Inputs, large: str, quick: bool
 
     def scalars_only(kind="gain"):
         def run(train, test):
-            return ridge(inputs.scalars, target(kind, train), groups, train, test)[0]
+            return ridge_predict(inputs.scalars, target(kind, train), groups, train, test)
 
         return run
 
     def reduced(head, kind="gain", k=64):
         def run(train, test):
             y = target(kind, train)
-            layer = choose_layer(inputs, y, groups, train, tag=f"{large}/{kind}")
+            layer = inputs.choose_layer(y, groups, train, tag=f"{large}/{kind}")
             Ztr, Zte = pca(inputs.layer(layer)[train], inputs.layer(layer)[test], k)
             Xtr = np.hstack([Ztr, inputs.scalars[train]])
             Xte = np.hstack([Zte, inputs.scalars[test]])
@@ -267,35 +139,6 @@ def build_candidates(data: AblationData, inputs: Inputs, large: str, quick: bool
         keep = ("probe (paper", "probe + free", "several layers + scalars", "free scalars")
         c = {k: v for k, v in c.items() if k.startswith(keep)}
     return c
-
-
-def markdown(
-    results: dict, order: list[str], title: str, versus: tuple[str, ...] = ("length",)
-) -> str:
-    """Per direction first: HC@p with its interval and the paired difference to each of
-    ``versus`` (bold **beats** when the 95% interval of the difference is above zero)."""
-    lines = [f"### {title}", ""]
-    dirs = list(results["directions"])
-    head = ["router", "mean HC over directions"]
-    for d in dirs:
-        head += [f"{d} HC [95% CI]"] + [f"{d} minus {v} (paired)" for v in versus]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in order:
-        cells = [name, f"{results['mean_hc'][name]:.1f}"]
-        for d in dirs:
-            r = results["directions"][d]["routers"][name]
-            cells.append(f"{r['hc']:.1f} [{r['hc_ci'][0]:.1f}, {r['hc_ci'][1]:.1f}]")
-            cells += [paired_cell(r["vs"].get(base)) for base in versus]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def paired_cell(vs: dict | None) -> str:
-    """A paired difference with its interval, **beats** when the interval is above zero."""
-    if vs is None:
-        return "—"
-    text = f"{vs['hc']:+.1f} [{vs['hc_ci'][0]:+.1f}, {vs['hc_ci'][1]:+.1f}]"
-    return text + (" **beats**" if vs["beats"] else "")
 
 
 def label_reliability(data: AblationData, larges: list[str]) -> str:
@@ -344,8 +187,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("routelmt").setLevel(logging.WARNING)
 
-    data = load(args.prefill, args.small)
-    inputs = Inputs(data)
+    data = load_ablation_data(args.prefill, args.small)
+    inputs = PrefillInputs(data)
     if args.layers != "all":
         inputs.candidate_layers = [int(x) for x in args.layers.split(",")]
     report: dict = {"command": "python bench/router_ablation.py", "args": vars(args) | {}}
@@ -372,7 +215,7 @@ def main() -> None:
                 seconds[name] = round(time.perf_counter() - t0, 1)
                 log.info("%s %s %s: %.1fs", large, scheme, name, seconds[name])
             scores["quality oracle"] = -data.q_small
-            result = evaluate(
+            result = paired_table(
                 gain,
                 data.directions,
                 data.groups,
@@ -383,7 +226,9 @@ def main() -> None:
             result["seconds"] = seconds
             report[f"{large}/{scheme}"] = result
             order = sorted(scores, key=lambda n: -result["mean_hc"][n])
-            md.append(markdown(result, order, f"large = {large}, {scheme}", ("length", "entropy")))
+            md.append(
+                markdown_table(result, order, f"large = {large}, {scheme}", ("length", "entropy"))
+            )
             print(md[-1], flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(args.output.with_suffix(".json")) as handle:

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from routelmt.budget import allocate_tiers
+from routelmt.budget import allocate_tiers, rank_order
 from routelmt.budget.tiers import TierPacer, TierSpec
 from routelmt.crossval import router_scores
 from routelmt.labels import wmt_labels
@@ -94,7 +94,7 @@ def main() -> None:
         for j, name in enumerate(TIERS):
             k = min(n, int(budget // costs[j]))
             tier = np.zeros(n, dtype=int)
-            tier[np.argsort(-predicted[:, j], kind="stable")[:k]] = j + 1
+            tier[rank_order(predicted[:, j])[:k]] = j + 1  # the library's tie rule
             quality, _ = realised(tier)
             if best is None or quality > best[0]:
                 best = (quality, name, tier)

@@ -1,4 +1,4 @@
-"""Decode-then-route (issue 16): a second look at the small model's own translation.
+"""Decode-then-route: a second look at the small model's own translation.
 
     python bench/two_stage_ablation.py --prefill runs/ablation/prefill.npz \\
         --small runs/im-a/translate/hf-gemma3-270m/translations.jsonl,... \\
@@ -26,17 +26,31 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ablation_data import AblationData, load
-from ablation_eval import evaluate
+from routelmt.evaluation.ablation import (
+    guard_veto_scores,
+    hc_at,
+    markdown_table,
+    outer_splits,
+    paired_table,
+    ranks_within,
+    split_curve,
+)
+from routelmt.evaluation.ablation_inputs import (
+    AblationData,
+    PrefillInputs,
+    gbt_head,
+    inner_out_of_fold,
+    load_ablation_data,
+    ridge_predict,
+)
 from routelmt.routers.two_stage import quadratic
 from routelmt.splits import fold_ids
 from routelmt.storage import atomic_open, stable_hash
-from router_ablation import Inputs, choose_layer, ridge
 
 log = logging.getLogger("two_stage")
 
@@ -61,14 +75,6 @@ def stage2_features(data: AblationData, cache: Path) -> dict[str, np.ndarray]:
     out["qe_seconds"] = np.asarray(feats.seconds)
     with atomic_open(path, "wb") as handle:
         np.savez(handle, **out)
-    return out
-
-
-def _ranks_within(values: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(values))
-    for d in np.unique(directions):
-        rows = np.flatnonzero(directions == d)
-        out[rows] = np.argsort(np.argsort(values[rows], kind="stable"), kind="stable") / len(rows)
     return out
 
 
@@ -99,10 +105,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("routelmt").setLevel(logging.WARNING)
 
-    data = load(args.prefill, args.small)
-    inputs = Inputs(data)
+    data = load_ablation_data(args.prefill, args.small)
+    inputs = PrefillInputs(data)
     s2 = stage2_features(data, args.prefill.parent / "quality-cache")
-    dirs, groups = data.directions, data.groups
     from routelmt.output_features import OUTPUT_FEATURES
 
     Z = np.column_stack([s2[k] for k in OUTPUT_FEATURES])
@@ -110,179 +115,190 @@ def main() -> None:
     if own is not None and args.signals_only:
         print(_signal_table(own, data, args.large.split(",")))
         return
-    state_layers = [int(x) for x in args.state_layers.split(",")]
-    pairs = _embedding_pairs(data) if own is not None else None
+    study = _Study(
+        data=data,
+        inputs=inputs,
+        s2=s2,
+        Z=Z,
+        own=own,
+        pairs=_embedding_pairs(data) if own is not None else None,
+        state_layers=[int(x) for x in args.state_layers.split(",")],
+        p=args.budget,
+    )
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
     saved: dict[str, np.ndarray] = {}  # out-of-fold scores, for paired comparisons later
     report["qe_seconds_per_segment"] = float(s2["qe_seconds"]) / len(data.ids)
     md = [f"# Two-stage (decode-then-route) ablation, p = {args.budget}\n"]
-    p = args.budget
     for large in args.large.split(","):
-        gain = data.gain(large)
-
-        def stage1_fit(train, test, gain=gain, large=large):
-            layer = choose_layer(inputs, gain, groups, train, tag=f"{large}/gain")
-            X = np.hstack([inputs.layer(layer), inputs.scalars])
-            return ridge(X, gain, groups, train, test)[0]
-
         for scheme in args.schemes.split(","):
-            fold = fold_ids(groups, 5, 0)
-            s1 = np.full(len(gain), np.nan)
-            kinds = ("ridge", "gbt", "shipped", "gbt+own", "shipped+own", "gbt+own+states")
-            kinds += ("gbt+all", "gbt+embqe", "nested")
-            chosen: list[str] = []
-            learned = {k: np.full(len(gain), np.nan) for k in kinds}
-            guard = np.full(len(gain), np.nan)
-            for f in range(5):
-                splits = []
-                if scheme == "kfold":
-                    splits.append((np.flatnonzero(fold != f), np.flatnonzero(fold == f)))
-                else:
-                    for d in np.unique(dirs):
-                        splits.append(
-                            (
-                                np.flatnonzero((fold != f) & (dirs != d)),
-                                np.flatnonzero((fold == f) & (dirs == d)),
-                            )
-                        )
-                for train, test in splits:
-                    s1[test] = stage1_fit(train, test)
-                    # inner out-of-fold stage-1 scores of the training rows, for stacking
-                    inner = fold_ids(groups[train], 5, 1)
-                    s1_train = np.zeros(len(train))
-                    for g in range(5):
-                        s1_train[inner == g] = stage1_fit(train[inner != g], train[inner == g])
-                    # what the library's routelmt-2stage reads: the raw stage-1 score, the output
-                    # features, the source length (plus, here, the other free prefill scalars)
-                    feats = np.column_stack(
-                        [
-                            np.r_[s1_train, s1[test]],
-                            np.r_[Z[train], Z[test]],
-                            inputs.scalars[np.r_[train, test]],
-                        ]
-                    )
-                    Ftr, Fte = feats[: len(train)], feats[len(train) :]
-                    learned["ridge"][test] = _ridge_xy(Ftr, gain[train], groups[train], Fte)
-                    learned["gbt"][test] = _gbt_xy(Ftr, gain[train], Fte)
-                    # routelmt-2stage as shipped: stage 1, output features, log source chars,
-                    # standardised, with squares and pairwise products, ridge
-                    cols = 1 + Z.shape[1]
-                    Str = np.column_stack([Ftr[:, :cols], np.log1p(inputs.length[train])])
-                    Ste = np.column_stack([Fte[:, :cols], np.log1p(inputs.length[test])])
-                    mu, sd = Str.mean(0), Str.std(0) + 1e-9
-                    learned["shipped"][test] = _ridge_xy(
-                        quadratic((Str - mu) / sd),
-                        gain[train],
-                        groups[train],
-                        quadratic((Ste - mu) / sd),
-                    )
-                    if own is not None:
-                        rows = np.r_[train, test]
-                        # the small model's own view of what it wrote: log-probabilities
-                        own_x = own["scalars"][rows]
-                        F2 = np.column_stack([feats, own_x])
-                        learned["gbt+own"][test] = _gbt_xy(
-                            F2[: len(train)], gain[train], F2[len(train) :]
-                        )
-                        S2 = np.column_stack([np.r_[Str, Ste], own_x])
-                        mu2, sd2 = S2[: len(train)].mean(0), S2[: len(train)].std(0) + 1e-9
-                        Q2 = quadratic((S2 - mu2) / sd2)
-                        learned["shipped+own"][test] = _ridge_xy(
-                            Q2[: len(train)], gain[train], groups[train], Q2[len(train) :]
-                        )
-                        # ... and its states over what it wrote: a QE head trained on q_small
-                        # (inner out-of-fold for the training rows, layer chosen inside them)
-                        layers = {layer: own["states"][:, layer] for layer in state_layers}
-                        qe_tr, qe_te = _learned_qe(layers, data.q_small, groups, train, test)
-                        F3 = np.column_stack([F2, np.r_[qe_tr, qe_te]])
-                        learned["gbt+own+states"][test] = _gbt_xy(
-                            F3[: len(train)], gain[train], F3[len(train) :]
-                        )
-                        # ... and a QE head on the sentence encoder's (source, output) pair
-                        eq_tr, eq_te = _learned_qe(
-                            {"pairs": pairs}, data.q_small, groups, train, test
-                        )
-                        F4 = np.column_stack([F3, np.r_[eq_tr, eq_te]])
-                        learned["gbt+all"][test] = _gbt_xy(
-                            F4[: len(train)], gain[train], F4[len(train) :]
-                        )
-                        F5 = np.column_stack([feats, np.r_[eq_tr, eq_te]])
-                        learned["gbt+embqe"][test] = _gbt_xy(
-                            F5[: len(train)], gain[train], F5[len(train) :]
-                        )
-                        # the input set chosen inside the training rows, not from this table
-                        options = {
-                            "base": feats,
-                            "own": F2,
-                            "own+states": F3,
-                            "pair": F5,
-                            "all": F4,
-                        }
-                        name, learned["nested"][test] = _choose_inputs(
-                            options, len(train), gain[train], groups[train], dirs[train], p
-                        )
-                        chosen.append(name)
-                    guard[test] = _guard_scores(
-                        s1_train,
-                        s2["qe"][train],
-                        gain[train],
-                        dirs[train],
-                        s1[test],
-                        s2["qe"][test],
-                        dirs[test],
-                        p,
-                    )
-            scores = {
-                "length": inputs.length,
-                "entropy": inputs.entropy,
-                "prefill router (stage 1 only)": s1,
-                "quality-hypo guard on the prefill router": guard,
-                "-QE of the small output (untrained)": -s2["qe"],
-                "rank average of -QE and length (untrained)": _ranks_within(-s2["qe"], dirs)
-                + _ranks_within(inputs.length, dirs),
-                "rank average of -QE, length, stage 1 (untrained)": _ranks_within(-s2["qe"], dirs)
-                + _ranks_within(inputs.length, dirs)
-                + _ranks_within(s1, dirs),
-                "two-stage, learned (ridge)": learned["ridge"],
-                "two-stage, learned (GBT)": learned["gbt"],
-                "two-stage as shipped (ridge, quadratic)": learned["shipped"],
-                "quality oracle": -data.q_small,
-            }
-            if own is not None:
-                scores |= {
-                    "-mean log-prob of its own output (untrained)": -own["scalars"][:, 0],
-                    "two-stage + own log-probs (GBT)": learned["gbt+own"],
-                    "two-stage + own log-probs (ridge, quadratic)": learned["shipped+own"],
-                    "two-stage + own log-probs + QE head on own states (GBT)": learned[
-                        "gbt+own+states"
-                    ],
-                    "two-stage + QE head on the encoder pair (GBT)": learned["gbt+embqe"],
-                    "two-stage + own log-probs + both QE heads (GBT)": learned["gbt+all"],
-                    "two-stage, inputs chosen by inner CV (GBT)": learned["nested"],
-                }
-            baselines = (
-                "length",
-                "entropy",
-                "prefill router (stage 1 only)",
-                "quality-hypo guard on the prefill router",
-            ) + (("two-stage as shipped (ridge, quadratic)",) if own is not None else ())
-            result = evaluate(
-                gain, dirs, groups, scores, baselines=baselines, budget=p, n_boot=args.bootstrap
-            )
-            result["split"] = _split_curve(s1, learned["gbt"], gain, dirs, p)
-            if chosen:
-                result["inputs_chosen"] = {c: chosen.count(c) for c in sorted(set(chosen))}
+            result, scores = _table(study, large, scheme, args.bootstrap)
             saved |= {f"{large}/{scheme}/{name}": v for name, v in scores.items()}
-            saved[f"{large}/gain"] = gain
+            saved[f"{large}/gain"] = data.gain(large)
             report[f"{large}/{scheme}"] = result
             md.append(_markdown(result, f"large = {large}, {scheme}"))
             print(md[-1], flush=True)
     with atomic_open(args.output.with_suffix(".json")) as handle:
         json.dump(report, handle, indent=1, default=float)
     with atomic_open(args.output.with_name(args.output.name + "-scores.npz"), "wb") as handle:
-        np.savez(handle, ids=data.ids, directions=dirs, groups=groups, **saved)
+        np.savez(handle, ids=data.ids, directions=data.directions, groups=data.groups, **saved)
     with atomic_open(args.output.with_suffix(".md")) as handle:
         handle.write("\n".join(md))
+
+
+@dataclass
+class _Study:
+    """What every table of one run reads."""
+
+    data: AblationData
+    inputs: PrefillInputs
+    s2: dict[str, np.ndarray]  # the output features of every small translation
+    Z: np.ndarray  # the same as a matrix, OUTPUT_FEATURES order
+    own: dict[str, np.ndarray] | None  # the output pass's signals (--output-pass)
+    pairs: np.ndarray | None  # the sentence encoder's (source, output) inputs
+    state_layers: list[int]
+    p: float
+
+
+KINDS = ("ridge", "gbt", "shipped", "gbt+own", "shipped+own", "gbt+own+states")
+KINDS += ("gbt+all", "gbt+embqe", "nested")
+
+
+def _table(study: _Study, large: str, scheme: str, n_boot: int) -> tuple[dict, dict]:
+    """Every row's out-of-fold scores against ``large`` under ``scheme``, and the paired table."""
+    data, inputs = study.data, study.inputs
+    dirs, groups, gain = data.directions, data.groups, data.gain(large)
+
+    def stage1_fit(train, test):
+        layer = inputs.choose_layer(gain, groups, train, tag=f"{large}/gain")
+        X = np.hstack([inputs.layer(layer), inputs.scalars])
+        return ridge_predict(X, gain, groups, train, test)
+
+    s1 = np.full(len(gain), np.nan)
+    learned = {k: np.full(len(gain), np.nan) for k in KINDS}
+    guard = np.full(len(gain), np.nan)
+    chosen: list[str] = []
+    for train, test in outer_splits(groups, dirs, scheme):
+        s1[test] = stage1_fit(train, test)
+        # inner out-of-fold stage-1 scores of the training rows, for stacking
+        s1_train = inner_out_of_fold(stage1_fit, groups, train)
+        feats = _learned_rows(study, gain, s1_train, s1, train, test, learned)
+        if study.own is not None:
+            chosen.append(_own_rows(study, gain, feats, train, test, learned))
+        guard[test] = guard_veto_scores(
+            (s1_train, study.s2["qe"][train], gain[train], dirs[train]),
+            (s1[test], study.s2["qe"][test]),
+            study.p,
+        )
+    scores = _rows(study, s1, guard, learned)
+    baselines = (
+        "length",
+        "entropy",
+        "prefill router (stage 1 only)",
+        "quality-hypo guard on the prefill router",
+    ) + (("two-stage as shipped (ridge, quadratic)",) if study.own is not None else ())
+    result = paired_table(
+        gain, dirs, groups, scores, baselines=baselines, budget=study.p, n_boot=n_boot
+    )
+    result["split"] = split_curve(s1, learned["gbt"], gain, dirs, study.p)
+    if chosen:
+        result["inputs_chosen"] = {c: chosen.count(c) for c in sorted(set(chosen))}
+    return result, scores
+
+
+def _learned_rows(study, gain, s1_train, s1, train, test, learned) -> np.ndarray:
+    """The learned stage-2 rows of one outer split (ridge, GBT, as shipped); returns their
+    inputs, training rows first: what the library's routelmt-2stage reads (the raw stage-1
+    score, the output features, the source length) plus the other free prefill scalars."""
+    inputs, groups, Z = study.inputs, study.data.groups, study.Z
+    feats = np.column_stack(
+        [np.r_[s1_train, s1[test]], np.r_[Z[train], Z[test]], inputs.scalars[np.r_[train, test]]]
+    )
+    Ftr, Fte = feats[: len(train)], feats[len(train) :]
+    learned["ridge"][test] = _ridge_xy(Ftr, gain[train], groups[train], Fte)
+    learned["gbt"][test] = _gbt_xy(Ftr, gain[train], Fte)
+    # routelmt-2stage as shipped: stage 1, output features, log source chars, standardised,
+    # with squares and pairwise products, ridge
+    Str, Ste = _shipped_inputs(study, Ftr, Fte, train, test)
+    mu, sd = Str.mean(0), Str.std(0) + 1e-9
+    learned["shipped"][test] = _ridge_xy(
+        quadratic((Str - mu) / sd), gain[train], groups[train], quadratic((Ste - mu) / sd)
+    )
+    return feats
+
+
+def _shipped_inputs(study, Ftr, Fte, train, test) -> tuple[np.ndarray, np.ndarray]:
+    cols = 1 + study.Z.shape[1]
+    length = study.inputs.length
+    return (
+        np.column_stack([Ftr[:, :cols], np.log1p(length[train])]),
+        np.column_stack([Fte[:, :cols], np.log1p(length[test])]),
+    )
+
+
+def _own_rows(study, gain, feats, train, test, learned) -> str:
+    """The rows that also read the small model's own view of what it wrote (--output-pass);
+    returns the input set the nested row chose on the training rows."""
+    own, data, groups, n = study.own, study.data, study.data.groups, len(train)
+    assert own is not None
+    # its log-probabilities of what it wrote
+    own_x = own["scalars"][np.r_[train, test]]
+    F2 = np.column_stack([feats, own_x])
+    learned["gbt+own"][test] = _gbt_xy(F2[:n], gain[train], F2[n:])
+    Str, Ste = _shipped_inputs(study, feats[:n], feats[n:], train, test)
+    S2 = np.column_stack([np.r_[Str, Ste], own_x])
+    mu2, sd2 = S2[:n].mean(0), S2[:n].std(0) + 1e-9
+    Q2 = quadratic((S2 - mu2) / sd2)
+    learned["shipped+own"][test] = _ridge_xy(Q2[:n], gain[train], groups[train], Q2[n:])
+    # ... and its states over what it wrote: a QE head trained on q_small (inner out-of-fold
+    # for the training rows, layer chosen inside them)
+    layers = {layer: own["states"][:, layer] for layer in study.state_layers}
+    qe_tr, qe_te = _learned_qe(layers, data.q_small, groups, train, test)
+    F3 = np.column_stack([F2, np.r_[qe_tr, qe_te]])
+    learned["gbt+own+states"][test] = _gbt_xy(F3[:n], gain[train], F3[n:])
+    # ... and a QE head on the sentence encoder's (source, output) pair
+    eq_tr, eq_te = _learned_qe({"pairs": study.pairs}, data.q_small, groups, train, test)
+    F4 = np.column_stack([F3, np.r_[eq_tr, eq_te]])
+    learned["gbt+all"][test] = _gbt_xy(F4[:n], gain[train], F4[n:])
+    F5 = np.column_stack([feats, np.r_[eq_tr, eq_te]])
+    learned["gbt+embqe"][test] = _gbt_xy(F5[:n], gain[train], F5[n:])
+    # the input set chosen inside the training rows, not from this table
+    options = {"base": feats, "own": F2, "own+states": F3, "pair": F5, "all": F4}
+    name, learned["nested"][test] = _choose_inputs(
+        options, n, gain[train], groups[train], data.directions[train], study.p
+    )
+    return name
+
+
+def _rows(study, s1, guard, learned) -> dict[str, np.ndarray]:
+    """Every row of the table: free baselines, untrained rank averages, the learned rows."""
+    data, inputs, qe, dirs = study.data, study.inputs, study.s2["qe"], study.data.directions
+    scores = {
+        "length": inputs.length,
+        "entropy": inputs.entropy,
+        "prefill router (stage 1 only)": s1,
+        "quality-hypo guard on the prefill router": guard,
+        "-QE of the small output (untrained)": -qe,
+        "rank average of -QE and length (untrained)": ranks_within(-qe, dirs)
+        + ranks_within(inputs.length, dirs),
+        "rank average of -QE, length, stage 1 (untrained)": ranks_within(-qe, dirs)
+        + ranks_within(inputs.length, dirs)
+        + ranks_within(s1, dirs),
+        "two-stage, learned (ridge)": learned["ridge"],
+        "two-stage, learned (GBT)": learned["gbt"],
+        "two-stage as shipped (ridge, quadratic)": learned["shipped"],
+        "quality oracle": -data.q_small,
+    }
+    if study.own is not None:
+        scores |= {
+            "-mean log-prob of its own output (untrained)": -study.own["scalars"][:, 0],
+            "two-stage + own log-probs (GBT)": learned["gbt+own"],
+            "two-stage + own log-probs (ridge, quadratic)": learned["shipped+own"],
+            "two-stage + own log-probs + QE head on own states (GBT)": learned["gbt+own+states"],
+            "two-stage + QE head on the encoder pair (GBT)": learned["gbt+embqe"],
+            "two-stage + own log-probs + both QE heads (GBT)": learned["gbt+all"],
+            "two-stage, inputs chosen by inner CV (GBT)": learned["nested"],
+        }
+    return scores
 
 
 def _own_signals(path: Path, data: AblationData) -> dict[str, np.ndarray]:
@@ -359,8 +375,6 @@ def _embedding_pairs(data: AblationData) -> np.ndarray:
 def _choose_inputs(options, n_train, y, groups, dirs, p):
     """The stage-2 input set with the best inner-CV HC@p (GBT head, grouped folds, mean over
     directions) on the training rows; returns its name and its test scores."""
-    from ablation_eval import _metrics
-
     inner = fold_ids(groups, 5, 3)
     best = None
     for name, F in options.items():
@@ -368,7 +382,7 @@ def _choose_inputs(options, n_train, y, groups, dirs, p):
         oof = np.zeros(n_train)
         for g in range(5):
             oof[inner == g] = _gbt_xy(Ftr[inner != g], y[inner != g], Ftr[inner == g])
-        hc = np.mean([_metrics(y[dirs == d], oof[dirs == d], p)[0] for d in np.unique(dirs)])
+        hc = np.mean([hc_at(y[dirs == d], oof[dirs == d], p) for d in np.unique(dirs)])
         if best is None or hc > best[0]:
             best = (hc, name)
     F = options[best[1]]
@@ -381,76 +395,15 @@ def _ridge_xy(Xtr, ytr, gtr, Xte):
     return RidgeHead().fit(Xtr, ytr, gtr).predict(Xte)
 
 
-def _gbt_xy(Xtr, ytr, Xte):
-    from router_ablation import gbt_head
-
-    return gbt_head(Xtr, ytr, Xte)
-
-
-def _guard_scores(s1_tr, qe_tr, g_tr, d_tr, s1_te, qe_te, d_te, p):
-    """Scores whose top-p per direction is the guarded allocation: the prefill ranking with
-    small outputs of QE >= tau vetoed (their budget goes to the next), tau chosen on training
-    rows (inner out-of-fold stage-1 scores) for the highest MeanDelta@p."""
-    best = (-math.inf, math.inf)
-    for q in [1.0, *np.arange(0.5, 1.0, 0.05)]:
-        tau = math.inf if q == 1.0 else float(np.quantile(qe_tr, q))
-        md = np.mean(
-            [_guarded_mean(s1_tr, qe_tr, g_tr, d_tr == d, p, tau) for d in np.unique(d_tr)]
-        )
-        if md > best[0]:
-            best = (md, tau)
-    tau = best[1]
-    return s1_te - 1e6 * (qe_te >= tau)  # vetoed rows sink below every accepted candidate
-
-
-def _guarded_mean(s1, qe, g, rows, p, tau):
-    s, q, gg = s1[rows], qe[rows], g[rows]
-    k = max(1, round(p * len(s)))
-    order = np.argsort(-s, kind="stable")
-    accepted = [i for i in order if q[i] < tau][:k]
-    return gg[accepted].mean() if accepted else 0.0
-
-
-def _split_curve(s1, s2, gain, dirs, p):
-    """HC@p per direction when a share ``alpha`` of the budget is spent right after the prefill
-    (top by stage 1, no small decode) and the rest after the small decode (top by stage 2 among
-    the others); cost per request: small decodes, wasted small decodes, QE passes."""
-    from ablation_eval import _metrics
-
-    out = {}
-    for alpha in (0.0, 0.25, 0.5, 0.75, 1.0):
-        hcs = {}
-        for d in np.unique(dirs):
-            rows = np.flatnonzero(dirs == d)
-            n = len(rows)
-            k = max(1, round(p * n))
-            k1 = round(alpha * k)
-            first = rows[np.argsort(-s1[rows], kind="stable")[:k1]]
-            rest = np.setdiff1d(rows, first)
-            second = rest[np.argsort(-s2[rest], kind="stable")[: k - k1]]
-            routed = np.zeros(len(gain), dtype=bool)
-            routed[first] = routed[second] = True
-            score = routed.astype(float)[rows]
-            hcs[str(d)] = _metrics(gain[rows], score, p)[0]
-        decoded = 1 - alpha * p
-        out[str(alpha)] = {
-            "hc": hcs,
-            "mean_hc": float(np.mean(list(hcs.values()))),
-            "small_decodes_per_request": decoded,
-            "wasted_small_decodes_per_request": (1 - alpha) * p,
-            "qe_passes_per_request": decoded,
-        }
-    return out
+_gbt_xy = gbt_head
 
 
 def _markdown(result, title):
-    from router_ablation import markdown
-
     order = sorted(result["mean_hc"], key=lambda n: -result["mean_hc"][n])
     versus = ("length", "prefill router (stage 1 only)", "quality-hypo guard on the prefill router")
     if "inputs_chosen" in result:
         versus += ("two-stage as shipped (ridge, quadratic)",)
-    text = markdown(result, order, title, versus)
+    text = markdown_table(result, order, title, versus)
     if "inputs_chosen" in result:
         text += f"\nInputs chosen by inner CV, per outer split: {result['inputs_chosen']}\n"
     text += (

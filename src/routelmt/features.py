@@ -15,7 +15,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -96,18 +96,24 @@ def parse_layers(text: str) -> LayerSpec:
     return out
 
 
-def _entropy_of_last(model: Any, last_hidden: Any) -> Any:
-    """Entropy (nats) of the next-token distribution from each row's last hidden state."""
+def next_token_logprobs(model: Any, final: Any) -> Any:
+    """Log-softmax of the LM head over final-layer states (..., H), with the model's logit
+    soft-cap (Gemma's), as the model itself would score the next token."""
     import torch
 
     head = model.get_output_embeddings()
     if head is None:
-        raise ConfigError("the next-token entropy needs a model with an LM head")
-    logits = head(last_hidden).float()  # one position per row, not the whole prompt
+        raise ConfigError("next-token probabilities need a model with an LM head")
+    logits = head(final).float()
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    logp = torch.log_softmax(logits, dim=-1)
+    return torch.log_softmax(logits, dim=-1)
+
+
+def _entropy_of_last(model: Any, last_hidden: Any) -> Any:
+    """Entropy (nats) of the next-token distribution from each row's last hidden state."""
+    logp = next_token_logprobs(model, last_hidden)  # one position per row, not the whole prompt
     return -(logp.exp() * logp).sum(-1)
 
 
@@ -212,7 +218,7 @@ def _hooked_forward(
 MIN_SHARED_PREFIX = 8  # tokens; below this a prefix pass is not worth its bookkeeping
 
 
-class _SharedPrefix:
+class SharedPrefix:
     """The KV cache (and pooled sums) of a prompt prefix that many prompts share.
 
     Few-shot and chat templates put the same instructions and examples in front of every
@@ -251,9 +257,62 @@ class _SharedPrefix:
         return cache
 
 
+def tail_inputs(prefix: SharedPrefix, tails: Sequence[Sequence[int]], pad_id: int) -> Any:
+    """Forward inputs for right-padded prompt tails after a shared prefix, and the tail mask:
+    ``(inputs, tail_mask)``."""
+    import torch
+
+    width = max(len(t) for t in tails)
+    ids = torch.full((len(tails), width), pad_id, dtype=torch.long)
+    tmask = torch.zeros((len(tails), width), dtype=torch.long)
+    for r, tail in enumerate(tails):
+        ids[r, : len(tail)] = torch.tensor(list(tail))
+        tmask[r, : len(tail)] = 1
+    attention = torch.cat([torch.ones((len(tails), prefix.length), dtype=torch.long), tmask], 1)
+    positions = (prefix.length + torch.arange(width))[None, :].expand(len(tails), -1)
+    return {"input_ids": ids, "attention_mask": attention, "position_ids": positions}, tmask
+
+
+def every_layer_states(
+    model: Any,
+    prefix: SharedPrefix,
+    inputs: Any,
+    tmask: Any,
+    n_layers: int,
+    pool: Callable[[Any, int], Any],
+    *,
+    entropy: bool = False,
+) -> tuple[np.ndarray, Any, Any]:
+    """``pool(hidden, layer)`` of every layer over right-padded tails after a shared prefix (one
+    forward); also the top layer's raw states (for LM-head log-probs) and, with ``entropy``, the
+    next-token entropy at each tail's end. Returns (states (n, layers + 1, ...), top, entropy)."""
+    import torch
+
+    rows = torch.arange(tmask.shape[0])
+    lengths = tmask.sum(1)
+    top: dict[str, Any] = {}
+
+    def keep_top(hidden: Any, layer: int) -> Any:
+        if layer == n_layers:
+            top["h"] = hidden
+        return pool(hidden, layer)
+
+    captured, ent, _ = _hooked_forward(
+        model,
+        inputs,
+        list(range(n_layers + 1)),
+        pool=keep_top,
+        last=lambda hidden: hidden[rows, lengths - 1, :],
+        entropy=entropy,
+        cache=prefix.expanded(len(rows)),
+    )
+    states = torch.stack([captured[i] for i in range(n_layers + 1)], 1).numpy()
+    return states, top["h"], ent
+
+
 def prefill_with_prefix(
     model: Any,
-    prefix: _SharedPrefix,
+    prefix: SharedPrefix,
     tails: Sequence[Sequence[int]],
     layers: Sequence[int],
     pooling: str = "last",
@@ -387,7 +446,7 @@ def _prefill_rows(
     # Longest first: similar lengths share a batch (little padding), memory peaks early.
     rows = sorted(rows, key=lambda i: -len(encoded[i]))
     prefix = (
-        _SharedPrefix(model, encoded[rows[0]][:prefix_len], wanted, entropy=entropy)
+        SharedPrefix(model, encoded[rows[0]][:prefix_len], wanted, entropy=entropy)
         if prefix_len
         else None
     )

@@ -9,9 +9,11 @@ from routelmt.budget import (
     allocate_top_p,
     budget_count,
     calibrate_threshold,
+    descending_order,
     rank_order,
     read_scores,
     realised_share,
+    tie_keys,
 )
 from routelmt.errors import ConfigError, InputError
 
@@ -31,14 +33,26 @@ def test_allocate_routes_exactly_k_highest() -> None:
     assert np.flatnonzero(mask).tolist() == [1, 4, 7]
 
 
-def test_ties_prefer_lower_index() -> None:
+def test_ties_follow_the_seeded_permutation_not_the_index() -> None:
     scores = [1.0, 2.0, 1.0, 1.0, 2.0, 0.0]
-    # k = floor(6 * 0.5 + 0.5) = 3: both 2.0s, then the first of the 1.0s
-    assert np.flatnonzero(allocate_top_p(scores, 0.5)).tolist() == [0, 1, 4]
-    assert rank_order(scores).tolist() == [1, 4, 0, 2, 3, 5]
-    assert np.flatnonzero(allocate_top_p(scores, 0.6)).tolist() == [0, 1, 2, 4]
-    # deterministic: same answer every time, whatever the input order of equal scores
+    keys = tie_keys(len(scores))
+    order = rank_order(scores)
+    # higher scores first; within equal scores, ascending tie key (the evaluation's rule)
+    assert [scores[i] for i in order] == [2.0, 2.0, 1.0, 1.0, 1.0, 0.0]
+    for a, b in zip(order, order[1:], strict=False):
+        assert scores[a] > scores[b] or keys[a] < keys[b]
+    assert order.tolist() == descending_order(scores, keys).tolist()
+    # k = floor(6 * 0.5 + 0.5) = 3: both 2.0s, then the first 1.0 in tie-key order
+    assert np.flatnonzero(allocate_top_p(scores, 0.5)).tolist() == sorted(order[:3].tolist())
+    # deterministic: the same answer every time
     assert (allocate_top_p(scores, 0.5) == allocate_top_p(np.array(scores), 0.5)).all()
+
+
+def test_a_constant_router_does_not_route_the_first_rows() -> None:
+    # with index tie-breaks a constant score would route rows 0..k-1: the file order
+    mask = allocate_top_p(np.zeros(100), 0.3)
+    assert mask.sum() == 30
+    assert np.flatnonzero(mask).tolist() != list(range(30))
 
 
 def test_positive_only_routes_fewer() -> None:

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from routelmt.budget import BudgetSpec, Pacer, allocate_top_p
+from routelmt.budget import BudgetSpec, Pacer, allocate_top_p, tie_keys
 from routelmt.budget.guards import (
     choose_guard_threshold,
     guard_threshold_quantile,
@@ -94,7 +94,8 @@ def test_random_cases_match_a_one_at_a_time_walk() -> None:
         result = guarded_allocation(gain, p, guard_scores=guard, guard_threshold=tau)
         k = int(math.floor(p * n + 0.5))
         walk, seen = [], []
-        for i in sorted(range(n), key=lambda i: (-gain[i], i)):
+        keys = tie_keys(n)  # the library's one tie rule: a seeded permutation
+        for i in sorted(range(n), key=lambda i: (-gain[i], keys[i])):
             if len(walk) == min(k, n):
                 break
             seen.append(i)

@@ -8,21 +8,19 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from routelmt.budget.allocation import budget_count, descending_order, tie_keys
 from routelmt.errors import ConfigError
 from routelmt.evaluation import curves as C
 from routelmt.evaluation.bootstrap import group_index, group_weights
 from routelmt.evaluation.ranking import (
     OrderedWeights,
     average_ranks,
-    budget_k,
     budget_metrics,
-    descending_order,
     hit_rate,
     hybrid_quality,
     mean_delta,
     severe_loss,
     spearman,
-    tie_keys,
     validate_budgets,
     weighted_spearman,
 )
@@ -34,11 +32,18 @@ Q_LARGE = Q_SMALL + GAIN
 SCORES = np.linspace(0.9, 0.0, 10)  # routes segment 0 first, then 1, 2, ...
 
 
-def test_budget_k_rounds_half_up_not_to_even():
-    assert budget_k(0.25, 10) == 3  # Python's round(2.5) would give 2
-    assert budget_k(0.35, 10) == 4
-    assert budget_k(0.3, 997) == 299
-    assert budget_k(0.05, 10) == 1  # 0.5 -> 1
+def test_budget_count_rounds_half_up_not_to_even():
+    assert budget_count(10, 0.25) == 3  # Python's round(2.5) would give 2
+    assert budget_count(10, 0.35) == 4
+    assert budget_count(997, 0.3) == 299
+    assert budget_count(10, 0.05) == 1  # 0.5 -> 1
+
+
+def test_budget_count_broadcasts_over_budgets_and_totals():
+    k = budget_count(np.array([[10], [3]]), np.array([[0.0, 0.25, 0.5, 1.0]]))
+    assert k.tolist() == [[0, 3, 5, 10], [0, 1, 2, 3]]
+    with pytest.raises(ConfigError):
+        budget_count(10, np.array([0.3, 1.5]))
 
 
 def test_hand_computed_metrics_at_p_03():

@@ -1,7 +1,14 @@
 """Budget control: offline top-p allocation, threshold calibration, an online pacer, and
 allocation across more than two tiers."""
 
-from routelmt.budget.allocation import allocate_top_p, budget_count, check_share, rank_order
+from routelmt.budget.allocation import (
+    allocate_top_p,
+    budget_count,
+    check_share,
+    descending_order,
+    rank_order,
+    tie_keys,
+)
 from routelmt.budget.calibration import (
     Calibration,
     calibrate_threshold,
@@ -46,7 +53,9 @@ __all__ = [
     "guarded_allocation",
     "make_guard",
     "check_share",
+    "descending_order",
     "rank_order",
     "read_scores",
     "realised_share",
+    "tie_keys",
 ]

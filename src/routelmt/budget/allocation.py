@@ -1,20 +1,34 @@
 """Offline (batch) top-p allocation: exactly how many requests go to the large model, and which.
 
-The count is ``k = floor(p * n + 0.5)`` (round half up, unlike Python's ``round`` which rounds
-half to even), so p = 0.3 of 5 requests is 2 and p = 0.5 of 3 requests is 2. Ties are broken
-stably: higher score first, then lower index, so the same input always gives the same routing.
+The two rules every budgeted ranking in the library follows (allocation, guards, evaluation,
+the ablation tables), defined here once:
+
+- **k** = ``budget_count(n, p)`` = floor(p * n + 0.5) (round half up, unlike Python's ``round``
+  which rounds half to even), so p = 0.3 of 5 requests is 2 and p = 0.5 of 3 requests is 2.
+- **Ties** in scores are broken by a seeded random permutation of the positions
+  (``tie_keys``, ``descending_order``), never by the data order, so a constant-score router
+  cannot profit from how its input is sorted; the same seed always gives the same routing.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, overload
 
 import numpy as np
 
 from routelmt.errors import ConfigError, InputError
 
-__all__ = ["budget_count", "check_share", "rank_order", "allocate_top_p", "as_scores"]
+__all__ = [
+    "budget_count",
+    "check_share",
+    "tie_keys",
+    "descending_order",
+    "rank_order",
+    "allocate_top_p",
+    "as_scores",
+]
 
 
 def check_share(p: float, name: str = "budget") -> float:
@@ -27,12 +41,29 @@ def check_share(p: float, name: str = "budget") -> float:
     return value
 
 
-def budget_count(n: int, p: float) -> int:
-    """Number of requests the budget allows for a batch of ``n``: floor(p * n + 0.5)."""
-    p = check_share(p)
-    if n < 0:
+@overload
+def budget_count(n: int, p: float) -> int: ...
+
+
+@overload
+def budget_count(n: np.ndarray | int, p: np.ndarray | float) -> np.ndarray: ...
+
+
+def budget_count(n: Any, p: Any) -> Any:
+    """Requests the budget share ``p`` allows out of ``n``: floor(p * n + 0.5), at most n.
+
+    The one definition of k. Scalars give an int; arrays (a grid of budgets, the group totals
+    of bootstrap resamples) broadcast and give an int64 array. ``p`` may be 0 or 1 here (a
+    curve's end points); callers that take a budget from a user check it with ``check_share``.
+    """
+    shares = np.asarray(p, dtype=float)
+    counts = np.asarray(n)
+    if not np.all(np.isfinite(shares) & (shares >= 0.0) & (shares <= 1.0)):
+        raise ConfigError(f"budget share must be in [0, 1], got {p!r}")
+    if np.any(counts < 0):
         raise ValueError(f"n must be >= 0, got {n}")
-    return min(n, int(math.floor(p * n + 0.5)))
+    k = np.minimum(np.floor(shares * counts + 0.5), counts).astype(np.int64)
+    return int(k) if k.ndim == 0 else k
 
 
 def as_scores(scores: Sequence[float] | np.ndarray, name: str = "scores") -> np.ndarray:
@@ -48,11 +79,21 @@ def as_scores(scores: Sequence[float] | np.ndarray, name: str = "scores") -> np.
     return arr
 
 
-def rank_order(scores: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Indices from most to least worth routing: higher score first, then lower index."""
+def tie_keys(n: int, seed: int | np.random.SeedSequence = 0) -> np.ndarray:
+    """A seeded random permutation of ``n`` positions: the secondary sort key (ties in scores)."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def descending_order(scores: Sequence[float] | np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Indices by descending score, ties by ascending ``keys`` (from ``tie_keys``)."""
+    # lexsort sorts by the last key first: -score ascending, then the tie key ascending.
+    return np.lexsort((keys, -np.asarray(scores, dtype=float)))
+
+
+def rank_order(scores: Sequence[float] | np.ndarray, seed: int = 0) -> np.ndarray:
+    """Indices from most to least worth routing: higher score first, ties by ``tie_keys``."""
     arr = as_scores(scores)
-    # lexsort sorts by the last key first: -score ascending, then index ascending.
-    return np.lexsort((np.arange(arr.size), -arr))
+    return descending_order(arr, tie_keys(arr.size, seed))
 
 
 def allocate_top_p(
@@ -64,7 +105,7 @@ def allocate_top_p(
     scores are > 0 (a predicted gain <= 0 is never worth the large model).
     """
     arr = as_scores(scores)
-    k = budget_count(arr.size, p)
+    k = budget_count(arr.size, check_share(p))
     order = rank_order(arr)[:k]
     if positive_only:
         order = order[arr[order] > 0]

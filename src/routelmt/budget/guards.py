@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from routelmt.budget.allocation import as_scores, budget_count, rank_order
+from routelmt.budget.allocation import as_scores, budget_count, check_share, rank_order
 from routelmt.errors import ConfigError, InputError
 
 __all__ = [
@@ -141,7 +141,7 @@ def guarded_allocation(
     """
     scores = as_scores(gain_scores, "gain_scores")
     n = scores.size
-    k = budget_count(n, p)
+    k = budget_count(n, check_share(p))
     if (guard_scores is None) != (guard_threshold is None):
         raise ConfigError("give both guard_scores and guard_threshold, or neither (no guard)")
     order = rank_order(scores)

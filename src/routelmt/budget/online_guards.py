@@ -34,6 +34,7 @@ from routelmt.budget.pacer import Decision, Pacer
 from routelmt.errors import ConfigError, InputError
 from routelmt.records import Segment
 from routelmt.registry import Registry
+from routelmt.routers.base import FeatureRouter, Router
 
 __all__ = [
     "GUARDS",
@@ -162,16 +163,16 @@ class QualityPredictGuard(Guard):
             from routelmt.routers.artifacts import load_router
 
             router = load_router(router)
-        if not hasattr(router, "score"):
+        if not isinstance(router, Router):
             raise ConfigError(f"quality-predict needs a quality router, got {router!r:.60}")
         self.router = router
 
     @property
     def layer(self) -> int | None:
-        return getattr(self.router, "layer", None)
+        return self.router.layer if isinstance(self.router, FeatureRouter) else None
 
     def quality(self, segments, translations=None, features=None) -> np.ndarray:  # noqa: D102
-        if features is not None and hasattr(self.router, "score_features"):
+        if features is not None and isinstance(self.router, FeatureRouter):
             return -np.asarray(self.router.score_features(features), dtype=float)
         return -np.asarray(self.router.score(list(segments)), dtype=float)
 

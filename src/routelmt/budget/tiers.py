@@ -9,9 +9,10 @@ Lagrangian way, made exact for the relaxation and greedy for the integers:
    small model (0, 0): anything below the hull is never chosen by any price lambda, and options
    with gain <= 0 are never worth money;
 2. the hull's successive upgrades have decreasing gain per extra cost; sort every request's
-   upgrades by that ratio (ties: lower request index, then cheaper upgrade first) and buy them in
-   order while they fit. An upgrade that does not fit blocks that request's later upgrades, and
-   cheaper upgrades of other requests may still fill the leftover.
+   upgrades by that ratio (ties: the library's seeded permutation of the requests, then the
+   cheaper upgrade first) and buy them in order while they fit. An upgrade that does not fit
+   blocks that request's later upgrades, and cheaper upgrades of other requests may still fill
+   the leftover.
 
 Step 2 is what bisecting on the price lambda would converge to (the LP optimum up to its single
 fractional upgrade), without a tolerance to tune; it is O(n m log(n m)). The budget is never
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from routelmt.budget.allocation import check_share
+from routelmt.budget.allocation import check_share, tie_keys
 from routelmt.budget.pacer import Decision
 from routelmt.errors import ConfigError, InputError
 
@@ -115,7 +116,8 @@ def allocate_tiers(gains: np.ndarray, costs: np.ndarray, budget: float) -> TierA
     tier = np.zeros(n, dtype=int)
     spent = 0.0
     if ratio:
-        order = np.lexsort((np.array(step), np.array(req), -np.array(ratio)))
+        # equal ratios: the library's one tie rule (seeded permutation of the requests)
+        order = np.lexsort((np.array(step), tie_keys(n)[np.array(req)], -np.array(ratio)))
         blocked = np.zeros(n, dtype=bool)
         for t in order:
             i = req[t]

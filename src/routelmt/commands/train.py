@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from routelmt.errors import ConfigError
-    from routelmt.routers import get_router
+    from routelmt.routers import get_router, require
     from routelmt.routers.artifacts import save_router
 
     examples = load_examples(args)
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     router = get_router(args.router, **router_args.get(args.router, {}))
     if not router.trainable:
         raise ConfigError(f"router '{args.router}' has nothing to train")
+    require(router, "save", "routelmt train (its artifact could not be written)")
     started = time.perf_counter()
     router.prepare(examples)
     router.fit(examples)

@@ -29,6 +29,13 @@ def group_weights(
     return counts[:, index].astype(np.int64)
 
 
+def group_bootstrap_weights(groups: Sequence[str], n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, N) copies per segment of ``n_boot`` group resamples drawn with ``seed`` (the
+    whole bootstrap in memory: for tables of a few rows; ``weight_chunks`` streams it)."""
+    index, n_groups = group_index(groups)
+    return group_weights(index, n_groups, n_boot, np.random.default_rng(seed))
+
+
 def weight_chunks(
     index: np.ndarray,
     n_groups: int,

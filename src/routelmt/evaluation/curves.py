@@ -1,6 +1,7 @@
 """Quality-budget curves, their area, APGR and CPT (docs/method.md section 4), on weighted rows.
 
-- The curve is hybrid quality at p = 0, step, ..., 1 (k = floor(pN + 0.5) as everywhere).
+- The curve is hybrid quality at p = 0, step, ..., 1 (k = ``budget_count``: floor(pN + 0.5),
+  as everywhere).
 - **AUC**: trapezoid rule over p.
 - **Random line**: the exact expectation of routing a uniformly random k segments,
   mean q_S + (k / N) * mean g; this equals mean q_S + p * mean g whenever pN is a whole number,
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from routelmt.evaluation.ranking import OrderedWeights, budget_k
+from routelmt.budget.allocation import budget_count
+from routelmt.evaluation.ranking import OrderedWeights
 
 
 def curve_grid(step: float = 0.05) -> np.ndarray:
@@ -33,7 +35,7 @@ def quality_curve(
     grid: np.ndarray,
 ) -> np.ndarray:
     """Hybrid quality at each grid budget, shape (B, P)."""
-    k = budget_k(grid[None, :], total[:, None])
+    k = budget_count(total[:, None], grid[None, :])
     return (q_small_sum[:, None] + ranked.topk_sums(gains, k, cache_key="gain")) / total[:, None]
 
 
@@ -41,7 +43,7 @@ def random_curve(
     q_small_sum: np.ndarray, gain_sum: np.ndarray, total: np.ndarray, grid: np.ndarray
 ) -> np.ndarray:
     """Expected hybrid quality of uniformly random routing, shape (B, P)."""
-    k = budget_k(grid[None, :], total[:, None])
+    k = budget_count(total[:, None], grid[None, :])
     return (q_small_sum[:, None] + k / total[:, None] * gain_sum[:, None]) / total[:, None]
 
 

@@ -73,17 +73,15 @@ from typing import Any
 
 import numpy as np
 
+from routelmt.budget.allocation import budget_count, descending_order, tie_keys
 from routelmt.errors import ConfigError, InputError
 from routelmt.evaluation import curves as C
 from routelmt.evaluation.bootstrap import group_index, summarise, weight_chunks
 from routelmt.evaluation.ranking import (
     OrderedWeights,
     average_ranks,
-    budget_k,
     budget_metrics,
-    descending_order,
     spearman,
-    tie_keys,
     validate_budgets,
     weighted_spearman,
 )
@@ -247,7 +245,7 @@ def _concat(parts: list[Any]) -> Any:
 def _random_expectations(data: _Data, p: float, severe_delta: float) -> dict[str, Any]:
     """Exact expectations of uniformly random routing (no interval needed)."""
     n = data.gains.size
-    k = int(budget_k(p, n))
+    k = budget_count(n, p)
     mean_g = float(data.gains.mean())
     flat = bool(np.ptp(data.gains) == 0)
 

@@ -32,21 +32,32 @@ from routelmt.budget.guards import (
     guard_threshold_quantile,
     guarded_allocation,
 )
+from routelmt.evaluation.bootstrap import group_bootstrap_weights, percentile_interval
 from routelmt.records import ScoredExample
 from routelmt.splits import cv_splits
 
-__all__ = ["GUARD_ROWS", "evaluate_guards", "format_guard_table"]
+__all__ = [
+    "GUARD_ROWS",
+    "allocate_units",
+    "evaluate_guards",
+    "format_guard_table",
+    "guard_margin",
+]
 
 GUARD_ROWS = ("none", "quality-predict", "quality-hypo", "both")
 
 
-def _allocate(
+def allocate_units(
     gain_scores: np.ndarray,
     units: list[np.ndarray],
     p: float,
     margin: np.ndarray | None,
+    *,
+    leave_unused: bool = False,
 ) -> GuardResult:
-    """One allocation per direction; ``margin`` >= 0 vetoes (None: no guard)."""
+    """One guarded allocation per unit of rows (a direction, or every row as one unit);
+    ``margin`` >= 0 vetoes (None: no guard); ``leave_unused``: a vetoed candidate's budget is
+    not passed on."""
     n = gain_scores.size
     routed = np.zeros(n, dtype=bool)
     vetoed, examined, budget = [], [], 0
@@ -56,6 +67,7 @@ def _allocate(
             p,
             guard_scores=None if margin is None else margin[unit],
             guard_threshold=None if margin is None else 0.0,
+            leave_unused=leave_unused,
         )
         routed[unit[r.routed]] = True
         vetoed.append(unit[r.vetoed])
@@ -99,18 +111,11 @@ def _thresholds(
     return taus
 
 
-def _margin(values: np.ndarray, taus: np.ndarray) -> np.ndarray:
+def guard_margin(values: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """``values - taus``, the veto margin (>= 0 vetoes); -1 where tau is infinite."""
     with np.errstate(invalid="ignore"):
         m = values - taus
     return np.where(np.isfinite(m), m, -1.0)  # tau = inf: never veto
-
-
-def _group_weights(groups: Sequence[str], n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) multiplicities of a bootstrap over source groups."""
-    names, index = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=n_boot)
-    return counts[:, index].astype(float)
 
 
 def _row(
@@ -145,8 +150,7 @@ def _row(
 
 
 def _ci(values: np.ndarray) -> list[float]:
-    lo, hi = np.quantile(values, [0.025, 0.975])
-    return [float(lo), float(hi)]
+    return list(percentile_interval(values))
 
 
 def _finish_rows(rows: list[dict[str, Any]], per_eval: Mapping[str, float]) -> None:
@@ -192,14 +196,14 @@ def evaluate_guards(
     directions = np.asarray([ex.segment.direction for ex in examples])
     units = [np.flatnonzero(directions == d) for d in np.unique(directions)]
     splits = cv_splits(examples, "kfold", k=folds, seed=seed)
-    weights = _group_weights([ex.segment.group for ex in examples], n_boot, seed)
+    weights = group_bootstrap_weights([ex.segment.group for ex in examples], n_boot, seed)
     guard_values = {
         "quality-predict": None if predicted_quality is None else np.asarray(predicted_quality),
         "quality-hypo": None if qe_scores is None else np.asarray(qe_scores, dtype=float),
     }
     fit = dict(p=p, quantile=quantile, max_drop=max_drop, severe_delta=severe_delta)
     rows: list[dict[str, Any]] = []
-    base = _allocate(scores, units, p, None)
+    base = allocate_units(scores, units, p, None)
     rows.append(
         {"guard": "none", "rule": "-", **_row(base, gains, q_small, severe_delta, weights, 0, 0)}
     )
@@ -211,9 +215,9 @@ def evaluate_guards(
                 continue
             taus = _thresholds(values, scores, gains, splits, units, rule, **fit)
             thresholds.setdefault(name, {})[rule] = sorted({float(t) for t in taus})
-            margins[name] = _margin(values, taus)
+            margins[name] = guard_margin(values, taus)
         for name, margin in margins.items():
-            result = _allocate(scores, units, p, margin)
+            result = allocate_units(scores, units, p, margin)
             hypo = name == "quality-hypo"
             evals = result.evaluations if hypo else 0
             vetoes = int(result.vetoed.size) if hypo else 0
@@ -221,7 +225,7 @@ def evaluate_guards(
             rows.append({"guard": name, "rule": rule, **row})
         if len(margins) == 2:
             both = np.maximum(margins["quality-predict"], margins["quality-hypo"])
-            result = _allocate(scores, units, p, both)
+            result = allocate_units(scores, units, p, both)
             passed = result.examined[margins["quality-predict"][result.examined] < 0]
             hypo_vetoes = int((margins["quality-hypo"][passed] >= 0).sum())
             row = _row(result, gains, q_small, severe_delta, weights, passed.size, hypo_vetoes)

@@ -7,10 +7,10 @@ the copies of one segment adjacent. Taking the top k of a resample is therefore 
 of weights along one fixed order: the ranking is recomputed exactly on every resample, yet the
 whole bootstrap is a few (B, N) array operations instead of B sorts.
 
-Rules (fixed here so every number is reproducible):
+Rules (fixed in ``budget.allocation``, the one place that defines them for the whole library):
 
-- **k** = floor(p * N + 0.5): round half up. Python's ``round`` rounds half to even, which
-  would make k jump unevenly between budgets.
+- **k** = ``budget_count(N, p)`` = floor(p * N + 0.5): round half up. Python's ``round`` rounds
+  half to even, which would make k jump unevenly between budgets.
 - **Ties** in scores are broken by a seeded random permutation of the segments (``tie_keys``),
   never by the data order, so a constant-score router cannot profit from how the file is sorted.
   The same keys order the true gains, so a router whose scores equal the gains gets HitRate 100.
@@ -24,12 +24,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from routelmt.budget.allocation import budget_count, descending_order, tie_keys
 from routelmt.errors import ConfigError
-
-
-def budget_k(p: float | np.ndarray, n: int | np.ndarray) -> np.ndarray:
-    """Segments routed to the large model at budget p: floor(p * n + 0.5)."""
-    return np.floor(np.asarray(p, dtype=float) * np.asarray(n, dtype=float) + 0.5).astype(np.int64)
 
 
 def validate_budgets(budgets: Iterable[float]) -> list[float]:
@@ -48,17 +44,6 @@ def validate_budgets(budgets: Iterable[float]) -> list[float]:
     if not out:
         raise ConfigError("no budgets given; expected at least one share in (0, 1)")
     return out
-
-
-def tie_keys(n: int, seed: int | np.random.SeedSequence = 0) -> np.ndarray:
-    """A seeded random permutation used as the secondary sort key (ties in scores)."""
-    return np.random.default_rng(seed).permutation(n)
-
-
-def descending_order(scores: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Indices by descending score, ties by ascending ``keys``."""
-    scores = np.asarray(scores, dtype=float)
-    return np.lexsort((keys, -scores))
 
 
 class OrderedWeights:
@@ -191,7 +176,7 @@ def budget_metrics(
     severe_delta: float,
 ) -> dict[str, np.ndarray]:
     """HitRate, MeanDelta, hybrid quality and severe-loss rate at one budget, per row."""
-    k = budget_k(p, total)
+    k = budget_count(total, p)
     gain_sum = scored.topk_sums(gains, k[:, None], cache_key="gain")[:, 0]
     bad = (gains < -severe_delta).astype(float)
     severe = scored.topk_sums(bad, k[:, None], cache_key=f"severe{severe_delta}")[:, 0]
@@ -223,14 +208,14 @@ def _single(scores: np.ndarray, gains: np.ndarray, seed: int) -> tuple[OrderedWe
 def hit_rate(scores: np.ndarray, gains: np.ndarray, p: float, *, seed: int = 0) -> float:
     """|top-k by score ∩ top-k by gain| / k, in percent (ties: seeded permutation)."""
     scored, oracle = _single(scores, gains, seed)
-    k = budget_k(p, np.array([len(gains)]))
+    k = budget_count(np.array([len(gains)]), p)
     return float(100.0 * scored.hits(oracle, k)[0] / k[0] if k[0] > 0 else math.nan)
 
 
 def mean_delta(scores: np.ndarray, gains: np.ndarray, p: float, *, seed: int = 0) -> float:
     """Mean true gain over the top-k by score."""
     scored, _ = _single(scores, gains, seed)
-    k = budget_k(p, len(gains))
+    k = budget_count(len(gains), p)
     return float(scored.topk_sums(np.asarray(gains), np.array([[k]]))[0, 0] / k if k else math.nan)
 
 
@@ -241,7 +226,7 @@ def hybrid_quality(
     q_small = np.asarray(q_small, dtype=float)
     gains = np.asarray(q_large, dtype=float) - q_small
     scored, _ = _single(scores, gains, seed)
-    k = budget_k(p, len(gains))
+    k = budget_count(len(gains), p)
     return float((q_small.sum() + scored.topk_sums(gains, np.array([[k]]))[0, 0]) / len(gains))
 
 
@@ -251,7 +236,7 @@ def severe_loss(
     """Percent of routed segments whose gain is below -delta."""
     gains = np.asarray(gains, dtype=float)
     scored, _ = _single(scores, gains, seed)
-    k = budget_k(p, len(gains))
+    k = budget_count(len(gains), p)
     bad = (gains < -delta).astype(float)
     return float(100.0 * scored.topk_sums(bad, np.array([[k]]))[0, 0] / k if k else math.nan)
 

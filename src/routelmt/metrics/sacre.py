@@ -212,3 +212,35 @@ class ChrFPlusPlus(ChrF):
         eps_smoothing: bool = False,
     ) -> None:
         super().__init__(char_order, word_order, beta, lowercase, whitespace, eps_smoothing)
+
+
+def corpus_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus chrF (sacrebleu defaults) of ``hypotheses`` against one reference each."""
+    return float(CHRF().corpus_score(list(hypotheses), [list(references)]).score)
+
+
+def corpus_chrf_difference_interval(
+    a: Sequence[str],
+    b: Sequence[str],
+    references: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of corpus chrF(b) - chrF(a) over segment resamples (the same draws
+    for both systems). Corpus chrF is a function of summed per-segment n-gram statistics, so a
+    resample sums the drawn segments' statistics, as sacrebleu's own paired bootstrap does."""
+    from routelmt.evaluation.bootstrap import percentile_interval
+
+    chrf = CHRF()
+    refs = [list(references)]
+    stats_a = np.array(chrf._extract_corpus_statistics(list(a), refs))
+    stats_b = np.array(chrf._extract_corpus_statistics(list(b), refs))
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    for i in range(n_boot):
+        pick = rng.integers(0, len(a), len(a))
+        score_a = chrf._compute_score_from_stats(stats_a[pick].sum(0).tolist()).score
+        score_b = chrf._compute_score_from_stats(stats_b[pick].sum(0).tolist()).score
+        diffs[i] = score_b - score_a
+    return percentile_interval(diffs, level)

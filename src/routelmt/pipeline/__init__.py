@@ -3,8 +3,9 @@ and the benchmark, one function per stage (``pipeline.bench``). Resumable transl
 ``routelmt.resumable``; the names below stay importable from here."""
 
 from routelmt.backends.resolve import slug
-from routelmt.pipeline.bench import Bench, BenchResult, run_bench
+from routelmt.pipeline.bench import BenchResult, run_bench
 from routelmt.pipeline.config import DEFAULTS, load_bench_config, parse_set, shipped_configs
+from routelmt.pipeline.context import Bench
 from routelmt.pipeline.stages import PIPELINE_FORMAT, STAGE_FILE, StageRecord, StageRunner
 from routelmt.pipeline.stages import exclusive as _exclusive
 from routelmt.resumable import (

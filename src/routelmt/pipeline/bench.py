@@ -26,7 +26,8 @@ import yaml
 from routelmt.backends.base import Translator
 from routelmt.backends.resolve import check_spec, parse_spec, slug
 from routelmt.errors import ConfigError, InputError
-from routelmt.executors import Executor, make_executor, score_batches, translate_batches
+from routelmt.executors import make_executor, score_batches, translate_batches
+from routelmt.pipeline.context import Bench
 from routelmt.pipeline.guards import guard_stage, qe_stage
 from routelmt.pipeline.stages import StageRecord, StageRunner, exclusive
 from routelmt.records import ScoredExample, Segment, Translation, read_records, write_records
@@ -47,42 +48,6 @@ class BenchResult:
     reports: dict[str, Path]
     seconds: float
     guards: dict[str, dict[str, Any]] = field(default_factory=dict)  # large -> guard table
-
-
-@dataclass
-class Bench:
-    """One run: its settings and data, and what the stages so far produced, keyed by spec."""
-
-    config: dict[str, Any]
-    output: Path
-    dataset: Any
-    pairs: list[str]
-    make: Callable[..., Translator]
-    executor: Executor
-    runner: StageRunner
-    segments: list[Segment] = field(default_factory=list)
-    texts: dict[str, list[str]] = field(default_factory=dict)
-    names: dict[str, str] = field(default_factory=dict)  # spec -> the system name it records
-    qualities: dict[str, list[float]] = field(default_factory=dict)
-    signature: dict[str, str] = field(default_factory=dict)  # spec -> metric signature
-    _metric: Any = None
-
-    @property
-    def evaluation(self) -> dict[str, Any]:
-        return self.config["evaluation"]
-
-    def metric(self) -> Any:
-        """The configured metric, built once and only if a score stage runs."""
-        if self._metric is None:
-            from routelmt.metrics.base import get_metric
-
-            self._metric = get_metric(
-                self.config["metric"]["name"], **self.config["metric"]["args"]
-            )
-        return self._metric
-
-    def options(self, label: str) -> dict[str, Any]:
-        return self.config["small_options"] if label == "small" else self.config["large_options"]
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -254,24 +219,6 @@ def router_args(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return args
 
 
-def examples_for(bench: Bench, large: str) -> list[ScoredExample]:
-    """The labelled examples of the small system against ``large``."""
-    small = bench.config["small"]
-    return [
-        ScoredExample(
-            segment=segment,
-            small_system=bench.names[small],
-            large_system=bench.names[large],
-            small_text=bench.texts[small][i],
-            large_text=bench.texts[large][i],
-            metric=bench.signature[small],
-            q_small=bench.qualities[small][i],
-            q_large=bench.qualities[large][i],
-        )
-        for i, segment in enumerate(bench.segments)
-    ]
-
-
 def _router_scores(
     bench: Bench, router: str, args: dict[str, Any], examples: list[ScoredExample], directory: Path
 ) -> dict[str, Any]:
@@ -361,7 +308,7 @@ def evaluate_stage(bench: Bench, large: str, left_out: set[str]) -> tuple[str, d
     from routelmt.evaluation.evaluate import SCHEMA as EVALUATION_SCHEMA
     from routelmt.routers import get_router
 
-    examples = examples_for(bench, large)
+    examples = bench.examples_for(large)
     args = router_args(bench.config)
     scores: dict[str, Any] = {}
     seconds: dict[str, float] = {}

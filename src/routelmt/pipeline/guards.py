@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from routelmt.backends.resolve import slug
+from routelmt.pipeline.context import Bench
 from routelmt.pipeline.stages import STAGE_FILE
 from routelmt.storage import atomic_open, read_json, write_json
 
@@ -27,7 +28,7 @@ def _time_per_item(work: Any, items: list[Any]) -> float:
     return (time.perf_counter() - started) / len(items)
 
 
-def _qe(bench: Any, directory: Path) -> dict[str, Any]:
+def _qe(bench: Bench, directory: Path) -> dict[str, Any]:
     from routelmt.labels import score_pairs
     from routelmt.metrics.base import get_metric
 
@@ -59,7 +60,7 @@ def _qe(bench: Any, directory: Path) -> dict[str, Any]:
     return info
 
 
-def qe_stage(bench: Any) -> str | None:
+def qe_stage(bench: Bench) -> str | None:
     """QE of every small translation (the quality-hypo guard's score); None when off."""
     cfg, small = bench.config["guards"], bench.config["small"]
     if not cfg["gain_router"] or not cfg["qe"]:
@@ -83,10 +84,9 @@ def _head_seconds(dim: int = 640, rows: int = 1000, repeats: int = 20) -> float:
 
 
 def _guards(
-    bench: Any, large: str, scores: dict[str, list[float]], qe: str | None, directory: Path
+    bench: Bench, large: str, scores: dict[str, list[float]], qe: str | None, directory: Path
 ) -> dict[str, Any]:
     from routelmt.evaluation.guards import evaluate_guards, format_guard_table
-    from routelmt.pipeline.bench import examples_for
 
     cfg, evaluation = bench.config["guards"], bench.evaluation
     seconds: dict[str, float] = {}
@@ -102,7 +102,7 @@ def _guards(
         predicted = -np.asarray(scores[quality], dtype=float)
         seconds["quality-predict"] = _head_seconds()
     result = evaluate_guards(
-        examples_for(bench, large),
+        bench.examples_for(large),
         scores[cfg["gain_router"]],
         predicted,
         qe_scores,
@@ -123,7 +123,7 @@ def _guards(
     return {"n": result["n"]}
 
 
-def guard_stage(bench: Any, large: str, qe: str | None) -> dict[str, Any] | None:
+def guard_stage(bench: Bench, large: str, qe: str | None) -> dict[str, Any] | None:
     """The guard table against one large system (None when off or its router was left out)."""
     cfg, evaluation = bench.config["guards"], bench.evaluation
     gain, quality = cfg["gain_router"], cfg["quality_router"]

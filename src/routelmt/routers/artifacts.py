@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from routelmt.errors import ConfigError, InputError
-from routelmt.routers.base import ROUTERS, Router
+from routelmt.routers.base import ROUTERS, Router, capabilities, require
 from routelmt.routers.provenance import write_training_sources
 from routelmt.storage import read_json, write_json
 
@@ -40,10 +40,8 @@ def resolve_artifact(location: str | os.PathLike[str]) -> Path:
 
 def save_router(router: Router, directory: str | os.PathLike[str]) -> Path:
     """Write a trained router's artifact; routers without state cannot be saved."""
-    save = getattr(router, "save", None)
-    if save is None:
-        raise ConfigError(f"router '{router.name}' has no trained state to save")
-    return Path(save(directory))
+    require(router, "save", "a trained artifact (it has no trained state to save)")
+    return Path(router.save(directory))  # type: ignore[attr-defined]
 
 
 def load_router(directory: str | os.PathLike[str]) -> Router:
@@ -58,17 +56,15 @@ def load_router(directory: str | os.PathLike[str]) -> Router:
         )
     config = read_json(config_path)
     name = config.get("router") if isinstance(config, dict) else None
-    if name not in ROUTERS:
-        raise InputError(
-            f"unknown router '{name}'; known: {', '.join(ROUTERS.names())}",
-            path=str(config_path),
-            field="router",
-        )
-    klass = ROUTERS.get(name)
-    load = getattr(klass, "load", None)
-    if load is None:
+    if not isinstance(name, str) or not name:
+        raise InputError("router.json names no router", path=str(config_path), field="router")
+    try:
+        klass = ROUTERS.get(name)  # names a module that failed to import, if that is why
+    except ConfigError as exc:
+        raise InputError(str(exc), path=str(config_path), field="router") from None
+    if "load" not in capabilities(klass):  # type: ignore[arg-type]
         raise InputError(f"router '{name}' cannot be loaded from disk", path=str(config_path))
-    return load(directory)
+    return klass.load(directory)  # type: ignore[attr-defined]
 
 
 # -- the artifact contract every trainable router follows -------------------------------------

@@ -1,12 +1,31 @@
-"""The router interface: a score per request, higher = more worth sending to the large model."""
+"""The router interface: a score per request, higher = more worth sending to the large model.
+
+``Router`` is what every router implements (``score``; ``prepare`` and ``fit`` where they have
+work to do). What only some routers can do is declared here too, as capabilities: small
+Protocols that the places choosing a router check with ``isinstance`` (through ``require`` or
+``capabilities``), so a router gains a serving path by implementing the methods, and a router
+that lacks one is refused with a message naming what is missing, where it is chosen:
+
+- ``FeatureRouter``: ``layer`` and ``score_features`` (scores the small model's own prefill
+  features: the service's shared-prefill path, and the quality-predict guard's free path);
+- ``SecondStageRouter``: ``score_stage1`` / ``score_stage2`` (a second look after the small
+  decode: the service gives it a second pacer) and ``qe_metric`` (its QE scorer, which the
+  quality-hypo guard reuses instead of loading a second one);
+- ``SavableRouter`` (``save``) and ``LoadableRouter`` (a ``load`` classmethod): a trained
+  artifact (``routelmt train`` writes it, ``router: {path: ...}`` serves it).
+"""
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from routelmt.errors import ConfigError
 from routelmt.records import ScoredExample, Segment
 from routelmt.registry import Registry
 
@@ -36,6 +55,81 @@ class Router(ABC):
     @abstractmethod
     def score(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
         """One float per item; higher means a larger expected gain from the large model."""
+
+
+@runtime_checkable
+class FeatureRouter(Protocol):
+    """Scores precomputed prefill features of the small model (one forward pass serves both
+    routing and translation). ``layer``: the hidden layer it reads (None: the model's default)."""
+
+    layer: int | None
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        """One score per feature row; higher = more worth sending to the large model."""
+        ...
+
+
+@runtime_checkable
+class SecondStageRouter(Protocol):
+    """Decides twice: on the request (stage 1) and again on the small model's own translation."""
+
+    def score_stage1(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
+        """The stage-1 score of requests, before any decoding."""
+        ...
+
+    def score_stage2(
+        self, segments: Sequence[Segment], texts: Sequence[str], stage1: np.ndarray
+    ) -> np.ndarray:
+        """The stage-2 score of the small translations ``texts`` given their stage-1 scores."""
+        ...
+
+    def qe_metric(self) -> Any:
+        """The reference-free QE scorer stage 2 reads (built once; a guard may share it)."""
+        ...
+
+
+@runtime_checkable
+class SavableRouter(Protocol):
+    """A trained router that writes its artifact folder (``router.json`` + its state)."""
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the artifact into ``directory``; returns it."""
+        ...
+
+
+@runtime_checkable
+class LoadableRouter(Protocol):
+    """A router class that reads its artifact folder back (``load`` is a classmethod)."""
+
+    def load(self, directory: str | os.PathLike[str]) -> Router:
+        """The router saved in ``directory``."""
+        ...
+
+
+#: capability name -> (the Protocol, what it is for); the names ``capabilities`` returns
+CAPABILITIES: dict[str, tuple[type, str]] = {
+    "score_features": (FeatureRouter, "the shared prefill (score_features and layer)"),
+    "second_stage": (SecondStageRouter, "a second look at the small translation"),
+    "save": (SavableRouter, "saving a trained artifact (save)"),
+    "load": (LoadableRouter, "loading a trained artifact (a load classmethod)"),
+}
+
+
+def capabilities(router: Router | type[Router]) -> frozenset[str]:
+    """The declared capabilities a router has (given a class: only ``save`` and ``load`` can
+    show, the others need the instance's attributes)."""
+    return frozenset(name for name, (proto, _) in CAPABILITIES.items() if isinstance(router, proto))
+
+
+def require(router: Router | type[Router], capability: str, purpose: str) -> None:
+    """A ConfigError naming the router and the missing capability unless it has it."""
+    if capability not in capabilities(router):
+        klass = router if isinstance(router, type) else type(router)
+        name = getattr(router, "name", klass.__name__)
+        raise ConfigError(
+            f"router '{name}' cannot be used for {purpose}: it does not implement "
+            f"{CAPABILITIES[capability][1]} (routers.base.{CAPABILITIES[capability][0].__name__})"
+        )
 
 
 ROUTERS: Registry[Router] = Registry(
