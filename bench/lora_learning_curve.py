@@ -58,6 +58,7 @@ def _fit_fold(args, train: list, test: list) -> dict:
             max_length=args.max_length,
             lr=args.lr,
             head_lr=head_lr,
+            device=args.device,
         )
         router.fit(train)
         log.info("head lr %g: best validation MSE %.4f", head_lr, router.train_info["best_val_mse"])
@@ -167,6 +168,7 @@ def main() -> None:
         "training groups, never the test fold) is kept",
     )
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--device", default="cpu", help="where LoRA trains, e.g. cuda")
     parser.add_argument("--budget", type=float, default=0.3)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/ablation/lora-curve"))
