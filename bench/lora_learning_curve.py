@@ -15,7 +15,9 @@ the paper's ridge probe at the same layer (the full training rows; its penalty b
 and ``length``. Printed: the learning curve, the cost, HC@p on the test fold with 95% bootstrap
 intervals and the paired differences. The head's learning rate is chosen among ``--head-lrs`` by the
 validation MSE, inside each fold's training rows. One test fold is a fifth of one direction, so
-its intervals are wide: run all five folds for a ranking.
+its intervals are wide: run all five folds for a ranking. Each finished outer fold is stored at
+once under ``<output>.folds/`` with its scores, curve and cost; a rerun (any ``--folds``) fits
+only the folds not stored with the same settings, so a grid can be finished across sessions.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def _fit_fold(args, train: list, test: list) -> dict:
             max_length=args.max_length,
             lr=args.lr,
             head_lr=head_lr,
+            device=args.device,
         )
         router.fit(train)
         log.info("head lr %g: best validation MSE %.4f", head_lr, router.train_info["best_val_mse"])
@@ -90,6 +93,59 @@ def _fit_fold(args, train: list, test: list) -> dict:
     }
 
 
+# Settings that change a fold's result: a stored fold is reused only when all of them match.
+_FOLD_KEYS = (
+    "small",
+    "pair",
+    "large",
+    "layer",
+    "epochs",
+    "steps",
+    "validation",
+    "eval_every",
+    "patience",
+    "batch_size",
+    "lr",
+    "head_lrs",
+    "max_length",
+)
+
+
+def _fold_path(args, f: int) -> Path:
+    return args.output.parent / f"{args.output.name}.folds" / f"{args.pair}-{args.large}-{f}.json"
+
+
+def _fold_settings(args) -> dict:
+    return {key: str(getattr(args, key)) for key in _FOLD_KEYS}
+
+
+def _save_fold(args, f: int, test_rows: np.ndarray, out: dict) -> None:
+    """Each finished outer fold is stored at once (atomically): a rerun fits only the rest."""
+    path = _fold_path(args, f)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "settings": _fold_settings(args),
+        "rows": test_rows.tolist(),
+        "lora": [float(x) for x in out["lora"]],
+        "probe": [float(x) for x in out["probe"]],
+        "summary": out["summary"],
+        "curves": out["curves"],
+    }
+    with atomic_open(path) as handle:
+        json.dump(record, handle, default=float)
+
+
+def _load_fold(args, f: int) -> dict | None:
+    path = _fold_path(args, f)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("settings") != _fold_settings(args):
+        log.warning("%s was made with other settings: refitting fold %d", path, f)
+        return None
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", required=True, help="the small model's translations.jsonl")
@@ -111,6 +167,7 @@ def main() -> None:
         "training groups, never the test fold) is kept",
     )
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--device", default="cpu", help="where LoRA trains, e.g. cuda")
     parser.add_argument("--budget", type=float, default=0.3)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/ablation/lora-curve"))
@@ -127,17 +184,23 @@ def main() -> None:
     folds: dict[str, dict] = {}
     for f in [int(x) for x in args.folds.split(",")]:
         test_rows = np.flatnonzero(fold == f)
-        train = [ex for ex, k in zip(examples, fold, strict=True) if k != f]
-        test = [examples[i] for i in test_rows]
-        log.info("%s fold %d: %d training, %d test examples", args.pair, f, len(train), len(test))
-        out = _fit_fold(args, train, test)
+        out = _load_fold(args, f)
+        if out is None:
+            train = [ex for ex, k in zip(examples, fold, strict=True) if k != f]
+            test = [examples[i] for i in test_rows]
+            log.info(
+                "%s fold %d: %d training, %d test examples", args.pair, f, len(train), len(test)
+            )
+            out = _fit_fold(args, train, test)
+            _save_fold(args, f, test_rows, out)
+        else:
+            log.info(
+                "%s fold %d: finished earlier, loaded from %s", args.pair, f, _fold_path(args, f)
+            )
         rows += test_rows.tolist()
-        lora_scores += out["lora"].tolist()
-        probe_scores += out["probe"].tolist()
+        lora_scores += list(out["lora"])
+        probe_scores += list(out["probe"])
         folds[str(f)] = {"summary": out["summary"], "curves": out["curves"]}
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(args.output.with_suffix(".partial.json")) as handle:  # survives a kill
-            json.dump({"folds": folds, "rows": rows, "lora": lora_scores}, handle, default=float)
     tested = [examples[i] for i in rows]
     scores = {
         "routelmt-lora (early stopping)": np.asarray(lora_scores),

@@ -205,3 +205,14 @@ def test_early_stopping_settings_and_too_few_groups(lm):
     one_group = [ex for ex in _examples(8) if ex.segment.group == "g0"]
     with pytest.raises(InputError, match="both sides"):
         _router(lm, steps=2, validation=0.5).fit(one_group)
+
+
+def test_device_setting(lm):
+    """An explicit CPU device trains the same router as the default; an unknown one is refused
+    by name before any step (a GPU run is `--device cuda`, not testable on this machine)."""
+    examples = _examples(16)
+    default = _router(lm, steps=2).fit(examples).score(examples)
+    explicit = _router(lm, steps=2, device="cpu").fit(examples).score(examples)
+    np.testing.assert_array_equal(default, explicit)
+    with pytest.raises(ConfigError, match="device 'nonsense'"):
+        _router(lm, steps=2, device="nonsense").fit(examples)

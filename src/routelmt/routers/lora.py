@@ -253,6 +253,8 @@ class RouteLMTLoRARouter(Router):
     layer after the final norm). ``steps`` fixes the number of optimiser steps; otherwise
     ``epochs`` passes over the (``max_train``-subsampled) training set. ``lm`` passes an already
     loaded ``(model, tokenizer)`` instead of loading ``model`` (tests, custom models).
+    ``device`` (e.g. ``cuda``) holds the adapted blocks and the head there; the base model is
+    only copied from, so it stays where it was loaded.
 
     Early stopping, as the paper trains it: ``validation`` > 0 holds out that share of the
     training source groups; every ``eval_every`` steps (default: once an epoch) the validation
@@ -293,6 +295,7 @@ class RouteLMTLoRARouter(Router):
         score_batch_size: int = 8,
         progress: bool = True,
         lm: tuple[Any, Any] | None = None,
+        device: str = "cpu",
     ) -> None:
         if pooling not in ("last", "mean"):
             raise ConfigError(f"unknown pooling '{pooling}'; expected last or mean")
@@ -331,6 +334,7 @@ class RouteLMTLoRARouter(Router):
         self.seed, self.dtype = int(seed), dtype
         self.score_batch_size = int(score_batch_size)
         self.progress = progress
+        self.device = str(device)
         self._lm = lm
         self._loaded: tuple[Any, Any, str, Any] | None = None
         self._adapted: _AdaptedBody | None = None
@@ -403,6 +407,12 @@ class RouteLMTLoRARouter(Router):
             self._head = torch.nn.Linear(hidden, 1)
         torch.nn.init.zeros_(self._head.weight)
         torch.nn.init.zeros_(self._head.bias)
+        if self.device != "cpu":  # the adapted copy and the head only; the base model stays
+            try:
+                self._adapted.body.to(self.device)
+                self._head.to(self.device)
+            except (RuntimeError, AssertionError, ValueError) as exc:
+                raise ConfigError(f"cannot use device '{self.device}': {exc}") from None
 
     def _encode(self, items: Sequence[Segment | ScoredExample]) -> list[list[int]]:
         from routelmt.prompts import encode_prompts
@@ -421,9 +431,10 @@ class RouteLMTLoRARouter(Router):
         tokenizer = self._load()[1]
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         input_ids, mask = pad_left(batch_ids, pad_id)
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         pooled = self._adapted.forward(input_ids, mask, self.pooling).float()
-        mean = torch.as_tensor(self.feature_mean, dtype=torch.float32)
-        std = torch.as_tensor(self.feature_std, dtype=torch.float32)
+        mean = torch.as_tensor(self.feature_mean, dtype=torch.float32, device=self.device)
+        std = torch.as_tensor(self.feature_std, dtype=torch.float32, device=self.device)
         return (pooled - mean) / std
 
     # --- training ------------------------------------------------------------------------------
@@ -455,8 +466,10 @@ class RouteLMTLoRARouter(Router):
         y = self._targets(chosen)
         self.target_mean = float(y.mean())
         self.target_std = float(y.std()) if y.std() > 1e-12 else 1.0
-        z = torch.as_tensor((y - self.target_mean) / self.target_std, dtype=torch.float32)
-        self._build(self._resolve_layer())
+        self._build(self._resolve_layer())  # first: an unusable device is refused by name
+        z = torch.as_tensor(
+            (y - self.target_mean) / self.target_std, dtype=torch.float32, device=self.device
+        )
         assert self._adapted is not None
         encoded = self._encode(chosen)
         lengths = [len(ids) for ids in encoded]
@@ -607,7 +620,7 @@ class RouteLMTLoRARouter(Router):
             for start in range(0, len(order), self.score_batch_size):
                 rows = order[start : start + self.score_batch_size]
                 feats = self._features([encoded[i] for i in rows])
-                values = (self._head(feats).squeeze(-1) if standardise else feats).numpy()
+                values = (self._head(feats).squeeze(-1) if standardise else feats).cpu().numpy()
                 if out is None:
                     out = np.zeros((len(encoded),) + values.shape[1:], dtype=np.float64)
                 out[np.asarray(rows)] = values
@@ -682,11 +695,11 @@ class RouteLMTLoRARouter(Router):
             assert self._adapted is not None and self._head is not None
             directory.mkdir(parents=True, exist_ok=True)
             tensors = {
-                f"lora.{name}": p.detach().contiguous().clone()
+                f"lora.{name}": p.detach().cpu().contiguous().clone()
                 for name, p in self._adapted.lora_parameters().items()
             }
-            tensors["head.weight"] = self._head.weight.detach().clone()
-            tensors["head.bias"] = self._head.bias.detach().clone()
+            tensors["head.weight"] = self._head.weight.detach().cpu().clone()
+            tensors["head.bias"] = self._head.bias.detach().cpu().clone()
             tensors["feature_mean"] = torch.as_tensor(self.feature_mean)
             tensors["feature_std"] = torch.as_tensor(self.feature_std)
             with atomic_open(directory / WEIGHTS_FILE, "wb") as handle:
@@ -704,6 +717,7 @@ class RouteLMTLoRARouter(Router):
         template: str | None = None,
         lm: tuple[Any, Any] | None = None,
         progress: bool = True,
+        device: str = "cpu",
     ) -> RouteLMTLoRARouter:
         """Load an artifact; refuses a model or prompt template other than the trained one."""
         directory, config, where = read_artifact_config(
@@ -732,6 +746,7 @@ class RouteLMTLoRARouter(Router):
             dtype=config.get("dtype", "float32"),
             progress=progress,
             lm=lm,
+            device=device,
         )
         check_trained_on(directory, config, router.describe())
         weights = directory / WEIGHTS_FILE
