@@ -69,6 +69,9 @@ def _user(text: str = "hi", **extra):
         (b'{"text": "hi", "policy": ["large"]}', 400, "policy"),
         (b'{"text": "   "}', 400, "text"),
         (b'{"text": "x", "texts": ["y"]}', 400, "text"),
+        # an integer past Python's 4,300-digit conversion limit, even in an ignored field
+        (b'{"text": "hi", "unused": ' + b"9" * 5000 + b"}", 400, "body"),
+        (b'{"text": "hi", "id": -' + b"1" * 4500 + b"}", 400, "body"),
     ],
 )
 def test_bad_translate_bodies_are_400(srv, raw, status, param):

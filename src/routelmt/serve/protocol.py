@@ -145,10 +145,22 @@ class BodyError(Exception):
     """A body that is not a JSON object (or too deep to parse): 400, ``param`` = ``body``."""
 
 
+MAX_INT_DIGITS = 4_000  # below Python's own limit (4,300), whose error would be a 500
+
+
+def _bounded_int(text: str) -> int:
+    """A JSON integer, refused (400) beyond ``MAX_INT_DIGITS`` digits: Python's int() would
+    raise a ValueError naming its own internals, in any field, even an ignored one."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise BodyError(f"a number with {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
-    """Bytes -> a JSON object; anything else (bad UTF-8, deep nesting, an array) is BodyError."""
+    """Bytes -> a JSON object; anything else (bad UTF-8, deep nesting, an array, a number too
+    long to convert) is BodyError."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_int=_bounded_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BodyError(f"not valid JSON ({exc})") from None
     except RecursionError:
