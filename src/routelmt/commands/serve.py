@@ -177,11 +177,18 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     from routelmt.serve.app import create_app
-    from routelmt.serve.runner import serve_forever
+    from routelmt.serve.runner import bind, serve_forever
     from routelmt.serve.service import build_service
 
-    service = build_service(config)
     server = config["server"]
+    # the address first: a port in use or a host that does not resolve is an error (exit 2)
+    # before a model loads, and before anything claims to serve
+    sock = bind(server["host"], server["port"], connections.backlog)
+    try:
+        service = build_service(config)
+    except BaseException:
+        sock.close()
+        raise
     log.info(
         "serving small=%s large=%s router=%s budget=%s on http://%s:%s (log: %s; keys: %d)",
         service.hybrid.small.name,
@@ -189,10 +196,10 @@ def run(args: argparse.Namespace) -> int:
         service.router_name,
         config["budget"]["share"],
         server["host"],
-        server["port"],
+        sock.getsockname()[1],
         service.log.path if service.log else None,
         len(security.api_keys),
     )
     app = create_app(service, security=security, limits=limits)
-    serve_forever(app, server["host"], server["port"], limits=connections)
+    serve_forever(app, sock, limits=connections)
     return 0
