@@ -10,6 +10,7 @@ error becomes OpenAI's error shape with ``param`` naming the field (``texts[1]``
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -66,10 +67,17 @@ Text = _text()  # its length is a configured limit (413), checked by the app
 Policy = Literal["auto", "small", "large"]
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
 def _short_id(value: str | int) -> str:
+    """An id is echoed into the logs: bounded, and without control characters (a newline in
+    an id would forge a line of the server log)."""
     text = str(value)
     if len(text) > MAX_ID_CHARS:
         raise ValueError(f"at most {MAX_ID_CHARS} characters")
+    if _CONTROL.search(text):
+        raise ValueError("must not contain control characters (a newline, a tab, ...)")
     return _utf8(text)
 
 
