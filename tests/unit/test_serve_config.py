@@ -118,3 +118,35 @@ def test_the_default_router_is_the_shipped_two_stage_one_with_a_split_budget():
     for bad in (0.0, 1.0):
         with pytest.raises(ConfigError, match="stage1_share"):
             make_pacers({**budget, "stage1_share": bad}, TwoStage())
+
+
+@pytest.mark.parametrize(
+    ("budget", "tiers", "message"),
+    [
+        ({"hard_cap": 0.35}, [], "must be a whole number of large-model requests"),
+        ({"hard_cap": 12.5}, [], "must be a whole number"),
+        ({"hard_cap": 0.5, "share": None, "cost_share": 0.3, "cost_large": 2.0}, [], "below one"),
+        ({"hard_cap": 0.1}, [{"name": "big", "backend": "GPT-4", "cost": 0.2}], "cheapest tier"),
+    ],
+)
+def test_a_fractional_hard_cap_is_refused(tmp_path, budget, tiers, message):
+    path = tmp_path / "cap.yaml"
+    path.write_text(yaml.safe_dump({"budget": budget, "tiers": tiers}))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert "absolute count, not a share" in str(err.value)
+
+
+def test_hard_cap_is_described_as_a_count_and_a_whole_one_is_taken(capsys):
+    from routelmt.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--help-config"])
+    assert done.value.code == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "budget.hard_cap" in x]
+    assert "absolute count, not a share" in line and "a share never" not in line
+    assert main(["serve", "--hard-cap", "0.35", "--print-config"]) == 2
+    assert "routelmt serve: error:" in capsys.readouterr().err
+    assert load_config(None, {"budget": {"hard_cap": 30.0}})["budget"]["hard_cap"] == 30.0
+    cost = {"share": None, "cost_share": 0.2, "cost_large": 0.5, "hard_cap": 2.25}
+    assert load_config(None, {"budget": cost})["budget"]["hard_cap"] == 2.25

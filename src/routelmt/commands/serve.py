@@ -30,7 +30,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--router", help="router name (length, random, routelmt, ...)")
     parser.add_argument("--router-path", help="a trained router artifact (from routelmt train)")
     parser.add_argument("--budget", type=float, help="share of requests for the large model")
-    parser.add_argument("--hard-cap", type=float, help="absolute ceiling on large-model spend")
+    parser.add_argument(
+        "--hard-cap",
+        type=float,
+        help="the most large-model requests ever sent, an absolute count (a whole number; with "
+        "cost_share or tiers, cost units); not a share: that is --budget",
+    )
     parser.add_argument(
         "--budget-store", help="SQLite file holding the budget shared by several replicas"
     )
