@@ -112,7 +112,7 @@ def test_the_default_router_is_the_shipped_two_stage_one_with_a_split_budget():
     first, second = make_pacers(budget, TwoStage())
     s1, s2 = first.spec.share, second.spec.share
     assert s1 == pytest.approx(0.075) and s1 + (1 - s1) * s2 == pytest.approx(0.3)
-    assert first.spec.hard_cap + second.spec.hard_cap == pytest.approx(100)
+    assert first.joint is second.joint and first.joint.cap == 100  # one cap, not split
     single, none = make_pacers(budget, object())
     assert none is None and single.spec.share == 0.3
     for bad in (0.0, 1.0):

@@ -395,7 +395,9 @@ class TranslationService:
 def make_pacers(budget: dict[str, Any], router: Any) -> tuple[Any, Any | None]:
     """The pacer, and for a two-stage router (``score_stage2``) a second one: stage 1 spends
     ``stage1_share`` of the budget right after the prefill, stage 2 the rest after the small
-    decode, so that together they route ``share`` of requests (``two_stage.split_budget``)."""
+    decode, so that together they route ``share`` of requests (``two_stage.split_budget``).
+    The hard cap is not split: both stages, forced requests included, spend one cap
+    (``budget.joint_cap``)."""
     if not hasattr(router, "score_stage2"):
         return make_pacer(budget), None
     from routelmt.routers.two_stage import split_budget
@@ -408,12 +410,17 @@ def make_pacers(budget: dict[str, Any], router: Any) -> tuple[Any, Any | None]:
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"budget.stage1_share must be between 0 and 1 (exclusive), got {alpha}")
     first, second = split_budget(float(budget["share"]), alpha)
-    cap = budget["hard_cap"]
-    stage1 = {**budget, "share": first, "hard_cap": None if cap is None else cap * alpha}
-    stage2 = {**budget, "share": second, "hard_cap": None if cap is None else cap * (1 - alpha)}
+    stage1 = {**budget, "share": first}
+    stage2 = {**budget, "share": second}
     if budget["store"]:
         stage2["store"] = f"{budget['store']}.stage2"
-    return make_pacer(stage1), make_pacer(stage2)
+    if budget["hard_cap"] is None:
+        return make_pacer(stage1), make_pacer(stage2)
+    # one cap for both stages: a forced-large request (stage 1) may use all of it
+    from routelmt.budget.joint_cap import JointCap
+
+    joint = JointCap(budget["hard_cap"])
+    return joint.stage(make_pacer(stage1)), joint.stage(make_pacer(stage2))
 
 
 def make_pacer(budget: dict[str, Any]) -> Any:
