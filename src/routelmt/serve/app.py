@@ -55,7 +55,12 @@ from routelmt.serve.protocol import (
     validation_error,
 )
 from routelmt.serve.security import Security
-from routelmt.serve.service import SmallModelError, TranslationService, fallback_reason
+from routelmt.serve.service import (
+    FAILED_TIER,
+    SmallModelError,
+    TranslationService,
+    fallback_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +244,7 @@ class Api:
         out: dict[str, Any] = {
             "request_id": request_id,
             "results": [self.public(r) for r in results],
+            "failed": sum(r.tier == FAILED_TIER for r in results),
             "budget": results[-1].budget,
             "usage": {
                 key: sum((r.usage or {}).get(key, 0) for r in results)
@@ -256,10 +262,13 @@ class Api:
     @staticmethod
     def public(r: HybridResult) -> dict[str, Any]:
         """What a client sees: no budget copy per item, and no upstream details in ``error``
-        (an endpoint's URL or error body may hold credentials; the decision log has them)."""
+        (an endpoint's URL or error body may hold credentials; the decision log has them).
+        A text no model translated has ``translation`` and ``tier`` null and says so."""
         d = r.to_dict()
         d.pop("budget")
-        if d["error"]:
+        if r.tier == FAILED_TIER:  # the other texts of the request are answered
+            d.update(tier=None, model=None, error="the small model failed on this text")
+        elif d["error"]:
             d["error"] = f"large model call failed ({fallback_reason(d['error'])})"
         return d
 

@@ -43,7 +43,34 @@ def fallback_reason(error: str) -> str:
 
 
 class SmallModelError(BackendError):
-    """The small model failed on a segment (it has no fallback)."""
+    """The small model failed on every segment of a request (it has no fallback)."""
+
+
+FAILED_TIER = "none"  # the tier of a segment that no model translated
+
+
+def failed_result(routed: Routed, message: str, total_s: float) -> HybridResult:
+    """A segment the small model failed on (after a failed large call, too): no translation,
+    nothing charged (a failed large call was refunded). It is logged like any decision, and
+    the request still answers its other segments (a large answer already paid for is kept)."""
+    return HybridResult(
+        segment_id=routed.segment.id,
+        direction=routed.segment.direction,
+        translation=None,  # type: ignore[arg-type]
+        tier=FAILED_TIER,
+        model=FAILED_TIER,
+        policy=routed.policy,
+        score=routed.score,
+        threshold=routed.threshold,
+        reason="small_model_failed",
+        fallback=False,
+        error=message,
+        budget=routed.budget,
+        timings={"route": routed.route_s, "total": total_s},
+        stage=routed.stage,
+        stage2_score=routed.stage2_score,
+        cost={"cost": 0.0, "all_large": 0.0, "saved": 0.0},
+    )
 
 
 @dataclass
@@ -202,7 +229,7 @@ class TranslationService:
         t0 = time.perf_counter()
         routing_failed = False
 
-        async def one(segment: Segment) -> HybridResult | str:
+        async def one(segment: Segment) -> HybridResult:
             # each segment goes on as soon as it is routed: its large call starts while other
             # segments of the request still wait for their prefill or decode
             nonlocal routing_failed
@@ -214,40 +241,44 @@ class TranslationService:
             return await self._finish(staged, t0, request_id)
 
         try:
-            results = await asyncio.gather(*(one(s) for s in segments))
+            results: list[HybridResult] = list(await asyncio.gather(*(one(s) for s in segments)))
         except Exception:
             if routing_failed:
                 self.metrics.errors.inc("routing")
             raise
-        bad = [r for r in results if isinstance(r, str)]
-        if bad:
-            self.metrics.errors.inc("small_model")
-            raise SmallModelError(bad[0])
-        done: list[HybridResult] = results  # type: ignore[assignment]
-        for r, seg in zip(done, segments, strict=True):
-            r.usage = self.tokens.usage(seg.source, r.translation)
-        if self.log is not None:
+        failed = [r for r in results if r.tier == FAILED_TIER]
+        for r, seg in zip(results, segments, strict=True):
+            if r.tier != FAILED_TIER:
+                r.usage = self.tokens.usage(seg.source, r.translation)
+        if self.log is not None:  # every decision, the failed segments' too
             records = [
                 self.record(r, seg, request_id=request_id, endpoint=endpoint)
-                for r, seg in zip(done, segments, strict=True)
+                for r, seg in zip(results, segments, strict=True)
             ]
             if not self.log_text:
                 records = [without_text(r) for r in records]
             await asyncio.wrap_future(self.log.append(records))
-        for r in done:
+        if failed:
+            self.metrics.errors.inc("small_model")
+        if len(failed) == len(results):  # nothing to answer with
+            raise SmallModelError(failed[0].error or "the small model failed")
+        for r in results:
+            if r.tier == FAILED_TIER:
+                continue
             self.metrics.observe_result(r, r.usage or {})
             self.metrics.segments.inc(r.tier, r.policy)
             self.metrics.latency.observe(r.timings["total"], r.tier)
             self.metrics.route_latency.observe(r.timings["route"])
-        return done
+        return results
 
     async def _route_only(self, segment: Segment, policy: str, owner: str) -> Staged:
         return await asyncio.wrap_future(self.batcher.submit((segment, policy, owner), owner))
 
-    async def _finish(self, staged: Staged, t0: float, owner: str) -> HybridResult | str:
+    async def _finish(self, staged: Staged, t0: float, owner: str) -> HybridResult:
         routed = await self._decode(staged)
         if routed.error is not None:
-            return f"small model failed on segment {routed.segment.id}: {routed.error}"
+            message = f"small model failed on segment {routed.segment.id}: {routed.error}"
+            return failed_result(routed, message, time.perf_counter() - t0)
         if routed.guard_pending:  # quality-hypo: QE of the decoded candidate, off the loop
             loop = asyncio.get_running_loop()
             routed = (await loop.run_in_executor(None, self.hybrid.guard_review, [routed]))[0]
@@ -281,7 +312,8 @@ class TranslationService:
             )
         again = await self._stage(routed.segment, FALLBACK, owner)
         if again.error is not None:
-            return f"large call failed ({error}) and so did the small model: {again.error}"
+            message = f"large call failed ({error}) and so did the small model: {again.error}"
+            return failed_result(routed, message, time.perf_counter() - t0)
         return self.hybrid.result(
             routed,
             large_s=large_s,
