@@ -336,3 +336,52 @@ def test_a_paid_large_answer_survives_another_texts_small_failure(tmp_path):
         ("none", "small_model_failed"),
     ]
     assert "so did the small model" in logged[1]["error"] and logged[0]["translation"] == "rof diap"
+
+
+def test_any_language_pair_is_served_and_an_untrained_one_says_zero_shot():
+    """The default serves any pair of known languages; a pair the router was not trained on is
+    routed all the same, and /health and each answer say so."""
+    from routelmt.records import Segment
+    from routelmt.routers.provenance import training_sources
+    from routelmt.serve.config import load_config
+
+    assert load_config(None)["server"]["directions"] is None  # the shipped default
+    from routelmt.serve.service import router_directions
+
+    class Trained:  # what a trained artifact carries: its training-sources record
+        train_sources = training_sources(
+            [Segment(id=str(i), direction="en-es", source=f"s {i}") for i in range(3)]
+        )
+
+    assert router_directions(Trained()) == ["en-es"]
+    service = make_service(directions=None)
+    service.trained_directions = router_directions(Trained())
+    srv = serve(service)
+    try:
+        c = httpx.Client(base_url=srv.url, timeout=30)
+        seen = c.post("/v1/translate", json={"text": "hello", "target_lang": "es"}).json()
+        unseen = c.post("/v1/translate", json={"text": "hello", "direction": "fr-pt"}).json()
+        assert seen["zero_shot"] is False and unseen["zero_shot"] is True
+        assert unseen["direction"] == "fr-pt" and unseen["translation"] in ("HELLO", "olleh")
+        chat = c.post(
+            "/v1/chat/completions",
+            json={
+                "messages": [
+                    {"role": "system", "content": "Translate from German into Japanese."},
+                    {"role": "user", "content": "Guten Tag"},
+                ]
+            },
+        ).json()
+        assert chat["routing"]["direction"] == "de-ja" and chat["routing"]["zero_shot"] is True
+        health = c.get("/health").json()["directions"]
+        assert health["served"] == "any pair of known languages"
+        assert health["router_trained_on"] == ["en-es"]
+    finally:
+        srv.stop()
+        service.close()
+    length_only = make_service(directions=None)  # a router that needs no training
+    try:
+        assert length_only.zero_shot("fr-pt") is None
+        assert length_only.health()["directions"]["router_trained_on"] is None
+    finally:
+        length_only.close()

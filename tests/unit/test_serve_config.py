@@ -73,10 +73,35 @@ def test_build_service_skips_unavailable_small_backends(tmp_path):
         ("translate the text from en into es", ("en", "es")),
         ("Please translate to Ukrainian", (None, "uk")),
         ("You are a helpful assistant.", (None, None)),
+        ("Translate into Brazilian Portuguese.", (None, "pt")),
+        ("Translate to zh-Hans", (None, "zh")),
+        ("translate it to preserve the tone, into French", (None, "fr")),
+        ("Translate from time to time into German", (None, "de")),
+        ("From Monday to Friday we work. Translate to Italian", (None, "it")),
+        ("You are a translator. Reply to John in Spanish.", (None, None)),
+        ("Translate to the user's language", (None, None)),
     ],
 )
 def test_languages_from_system_message(text, expected):
     assert languages_from_instruction(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        ("Translate to Klingon", "Klingon"),
+        ("Translate from Klingon to English.", "Klingon"),
+        ("translate to klingon language", "klingon"),
+        ("Please translate this into Esperanto please", "Esperanto"),
+        ("Translate into tlh-KX", "tlh-KX"),
+    ],
+)
+def test_an_unknown_language_in_a_system_message_is_refused(text, word):
+    from routelmt.serve.instructions import UnknownLanguage
+
+    with pytest.raises(UnknownLanguage) as err:
+        languages_from_instruction(text)
+    assert err.value.word == word and "does not know" in str(err.value)
 
 
 def test_yaml_is_plain_yaml():

@@ -77,7 +77,7 @@ class ServerSettings:
     max_chars: int = key(4000, "characters per text", range=(1, 1_000_000))
     max_items: int = key(64, "texts per request", range=(1, 100_000))
     directions: list[str] | None = key(
-        ["en-es", "en-de", "en-zh", "en-uk", "en-hi", "en-is"], "directions served"
+        None, "directions served; null: any pair of known languages (an untrained one zero-shot)"
     )
     default_direction: str = key("en-es", "direction of a request that names none")
     allow_policy_override: bool = key(False, "may a request force a tier")

@@ -28,6 +28,15 @@ from routelmt.serve.usage import TokenCounter
 log = logging.getLogger(__name__)
 
 
+def router_directions(router: Any) -> list[str] | None:
+    """The directions a trained router saw (its training-sources record); None for a router
+    that needs no training (length, random) or an artifact that records none."""
+    record = getattr(router, "train_sources", None)
+    if not isinstance(record, dict) or not isinstance(record.get("sources"), dict):
+        return None
+    return sorted({d.lower() for dirs in record["sources"].values() for d in dirs})
+
+
 def fallback_reason(error: str) -> str:
     """Metric label for a failed large call."""
     text = error.lower()
@@ -164,8 +173,16 @@ class TranslationService:
         self.router_name = router_name or getattr(
             hybrid.router, "name", type(hybrid.router).__name__
         )
+        self.trained_directions = router_directions(hybrid.router)
         self.started = time.time()
         self._closed = False
+
+    def zero_shot(self, direction: str) -> bool | None:
+        """True when the router was trained, but not on ``direction`` (it is routed all the
+        same); None when the router needs no training or records none."""
+        if self.trained_directions is None:
+            return None
+        return direction.lower() not in self.trained_directions
 
     # -- batching ------------------------------------------------------------------------
     def _small_batch(self, items: list[tuple[Segment, str, str]]) -> list[Staged]:
@@ -389,6 +406,12 @@ class TranslationService:
                 ),
             },
             "router_stages": 1 if self.hybrid.second_stage is None else 2,
+            "directions": {
+                "served": self.directions or "any pair of known languages",
+                "default": self.default_direction,
+                # the others are routed zero-shot (answers say "zero_shot": true)
+                "router_trained_on": self.trained_directions,
+            },
             "tiers": [
                 {"name": name, "cost": cost, "model": self.model_of(name)}
                 for name, cost in self.hybrid.costs.items()
