@@ -1,5 +1,5 @@
 """A port in use or a host that does not resolve: ``routelmt serve: error: ...`` and exit 2,
-before the service claims to serve (and before a model loads)."""
+before the service claims to serve."""
 
 from __future__ import annotations
 

@@ -186,13 +186,13 @@ def run(args: argparse.Namespace) -> int:
     from routelmt.serve.service import build_service
 
     server = config["server"]
-    # the address first: a port in use or a host that does not resolve is an error (exit 2)
-    # before a model loads, and before anything claims to serve
-    sock = bind(server["host"], server["port"], connections.backlog)
+    service = build_service(config)
+    # a port in use or a host that does not resolve is an error (exit 2) before anything
+    # claims to serve (the service's own errors come first, as they always did)
     try:
-        service = build_service(config)
+        sock = bind(server["host"], server["port"], connections.backlog)
     except BaseException:
-        sock.close()
+        service.close()
         raise
     log.info(
         "serving small=%s large=%s router=%s budget=%s on http://%s:%s (log: %s; keys: %d)",
