@@ -51,7 +51,7 @@ def run_server(args: argparse.Namespace) -> None:
     """Child process: one service on --port (front or back)."""
     from routelmt.serve.app import create_app
     from routelmt.serve.config import load_config
-    from routelmt.serve.runner import serve_forever
+    from routelmt.serve.runner import bind, serve_forever
     from routelmt.serve.service import build_service
 
     if args.role == "back":
@@ -95,7 +95,7 @@ def run_server(args: argparse.Namespace) -> None:
             if overrides["small"].startswith("hf:"):
                 overrides["small_options"] = {"prefix_cache": False, "head": "full"}
         service = build_service(load_config(None, overrides), small=small)
-    serve_forever(create_app(service), "127.0.0.1", args.port, log_level="warning")
+    serve_forever(create_app(service), bind("127.0.0.1", args.port), log_level="warning")
 
 
 def _free_port() -> int:

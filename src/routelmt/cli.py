@@ -65,9 +65,13 @@ def configure_logging(*, quiet: bool = False, verbose: bool = False) -> None:
     """Warnings from everyone; routelmt's own progress lines at INFO unless ``quiet``.
 
     Third-party loggers (matplotlib's font manager, httpx, urllib3, ...) stay at WARNING even
-    with ``--verbose``, which turns on routelmt's DEBUG lines only.
+    with ``--verbose``, which turns on routelmt's DEBUG lines only. Every line goes through
+    ``redact.LogHygiene``.
     """
+    from routelmt.redact import install_log_hygiene
+
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    install_log_hygiene()  # credentials masked, client text escaped, in every line
     logging.getLogger().setLevel(logging.WARNING)
     ours = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     log.setLevel(ours)

@@ -194,10 +194,43 @@ def env_overrides(prefix: str, environ: Mapping[str, str] | None = None) -> list
     return out
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(key, line, first)
+        self.key, self.line, self.first = key, line, first
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is refused: plain YAML
+    keeps the last one silently, so a value someone edited may not be the one in force."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<:`` merges are not repeats
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, line, seen[key])
+                except TypeError:  # an unhashable key: SafeLoader refuses it on its own
+                    continue
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(path: Any) -> Mapping[str, Any]:
-    """A config file's top-level mapping (an empty file is no settings)."""
+    """A config file's top-level mapping (an empty file is no settings); a key given twice in
+    one mapping is a ConfigError naming the file and both lines."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except _DuplicateKey as dup:
+        raise ConfigError(
+            f"{path}:{dup.line}: duplicate key '{dup.key}' (first set on line {dup.first}); "
+            "give each key once"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if data is None:

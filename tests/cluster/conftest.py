@@ -1,6 +1,6 @@
 """A real local Ray cluster for the Ray tests: ``ray start --head`` on a free port with 2 CPUs
 and token authentication, shared by the session and stopped (SIGTERM to ``ray start --block``,
-which stops what it started) at the end."""
+which stops what it started) at the end, its recorded address removed with it."""
 
 from __future__ import annotations
 
@@ -80,3 +80,18 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
+        _forget_address(address)
+
+
+def _forget_address(address: str) -> None:
+    """``ray start`` records its address for later drivers and a stopped one leaves it there:
+    remove the record if it is this cluster's, so no later run joins a dead address."""
+    from routelmt.executors.ray_data import ray_address_file
+
+    path = ray_address_file()
+    try:
+        recorded = path.read_text(encoding="utf-8").strip()
+        if recorded.rpartition(":")[2] == address.rpartition(":")[2]:  # ray writes the node IP
+            path.unlink()
+    except OSError:
+        pass

@@ -61,7 +61,8 @@ def _bench(config: Path, output: Path, address: str, env: dict[str, str]) -> sub
     )
 
 
-def test_bench_on_ray_matches_local_and_resumes_after_a_kill(ray_cluster, wmt_root, tmp_path):
+def test_bench_on_ray_matches_local_and_resumes_after_a_kill(wmt_root, ray_cluster, tmp_path):
+    # wmt_root first: without the data the test is skipped before a Ray cluster starts
     config = _config(tmp_path, wmt_root)
     local = run_bench(load_bench_config([config], [], output=tmp_path / "local"))
     assert local.config["executor"]["kind"] == "local"

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,10 +165,35 @@ def test_a_tampered_store_is_refused_at_startup(files, capsys):
     _fails_cleanly([*_serve(files), "--budget-store", str(store)], capsys, "pacer state")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_permission_denied_outputs(files, capsys):
+def _without_root_powers(argv: list[str]) -> list[str]:
+    """``routelmt -q ARGV`` as a command line that cannot write where its user may not. Root
+    (how CI runs) may write anywhere: there it runs under ``setpriv`` with the capabilities
+    that bypass file permissions dropped, so it is refused like any other user."""
+    command = [sys.executable, "-m", "routelmt.cli", "-q", *map(str, argv)]
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    drop = "--bounding-set=-dac_override,-dac_read_search,-fowner"
+    if setpriv is None or subprocess.run([setpriv, drop, "true"], check=False).returncode:
+        pytest.skip("running as root, and setpriv (util-linux) cannot drop root's override")
+    return [setpriv, drop, *command]
+
+
+def test_permission_denied_outputs(files):
     locked = files["tmp"] / "locked"
     locked.mkdir(mode=0o555)
-    argv = ["calibrate", "-i", str(files["scores"]), "--budget", "0.3"]
-    _fails_cleanly([*argv, "-o", str(locked / "t.json")], capsys, "permission")
-    _fails_cleanly([*_serve(files), "--log", str(locked / "l.jsonl")], capsys, "permission")
+    calibrate = ["calibrate", "-i", str(files["scores"]), "--budget", "0.3"]
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    for argv in (
+        [*calibrate, "-o", str(locked / "t.json")],
+        [*_serve(files), "--log", str(locked / "l.jsonl")],
+    ):
+        done = subprocess.run(
+            _without_root_powers(argv), capture_output=True, text=True, env=env, timeout=300
+        )
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"routelmt {argv[0]}: error:") and "ermission" in last, last
+    assert list(locked.iterdir()) == []  # nothing was written there

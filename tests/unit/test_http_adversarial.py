@@ -69,6 +69,15 @@ def _user(text: str = "hi", **extra):
         (b'{"text": "hi", "policy": ["large"]}', 400, "policy"),
         (b'{"text": "   "}', 400, "text"),
         (b'{"text": "x", "texts": ["y"]}', 400, "text"),
+        # an integer past Python's 4,300-digit conversion limit, even in an ignored field
+        (b'{"text": "hi", "unused": ' + b"9" * 5000 + b"}", 400, "body"),
+        (b'{"text": "hi", "id": -' + b"1" * 4500 + b"}", 400, "body"),
+        # an empty language is not "the default" (it was answered in the default direction)
+        (b'{"text": "hi", "target_lang": ""}', 400, "target_lang"),
+        (b'{"text": "hi", "source_lang": " ", "target_lang": "es"}', 400, "source_lang"),
+        (b'{"text": "hi", "direction": ""}', 400, "direction"),
+        (b'{"text": "hi", "direction": "en-es", "target_lang": ""}', 400, "direction"),
+        (b'{"text": "hi", "target_lang": "tlh"}', 400, "target_lang"),
     ],
 )
 def test_bad_translate_bodies_are_400(srv, raw, status, param):
@@ -113,6 +122,27 @@ def test_bad_translate_bodies_are_400(srv, raw, status, param):
             },
             "messages",
         ),
+        # a language the system message names that we do not know: not the default direction
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "Translate to Klingon."},
+                    {"role": "user", "content": "hi"},
+                ]
+            },
+            "messages",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "Translate from Elvish into English"},
+                    {"role": "user", "content": "hi"},
+                ]
+            },
+            "messages",
+        ),
+        (_user(target_lang=""), "target_lang"),
+        (_user(metadata={"target_lang": ""}), "metadata.target_lang"),
     ],
 )
 def test_bad_chat_bodies_are_400(srv, body, param):

@@ -290,3 +290,98 @@ def test_policy_override_can_be_disabled(tmp_path):
         assert r.status_code == 403 and r.json()["error"]["param"] == "policy"
     finally:
         srv.stop()
+
+
+class _LargeFailsOnMarker(Reverse):
+    """The large model: reverses, except a text marked FAIL-LARGE, where its call fails."""
+
+    def translate(self, segments):
+        if any("FAIL-LARGE" in s.source for s in segments):
+            raise RuntimeError("upstream down for this one")
+        return super().translate(segments)
+
+
+def test_a_paid_large_answer_survives_another_texts_small_failure(tmp_path):
+    """A multi-text request: one text's large call succeeds (paid), another's large call fails
+    and then its small model fails too. Before: 502, the paid answer lost, nothing logged."""
+    service = make_service(large=_LargeFailsOnMarker(), log_path=tmp_path / "log.jsonl")
+    srv = serve(service)
+    try:
+        texts = ["paid for", "FAIL-LARGE FAIL-SMALL"]
+        r = httpx.post(
+            srv.url + "/v1/translate", json={"texts": texts, "policy": "large"}, timeout=30
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        paid, failed = body["results"]
+        assert paid["translation"] == "rof diap" and paid["tier"] == "large"
+        assert failed["translation"] is None and failed["tier"] is None
+        assert failed["error"] == "the small model failed on this text"
+        assert body["failed"] == 1 and body["cost"]["cost"] == paid["cost"]["cost"]
+        alone = httpx.post(
+            srv.url + "/v1/translate", json={"text": "FAIL-SMALL", "policy": "small"}
+        )
+        assert alone.status_code == 502  # nothing to answer with: still a 502
+        state = service.hybrid.pacer.state()
+        assert state["spent"] == 1.0 and state["refunds"] == 1  # the paid call stays charged
+        metrics = httpx.get(srv.url + "/metrics").text
+        assert 'routelmt_errors_total{kind="small_model"} 2' in metrics
+    finally:
+        srv.stop()
+        service.close()
+    logged = read_decision_log(tmp_path / "log.jsonl")  # every decision, failed ones too
+    assert [(x["tier"], x["decision"]) for x in logged] == [
+        ("large", "forced_large"),
+        ("none", "small_model_failed"),
+        ("none", "small_model_failed"),
+    ]
+    assert "so did the small model" in logged[1]["error"] and logged[0]["translation"] == "rof diap"
+
+
+def test_any_language_pair_is_served_and_an_untrained_one_says_zero_shot():
+    """The default serves any pair of known languages; a pair the router was not trained on is
+    routed all the same, and /health and each answer say so."""
+    from routelmt.records import Segment
+    from routelmt.routers.provenance import training_sources
+    from routelmt.serve.config import load_config
+
+    assert load_config(None)["server"]["directions"] is None  # the shipped default
+    from routelmt.serve.service import router_directions
+
+    class Trained:  # what a trained artifact carries: its training-sources record
+        train_sources = training_sources(
+            [Segment(id=str(i), direction="en-es", source=f"s {i}") for i in range(3)]
+        )
+
+    assert router_directions(Trained()) == ["en-es"]
+    service = make_service(directions=None)
+    service.trained_directions = router_directions(Trained())
+    srv = serve(service)
+    try:
+        c = httpx.Client(base_url=srv.url, timeout=30)
+        seen = c.post("/v1/translate", json={"text": "hello", "target_lang": "es"}).json()
+        unseen = c.post("/v1/translate", json={"text": "hello", "direction": "fr-pt"}).json()
+        assert seen["zero_shot"] is False and unseen["zero_shot"] is True
+        assert unseen["direction"] == "fr-pt" and unseen["translation"] in ("HELLO", "olleh")
+        chat = c.post(
+            "/v1/chat/completions",
+            json={
+                "messages": [
+                    {"role": "system", "content": "Translate from German into Japanese."},
+                    {"role": "user", "content": "Guten Tag"},
+                ]
+            },
+        ).json()
+        assert chat["routing"]["direction"] == "de-ja" and chat["routing"]["zero_shot"] is True
+        health = c.get("/health").json()["directions"]
+        assert health["served"] == "any pair of known languages"
+        assert health["router_trained_on"] == ["en-es"]
+    finally:
+        srv.stop()
+        service.close()
+    length_only = make_service(directions=None)  # a router that needs no training
+    try:
+        assert length_only.zero_shot("fr-pt") is None
+        assert length_only.health()["directions"]["router_trained_on"] is None
+    finally:
+        length_only.close()

@@ -73,10 +73,35 @@ def test_build_service_skips_unavailable_small_backends(tmp_path):
         ("translate the text from en into es", ("en", "es")),
         ("Please translate to Ukrainian", (None, "uk")),
         ("You are a helpful assistant.", (None, None)),
+        ("Translate into Brazilian Portuguese.", (None, "pt")),
+        ("Translate to zh-Hans", (None, "zh")),
+        ("translate it to preserve the tone, into French", (None, "fr")),
+        ("Translate from time to time into German", (None, "de")),
+        ("From Monday to Friday we work. Translate to Italian", (None, "it")),
+        ("You are a translator. Reply to John in Spanish.", (None, None)),
+        ("Translate to the user's language", (None, None)),
     ],
 )
 def test_languages_from_system_message(text, expected):
     assert languages_from_instruction(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        ("Translate to Klingon", "Klingon"),
+        ("Translate from Klingon to English.", "Klingon"),
+        ("translate to klingon language", "klingon"),
+        ("Please translate this into Esperanto please", "Esperanto"),
+        ("Translate into tlh-KX", "tlh-KX"),
+    ],
+)
+def test_an_unknown_language_in_a_system_message_is_refused(text, word):
+    from routelmt.serve.instructions import UnknownLanguage
+
+    with pytest.raises(UnknownLanguage) as err:
+        languages_from_instruction(text)
+    assert err.value.word == word and "does not know" in str(err.value)
 
 
 def test_yaml_is_plain_yaml():
@@ -112,9 +137,41 @@ def test_the_default_router_is_the_shipped_two_stage_one_with_a_split_budget():
     first, second = make_pacers(budget, TwoStage())
     s1, s2 = first.spec.share, second.spec.share
     assert s1 == pytest.approx(0.075) and s1 + (1 - s1) * s2 == pytest.approx(0.3)
-    assert first.spec.hard_cap + second.spec.hard_cap == pytest.approx(100)
+    assert first.joint is second.joint and first.joint.cap == 100  # one cap, not split
     single, none = make_pacers(budget, object())
     assert none is None and single.spec.share == 0.3
     for bad in (0.0, 1.0):
         with pytest.raises(ConfigError, match="stage1_share"):
             make_pacers({**budget, "stage1_share": bad}, TwoStage())
+
+
+@pytest.mark.parametrize(
+    ("budget", "tiers", "message"),
+    [
+        ({"hard_cap": 0.35}, [], "must be a whole number of large-model requests"),
+        ({"hard_cap": 12.5}, [], "must be a whole number"),
+        ({"hard_cap": 0.5, "share": None, "cost_share": 0.3, "cost_large": 2.0}, [], "below one"),
+        ({"hard_cap": 0.1}, [{"name": "big", "backend": "GPT-4", "cost": 0.2}], "cheapest tier"),
+    ],
+)
+def test_a_fractional_hard_cap_is_refused(tmp_path, budget, tiers, message):
+    path = tmp_path / "cap.yaml"
+    path.write_text(yaml.safe_dump({"budget": budget, "tiers": tiers}))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert "absolute count, not a share" in str(err.value)
+
+
+def test_hard_cap_is_described_as_a_count_and_a_whole_one_is_taken(capsys):
+    from routelmt.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--help-config"])
+    assert done.value.code == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "budget.hard_cap" in x]
+    assert "absolute count, not a share" in line and "a share never" not in line
+    assert main(["serve", "--hard-cap", "0.35", "--print-config"]) == 2
+    assert "routelmt serve: error:" in capsys.readouterr().err
+    assert load_config(None, {"budget": {"hard_cap": 30.0}})["budget"]["hard_cap"] == 30.0
+    cost = {"share": None, "cost_share": 0.2, "cost_large": 0.5, "hard_cap": 2.25}
+    assert load_config(None, {"budget": cost})["budget"]["hard_cap"] == 2.25

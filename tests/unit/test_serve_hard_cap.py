@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import yaml
 from test_serve_crash import _free_port, _write_replay
 
@@ -95,3 +96,74 @@ def test_hard_cap_holds_with_two_replicas_and_forced_large(tmp_path):
     state = store.state()
     store.close()
     assert state["spent"] == len(large) and state["requests"] == len(results)
+
+
+def _two_stage_service(cap: int):
+    """A two-stage service built as ``build_service`` builds its pacers (``make_pacers``)."""
+    from serve_fixtures import Reverse
+    from test_hybrid import Copier, CopyDetector
+
+    from routelmt.hybrid import HybridTranslator, SecondStage
+    from routelmt.routers import get_router
+    from routelmt.serve.config import load_config
+    from routelmt.serve.service import TranslationService, make_pacers
+
+    budget = {**load_config(None)["budget"], "hard_cap": cap, "warmup": 5}
+    first, second = make_pacers(budget, CopyDetector())
+    hybrid = HybridTranslator(
+        Copier(),
+        Reverse(),
+        get_router("length"),
+        first,
+        second_stage=SecondStage(CopyDetector(), second),
+    )
+    return TranslationService(
+        hybrid, log_path=None, directions=None, allow_policy_override=True, max_items=64
+    )
+
+
+def test_two_stage_forced_large_requests_get_the_whole_cap():
+    """Before: the cap was split by stage1_share, so forced requests (decided at stage 1) were
+    refused after a quarter of it."""
+    from serve_fixtures import serve
+
+    service = _two_stage_service(cap=8)
+    srv = serve(service)
+    try:
+        body = {"texts": [f"text {i}" for i in range(12)], "policy": "large"}
+        reply = httpx.post(srv.url + "/v1/translate", json=body, timeout=60)
+        assert reply.status_code == 200, reply.text
+        tiers = [r["tier"] for r in reply.json()["results"]]
+        assert tiers == ["large"] * 8 + ["small"] * 4
+        assert {r["reason"] for r in reply.json()["results"][8:]} == {"hard_cap"}
+        health = httpx.get(srv.url + "/health", timeout=10).json()
+        assert health["budget"]["hard_cap"] == 8 and health["budget"]["remaining"] == 0
+    finally:
+        srv.stop()
+        service.close()
+
+
+def test_two_stage_routed_and_forced_together_never_pass_the_cap():
+    from serve_fixtures import serve
+
+    cap = 15
+    service = _two_stage_service(cap=cap)
+    srv = serve(service)
+    rng = np.random.default_rng(0)
+    try:
+        large = 0
+        for k in range(12):
+            texts = [
+                ("x" if rng.random() < 0.3 else "w") * int(rng.integers(5, 60)) for _ in range(20)
+            ]
+            body = {"texts": texts, **({"policy": "large"} if k % 3 == 2 else {})}
+            reply = httpx.post(srv.url + "/v1/translate", json=body, timeout=60)
+            assert reply.status_code == 200, reply.text
+            large += sum(r["tier"] == "large" for r in reply.json()["results"])
+        stage2 = service.hybrid.second_stage.pacer.state()
+        assert stage2["routed"] > 0  # stage 2 spent some of the cap too
+        assert large == cap  # every path together: used up, and not passed
+        assert service.hybrid.pacer.state()["spent"] + stage2["spent"] == cap
+    finally:
+        srv.stop()
+        service.close()

@@ -58,3 +58,34 @@ def test_help_config_lists_every_key(capsys):
     for dotted, _, _ in describe(BenchSettings):
         assert dotted in out
     assert "ROUTELMT_BENCH__DATA__LIMIT=50" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "first", "key"),
+    [
+        ("budget:\n  share: 0.3\n  share: 0.5\n", 3, 2, "share"),
+        ("server:\n  port: 1\nbudget: {}\nserver:\n  port: 2\n", 4, 1, "server"),
+        ("tiers:\n  - {name: a, cost: 1, name: b}\n", 2, 2, "name"),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_file_and_line(tmp_path, text, line, first, key):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    for load in (load_config, lambda p: load_bench_config([p])):
+        with pytest.raises(ConfigError) as err:
+            load(path)
+        assert f"{path}:{line}: duplicate key '{key}' (first set on line {first})" in str(err.value)
+
+
+def test_merge_keys_and_the_shipped_configs_load(tmp_path):
+    from pathlib import Path
+
+    from routelmt.settings import read_yaml_mapping
+
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\n")
+    assert read_yaml_mapping(path)["other"] == {"x": 1, "y": 2}
+    shipped = sorted((Path(__file__).parents[2] / "src/routelmt/configs").glob("*.yaml"))
+    assert len(shipped) >= 4
+    for config in shipped:  # serve.yaml once set server.max_prefill_chars twice
+        read_yaml_mapping(config)

@@ -46,3 +46,18 @@ def test_an_unknown_shipped_name_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no shipped router 'nope'; shipped: routelmt"):
         resolve_artifact("shipped:nope")
     assert resolve_artifact(tmp_path) == tmp_path
+
+
+@pytest.mark.parametrize("name", ["routelmt", "routelmt-2stage", "routelmt-q"])
+def test_the_overlap_check_finds_a_shipped_routers_training_sources(name):
+    """``evaluate --router-dir shipped:NAME`` said the artifact records no training sources,
+    though training_sources.json ships beside it."""
+    from routelmt.records import Segment
+    from routelmt.routers.provenance import read_training_sources, training_overlap
+
+    record = read_training_sources(SHIPPED_DIR / name)
+    assert record is not None and record["sources"]
+    unseen = [Segment(id="u", direction="en-es", source="Nobody trained on this sentence, 9f3a.")]
+    overlap = training_overlap(f"shipped:{name}", unseen)
+    assert overlap.recorded and overlap.n_train == record["n_examples"] > 0
+    assert overlap.same_source == 0 and "records no training sources" not in overlap.message()

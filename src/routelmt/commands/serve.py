@@ -30,7 +30,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--router", help="router name (length, random, routelmt, ...)")
     parser.add_argument("--router-path", help="a trained router artifact (from routelmt train)")
     parser.add_argument("--budget", type=float, help="share of requests for the large model")
-    parser.add_argument("--hard-cap", type=float, help="absolute ceiling on large-model spend")
+    parser.add_argument(
+        "--hard-cap",
+        type=float,
+        help="the most large-model requests ever sent, an absolute count (a whole number; with "
+        "cost_share or tiers, cost units); not a share: that is --budget",
+    )
     parser.add_argument(
         "--budget-store", help="SQLite file holding the budget shared by several replicas"
     )
@@ -177,11 +182,18 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     from routelmt.serve.app import create_app
-    from routelmt.serve.runner import serve_forever
+    from routelmt.serve.runner import bind, serve_forever
     from routelmt.serve.service import build_service
 
-    service = build_service(config)
     server = config["server"]
+    service = build_service(config)
+    # a port in use or a host that does not resolve is an error (exit 2) before anything
+    # claims to serve (the service's own errors come first, as they always did)
+    try:
+        sock = bind(server["host"], server["port"], connections.backlog)
+    except BaseException:
+        service.close()
+        raise
     log.info(
         "serving small=%s large=%s router=%s budget=%s on http://%s:%s (log: %s; keys: %d)",
         service.hybrid.small.name,
@@ -189,10 +201,10 @@ def run(args: argparse.Namespace) -> int:
         service.router_name,
         config["budget"]["share"],
         server["host"],
-        server["port"],
+        sock.getsockname()[1],
         service.log.path if service.log else None,
         len(security.api_keys),
     )
     app = create_app(service, security=security, limits=limits)
-    serve_forever(app, server["host"], server["port"], limits=connections)
+    serve_forever(app, sock, limits=connections)
     return 0

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from routelmt.errors import BackendError, ConfigError, MissingDependencyError, RouteLMTError
@@ -33,14 +35,66 @@ def import_ray() -> Any:
     return ray
 
 
+def ray_address_file() -> Path:
+    """Where ``ray start`` records the cluster that Ray joins by default."""
+    try:
+        from ray._common.utils import get_ray_address_file
+    except ImportError:  # older Ray
+        from ray._private.utils import get_ray_address_file  # type: ignore[no-redef]
+    return Path(get_ray_address_file(None))
+
+
+def _answers(address: str, timeout_s: float) -> bool:
+    """Does something listen at ``host:port``? (A dead cluster's GCS port does not.)"""
+    host, _, port = address.strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def resolve_address(
+    address: str | None, *, address_file: Path | None = None, timeout_s: float = 2.0
+) -> str | None:
+    """The address to give ``ray.init``. Ray joins the cluster recorded by the last ``ray
+    start`` when given none (or "auto"); a stopped cluster leaves its address there, and
+    joining a dead address waits forever, deaf to SIGTERM. So check it answers first: if not,
+    None starts a new local instance (with a warning), "auto" is a ConfigError."""
+    if address not in (None, "auto") or os.environ.get("RAY_ADDRESS"):
+        return address
+    path = address_file if address_file is not None else ray_address_file()
+    try:
+        recorded = path.read_text(encoding="utf-8").strip()
+    except OSError:  # no file: Ray starts a local instance (None) or says it found none
+        return address
+    if not recorded or _answers(recorded, timeout_s):
+        return address
+    if address is None:
+        log.warning(
+            "Ray: the cluster recorded in %s (%s) does not answer (a stopped `ray start` leaves "
+            "its address behind); starting a new local Ray instance",
+            path,
+            recorded,
+        )
+        return "local"
+    raise ConfigError(
+        f"cannot join the Ray cluster: 'auto' means the one recorded in {path} ({recorded}), "
+        f"which does not answer within {timeout_s:g} s (a stopped `ray start` leaves its "
+        "address behind); start one (`ray start --head`), give its address, or use 'local' "
+        f"for a new local instance (deleting {path} clears the stale record)"
+    )
+
+
 def connect(address: str | None) -> bool:
     """Join the cluster at ``address`` ("auto": the one started on this host with ``ray start``;
     "local": a new local instance; None: Ray's default, ``$RAY_ADDRESS``, else a cluster on
-    this host, else a new local instance). Returns whether this call connected (and so should
-    disconnect at the end)."""
+    this host, else a new local instance; a recorded cluster that is gone: ``resolve_address``).
+    Returns whether this call connected (and so should disconnect at the end)."""
     ray = import_ray()
     if ray.is_initialized():
         return False
+    address = resolve_address(address)
     env = {key: os.environ[key] for key in _FORWARDED_ENV if key in os.environ}
     options: dict[str, Any] = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING}
     if address in (None, "local"):  # ignored when this joins a running cluster

@@ -333,8 +333,7 @@ class RouteLMTLoRARouter(Router):
         self.learning_curve: list[dict[str, float | None]] = []
         self.seed, self.dtype = int(seed), dtype
         self.score_batch_size = int(score_batch_size)
-        self.progress = progress
-        self.device = str(device)
+        self.progress, self.device = progress, str(device)
         self._lm = lm
         self._loaded: tuple[Any, Any, str, Any] | None = None
         self._adapted: _AdaptedBody | None = None

@@ -124,8 +124,11 @@ class Overlap:
 def training_overlap(
     directory: str | os.PathLike[str], examples: Sequence[Segment | ScoredExample]
 ) -> Overlap:
-    """Compare an evaluation set with the training sources recorded in an artifact."""
-    record = read_training_sources(directory)
+    """Compare an evaluation set with the training sources recorded in an artifact (a folder,
+    or ``shipped:NAME``: the record ships beside the artifact inside the package)."""
+    from routelmt.routers.artifacts import resolve_artifact  # it imports this module
+
+    record = read_training_sources(resolve_artifact(directory))
     if record is None:
         return Overlap(str(directory), recorded=False, n_eval=len(examples))
     sources: dict[str, list[str]] = record["sources"]

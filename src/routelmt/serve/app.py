@@ -6,8 +6,10 @@ Chat convention (how a plain OpenAI client says what to translate, and into what
 - the text is the content of the **last ``user`` message**;
 - the languages come from, in order: body fields ``source_lang``/``target_lang`` (the ``openai``
   client's ``extra_body``), then ``metadata.source_lang``/``metadata.target_lang``, then a
-  system message such as "Translate from English to Spanish" (names or ISO codes), then the
-  configured ``default_direction``; a missing source language defaults to its source side;
+  system message such as "Translate from English to Spanish" (names or ISO codes;
+  ``serve.instructions``), then the configured ``default_direction``; a missing source language
+  defaults to its source side; a language given empty, or one the system message names that is
+  no language we know ("Translate to Klingon"), is a 400, never the default;
 - the policy comes from the ``policy`` body field, else ``model`` (``GET /v1/models`` lists
   every name): ``routelmt`` (or ``auto``) lets the router and the budget decide; ``small`` /
   ``large`` (or the served models' own names) force that tier, which the server must allow
@@ -43,10 +45,11 @@ from starlette.requests import ClientDisconnect
 
 from routelmt.errors import ConfigError
 from routelmt.hybrid import HybridResult
-from routelmt.languages import LANGUAGE_NAMES, parse_direction
+from routelmt.languages import parse_direction
 from routelmt.records import Segment
 from routelmt.redact import redact
 from routelmt.serve.dashboard import DASHBOARD_PATHS, add_dashboard_routes
+from routelmt.serve.instructions import UnknownLanguage, lang_code, languages_from_instruction
 from routelmt.serve.protocol import (
     MAX_INSTRUCTION_CHARS,
     BodyError,
@@ -57,14 +60,14 @@ from routelmt.serve.protocol import (
     validation_error,
 )
 from routelmt.serve.security import Security
-from routelmt.serve.service import SmallModelError, TranslationService, fallback_reason
+from routelmt.serve.service import (
+    FAILED_TIER,
+    SmallModelError,
+    TranslationService,
+    fallback_reason,
+)
 
 log = logging.getLogger(__name__)
-
-_NAME_TO_CODE = {name.lower(): code for code, name in LANGUAGE_NAMES.items()}
-_LANG = r"([A-Za-z]{2,}(?:[-_][A-Za-z]{2})?)"
-_FROM_TO = re.compile(rf"\bfrom\s+{_LANG}\s+(?:in)?to\s+{_LANG}", re.IGNORECASE)
-_TO = re.compile(rf"\b(?:in)?to\s+{_LANG}", re.IGNORECASE)
 
 
 class RequestError(Exception):
@@ -79,27 +82,6 @@ class RequestError(Exception):
 def _error(status: int, message: str, field: str | None, kind: str) -> JSONResponse:
     body = {"error": {"message": message, "type": kind, "param": field, "code": status}}
     return JSONResponse(body, status_code=status)
-
-
-def _lang_code(word: str) -> str | None:
-    w = word.lower().replace("_", "-")
-    if w in _NAME_TO_CODE:
-        return _NAME_TO_CODE[w]
-    base = w.split("-")[0]
-    return base if base in LANGUAGE_NAMES and len(base) == 2 else None
-
-
-def languages_from_instruction(text: str) -> tuple[str | None, str | None]:
-    """'Translate from English to Spanish' -> ('en', 'es'); unknown words are ignored."""
-    for m in _FROM_TO.finditer(text):
-        src, tgt = _lang_code(m.group(1)), _lang_code(m.group(2))
-        if src and tgt:
-            return src, tgt
-    for m in _TO.finditer(text):
-        tgt = _lang_code(m.group(1))
-        if tgt:
-            return None, tgt
-    return None, None
 
 
 class Api:
@@ -154,11 +136,16 @@ class Api:
 
     # -- checks that depend on the configuration -------------------------------------------
     def direction(self, src: str | None, tgt: str | None, field: str) -> str:
+        """The request's direction: a language given empty is a 400 (never the default); a
+        name or a regional code ("Spanish", "zh-Hans") is read as its ISO code."""
+        for value, name in ((src, field.replace("target", "source")), (tgt, field)):
+            if value is not None and not value.strip():
+                raise RequestError(400, name, "must not be empty (leave it out for the default)")
         default_src, default_tgt = parse_direction(self.service.default_direction)
         if tgt is None and src is None:
             return self.service.default_direction
-        src = src or default_src
-        tgt = tgt or default_tgt
+        src = (lang_code(src) or src) if src else default_src
+        tgt = (lang_code(tgt) or tgt) if tgt else default_tgt
         direction = f"{src}-{tgt}".lower()
         try:
             parse_direction(direction)
@@ -220,7 +207,7 @@ class Api:
             ids = [f"{request_id}-{i}" for i in range(len(texts))]
         src, tgt = req.source_lang, req.target_lang
         if req.direction is not None:
-            if src or tgt:
+            if src is not None or tgt is not None:
                 raise RequestError(400, "direction", "give 'direction' or source_lang/target_lang")
             try:
                 src, tgt = parse_direction(req.direction)
@@ -241,6 +228,7 @@ class Api:
         out: dict[str, Any] = {
             "request_id": request_id,
             "results": [self.public(r) for r in results],
+            "failed": sum(r.tier == FAILED_TIER for r in results),
             "budget": results[-1].budget,
             "usage": {
                 key: sum((r.usage or {}).get(key, 0) for r in results)
@@ -255,13 +243,18 @@ class Api:
             out.update({k: v for k, v in out["results"][0].items()})
         return JSONResponse(out)
 
-    @staticmethod
-    def public(r: HybridResult) -> dict[str, Any]:
+    def public(self, r: HybridResult) -> dict[str, Any]:
         """What a client sees: no budget copy per item, and no upstream details in ``error``
-        (an endpoint's URL or error body may hold credentials; the decision log has them)."""
+        (an endpoint's URL or error body may hold credentials; the decision log has them).
+        A text no model translated has ``translation`` and ``tier`` null and says so.
+        ``zero_shot``: the router was not trained on this direction (None: it needs no
+        training, or records none)."""
         d = r.to_dict()
         d.pop("budget")
-        if d["error"]:
+        d["zero_shot"] = self.service.zero_shot(r.direction)
+        if r.tier == FAILED_TIER:  # the other texts of the request are answered
+            d.update(tier=None, model=None, error="the small model failed on this text")
+        elif d["error"]:
             d["error"] = f"large model call failed ({fallback_reason(d['error'])})"
         return d
 
@@ -295,14 +288,17 @@ class Api:
         if src is None and tgt is None and meta:
             src, tgt = meta.get("source_lang"), meta.get("target_lang")
             field = "metadata.target_lang"
-        said_src, said_tgt = (
-            languages_from_instruction(instruction) if instruction else (None, None)
-        )
+        try:
+            said_src, said_tgt = (
+                languages_from_instruction(instruction) if instruction else (None, None)
+            )
+        except UnknownLanguage as exc:  # never answered in some default direction instead
+            raise RequestError(400, "messages", str(exc)) from None
         if src is None and tgt is None:
             src, tgt, field = said_src, said_tgt, "messages"
         else:  # both given: they must agree
             for asked, said in ((src, said_src), (tgt, said_tgt)):
-                if asked and said and _lang_code(asked) not in (None, said):
+                if asked and said and lang_code(asked) not in (None, said):
                     raise RequestError(
                         400,
                         "messages",

@@ -33,7 +33,11 @@ class BudgetSettings:
     cost_share: float | None = key(None, "or: share of the all-large cost (with cost_small/large)")
     cost_small: float = key(0.0, "cost of one small translation (cost_share)")
     cost_large: float = key(1.0, "cost of one large translation (cost_share)")
-    hard_cap: float | None = key(None, "a share never exceeded, on any path")
+    hard_cap: float | None = key(
+        None,
+        "an absolute count, not a share: the most large-model requests (a whole number; with "
+        "cost_share or tiers, cost units) ever spent, on any path",
+    )
     window: int = key(1000, "requests in the pacer's recent-score window", range=(1, 10_000_000))
     gain: float = key(0.2, "how fast the threshold follows the spent share")
     warmup: int = key(50, "requests before the threshold adapts", range=(0, 10_000_000))
@@ -73,7 +77,7 @@ class ServerSettings:
     max_chars: int = key(4000, "characters per text", range=(1, 1_000_000))
     max_items: int = key(64, "texts per request", range=(1, 100_000))
     directions: list[str] | None = key(
-        ["en-es", "en-de", "en-zh", "en-uk", "en-hi", "en-is"], "directions served"
+        None, "directions served; null: any pair of known languages (an untrained one zero-shot)"
     )
     default_direction: str = key("en-es", "direction of a request that names none")
     allow_policy_override: bool = key(False, "may a request force a tier")
@@ -183,6 +187,34 @@ def _check_tiers(tiers: list[Any], where: str) -> None:
         names.add(tier["name"])
 
 
+def _check_hard_cap(config: dict[str, Any], where: str) -> None:
+    """``budget.hard_cap`` counts large requests (or cost units): a fraction like 0.35 is a
+    share given in the wrong place, and would let no large call through; refuse it."""
+    budget = config["budget"]
+    cap = budget["hard_cap"]
+    if cap is None:
+        return
+    hint = "it is an absolute count, not a share (for a share: budget.share, --budget)"
+    if config["tiers"]:
+        cheapest = min(float(t["cost"]) for t in config["tiers"])
+        if not cap >= cheapest:
+            raise ConfigError(
+                f"{where}: 'budget.hard_cap' is {cap!r}, below the cheapest tier's cost "
+                f"({cheapest:g}), so no request could ever go above the small model; {hint}"
+            )
+    elif budget["cost_share"] is not None:
+        if not cap >= budget["cost_large"]:
+            raise ConfigError(
+                f"{where}: 'budget.hard_cap' is {cap!r} cost units, below one large call "
+                f"(cost_large {budget['cost_large']:g}): no large call could ever be made; {hint}"
+            )
+    elif not (cap >= 1 and float(cap).is_integer()):
+        raise ConfigError(
+            f"{where}: 'budget.hard_cap' must be a whole number of large-model requests "
+            f"(at least 1), got {cap!r}; {hint}"
+        )
+
+
 def _check_values(config: dict[str, Any], where: str) -> None:
     """What the types and ranges alone do not say."""
     for dotted in ("server.api_keys", "server.allowed_hosts"):
@@ -192,6 +224,7 @@ def _check_values(config: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: '{dotted}' must be a list of non-empty strings")
     _check_guard(config["guard"], where)
     _check_tiers(config["tiers"], where)
+    _check_hard_cap(config, where)
     if "name" not in config["router"] and "path" not in config["router"]:
         raise ConfigError(
             f"{where}: 'router' needs 'name' (e.g. length, random) or 'path' (a trained router)"

@@ -10,6 +10,7 @@ error becomes OpenAI's error shape with ``param`` naming the field (``texts[1]``
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -66,10 +67,17 @@ Text = _text()  # its length is a configured limit (413), checked by the app
 Policy = Literal["auto", "small", "large"]
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
 def _short_id(value: str | int) -> str:
+    """An id is echoed into the logs: bounded, and without control characters (a newline in
+    an id would forge a line of the server log)."""
     text = str(value)
     if len(text) > MAX_ID_CHARS:
         raise ValueError(f"at most {MAX_ID_CHARS} characters")
+    if _CONTROL.search(text):
+        raise ValueError("must not contain control characters (a newline, a tab, ...)")
     return _utf8(text)
 
 
@@ -145,10 +153,22 @@ class BodyError(Exception):
     """A body that is not a JSON object (or too deep to parse): 400, ``param`` = ``body``."""
 
 
+MAX_INT_DIGITS = 4_000  # below Python's own limit (4,300), whose error would be a 500
+
+
+def _bounded_int(text: str) -> int:
+    """A JSON integer, refused (400) beyond ``MAX_INT_DIGITS`` digits: Python's int() would
+    raise a ValueError naming its own internals, in any field, even an ignored one."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise BodyError(f"a number with {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
-    """Bytes -> a JSON object; anything else (bad UTF-8, deep nesting, an array) is BodyError."""
+    """Bytes -> a JSON object; anything else (bad UTF-8, deep nesting, an array, a number too
+    long to convert) is BodyError."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_int=_bounded_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BodyError(f"not valid JSON ({exc})") from None
     except RecursionError:

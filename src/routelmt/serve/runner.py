@@ -9,6 +9,7 @@ connection after ``header_timeout_s``. ``limit_concurrency`` caps open connectio
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import threading
 import time
@@ -18,6 +19,8 @@ from typing import Any
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from routelmt.redact import install_log_hygiene
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,29 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
-def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    """A listening socket; port 0 picks a free one with no race."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+def bind(host: str = "127.0.0.1", port: int = 0, backlog: int = 2048) -> socket.socket:
+    """A listening socket; port 0 picks a free one with no race. A host that does not resolve,
+    or an address in use or not ours, is a ConfigError naming it (before anything is served)."""
+    from routelmt.errors import ConfigError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: the host does not resolve ({exc})"
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or str(exc)
+        hint = "; another process holds it" if exc.errno == errno.EADDRINUSE else ""
+        raise ConfigError(f"cannot listen on {host}:{port}: {why}{hint}") from None
     sock.set_inheritable(True)
     return sock
 
@@ -140,18 +160,20 @@ class ServerThread:
 
 def serve_forever(
     app: Any,
-    host: str,
-    port: int,
+    sock: socket.socket,
     *,
     log_level: str = "info",
     limits: ConnectionLimits | None = None,
 ) -> None:
-    """Foreground server with uvicorn's signal handling (SIGINT/SIGTERM drain and exit)."""
-    uvicorn.run(
+    """Foreground server on a socket already bound (``bind``: a bad address fails before the
+    service claims to serve), with uvicorn's signal handling (SIGINT/SIGTERM drain and exit).
+    uvicorn's own log handlers get the same hygiene as ours (``redact.LogHygiene``): a
+    query-string key is masked in the access log."""
+    config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         log_level=log_level,
         timeout_graceful_shutdown=10,
         **(limits or ConnectionLimits()).uvicorn_options(),
-    )
+    )  # configures uvicorn's logging, so the filters go on after it
+    install_log_hygiene("uvicorn", "uvicorn.access", "uvicorn.error")
+    uvicorn.Server(config).run(sockets=[sock])

@@ -29,6 +29,15 @@ from routelmt.serve.usage import TokenCounter
 log = logging.getLogger(__name__)
 
 
+def router_directions(router: Any) -> list[str] | None:
+    """The directions a trained router saw (its training-sources record); None for a router
+    that needs no training (length, random) or an artifact that records none."""
+    record = getattr(router, "train_sources", None)
+    if not isinstance(record, dict) or not isinstance(record.get("sources"), dict):
+        return None
+    return sorted({d.lower() for dirs in record["sources"].values() for d in dirs})
+
+
 def fallback_reason(error: str) -> str:
     """Metric label for a failed large call."""
     text = error.lower()
@@ -44,7 +53,34 @@ def fallback_reason(error: str) -> str:
 
 
 class SmallModelError(BackendError):
-    """The small model failed on a segment (it has no fallback)."""
+    """The small model failed on every segment of a request (it has no fallback)."""
+
+
+FAILED_TIER = "none"  # the tier of a segment that no model translated
+
+
+def failed_result(routed: Routed, message: str, total_s: float) -> HybridResult:
+    """A segment the small model failed on (after a failed large call, too): no translation,
+    nothing charged (a failed large call was refunded). It is logged like any decision, and
+    the request still answers its other segments (a large answer already paid for is kept)."""
+    return HybridResult(
+        segment_id=routed.segment.id,
+        direction=routed.segment.direction,
+        translation=None,  # type: ignore[arg-type]
+        tier=FAILED_TIER,
+        model=FAILED_TIER,
+        policy=routed.policy,
+        score=routed.score,
+        threshold=routed.threshold,
+        reason="small_model_failed",
+        fallback=False,
+        error=message,
+        budget=routed.budget,
+        timings={"route": routed.route_s, "total": total_s},
+        stage=routed.stage,
+        stage2_score=routed.stage2_score,
+        cost={"cost": 0.0, "all_large": 0.0, "saved": 0.0},
+    )
 
 
 @dataclass
@@ -142,8 +178,16 @@ class TranslationService:
         self.router_name = router_name or getattr(
             hybrid.router, "name", type(hybrid.router).__name__
         )
+        self.trained_directions = router_directions(hybrid.router)
         self.started = time.time()
         self._closed = False
+
+    def zero_shot(self, direction: str) -> bool | None:
+        """True when the router was trained, but not on ``direction`` (it is routed all the
+        same); None when the router needs no training or records none."""
+        if self.trained_directions is None:
+            return None
+        return direction.lower() not in self.trained_directions
 
     # -- batching ------------------------------------------------------------------------
     def _small_batch(self, items: list[tuple[Segment, str, str]]) -> list[Staged]:
@@ -207,7 +251,7 @@ class TranslationService:
         t0 = time.perf_counter()
         routing_failed = False
 
-        async def one(segment: Segment) -> HybridResult | str:
+        async def one(segment: Segment) -> HybridResult:
             # each segment goes on as soon as it is routed: its large call starts while other
             # segments of the request still wait for their prefill or decode
             nonlocal routing_failed
@@ -219,42 +263,50 @@ class TranslationService:
             return await self._finish(staged, t0, request_id)
 
         try:
-            results = await asyncio.gather(*(one(s) for s in segments))
+            results: list[HybridResult] = list(await asyncio.gather(*(one(s) for s in segments)))
         except Exception:
             if routing_failed:
                 self.metrics.errors.inc("routing")
             raise
-        bad = [r for r in results if isinstance(r, str)]
-        if bad:
-            self.metrics.errors.inc("small_model")
-            raise SmallModelError(bad[0])
-        done: list[HybridResult] = results  # type: ignore[assignment]
-        for r, seg in zip(done, segments, strict=True):
-            r.usage = self.tokens.usage(seg.source, r.translation)
-        if self.log is not None:
+        failed = [r for r in results if r.tier == FAILED_TIER]
+        for r, seg in zip(results, segments, strict=True):
+            if r.tier != FAILED_TIER:
+                r.usage = self.tokens.usage(seg.source, r.translation)
+        if self.log is not None:  # every decision, the failed segments' too
             records = [
                 self.record(r, seg, request_id=request_id, endpoint=endpoint)
-                for r, seg in zip(done, segments, strict=True)
+                for r, seg in zip(results, segments, strict=True)
             ]
             if not self.log_text:
                 records = [without_text(r) for r in records]
             await asyncio.wrap_future(self.log.append(records))
-        for r in done:
+        if failed:
+            self.metrics.errors.inc("small_model")
+        if len(failed) == len(results):  # nothing to answer with
+            raise SmallModelError(failed[0].error or "the small model failed")
+        for r in results:
+            if r.tier == FAILED_TIER:
+                continue
             self.metrics.observe_result(r, r.usage or {})
             self.metrics.segments.inc(r.tier, r.policy)
             self.metrics.latency.observe(r.timings["total"], r.tier)
             self.metrics.route_latency.observe(r.timings["route"])
         now = time.time()
-        self.recent.extend(decision_of(r, s.source, now) for r, s in zip(done, segments))
-        return done
+        self.recent.extend(
+            decision_of(r, s.source, now)
+            for r, s in zip(results, segments, strict=True)
+            if r.tier != FAILED_TIER
+        )
+        return results
 
     async def _route_only(self, segment: Segment, policy: str, owner: str) -> Staged:
         return await asyncio.wrap_future(self.batcher.submit((segment, policy, owner), owner))
 
-    async def _finish(self, staged: Staged, t0: float, owner: str) -> HybridResult | str:
+    async def _finish(self, staged: Staged, t0: float, owner: str) -> HybridResult:
         routed = await self._decode(staged)
         if routed.error is not None:
-            return f"small model failed on segment {routed.segment.id}: {routed.error}"
+            message = f"small model failed on segment {routed.segment.id}: {routed.error}"
+            return failed_result(routed, message, time.perf_counter() - t0)
         if routed.guard_pending:  # quality-hypo: QE of the decoded candidate, off the loop
             loop = asyncio.get_running_loop()
             routed = (await loop.run_in_executor(None, self.hybrid.guard_review, [routed]))[0]
@@ -288,7 +340,8 @@ class TranslationService:
             )
         again = await self._stage(routed.segment, FALLBACK, owner)
         if again.error is not None:
-            return f"large call failed ({error}) and so did the small model: {again.error}"
+            message = f"large call failed ({error}) and so did the small model: {again.error}"
+            return failed_result(routed, message, time.perf_counter() - t0)
         return self.hybrid.result(
             routed,
             large_s=large_s,
@@ -364,6 +417,12 @@ class TranslationService:
                 ),
             },
             "router_stages": 1 if self.hybrid.second_stage is None else 2,
+            "directions": {
+                "served": self.directions or "any pair of known languages",
+                "default": self.default_direction,
+                # the others are routed zero-shot (answers say "zero_shot": true)
+                "router_trained_on": self.trained_directions,
+            },
             "tiers": [
                 {"name": name, "cost": cost, "model": self.model_of(name)}
                 for name, cost in self.hybrid.costs.items()
@@ -402,7 +461,9 @@ class TranslationService:
 def make_pacers(budget: dict[str, Any], router: Any) -> tuple[Any, Any | None]:
     """The pacer, and for a two-stage router (``score_stage2``) a second one: stage 1 spends
     ``stage1_share`` of the budget right after the prefill, stage 2 the rest after the small
-    decode, so that together they route ``share`` of requests (``two_stage.split_budget``)."""
+    decode, so that together they route ``share`` of requests (``two_stage.split_budget``).
+    The hard cap is not split: both stages, forced requests included, spend one cap
+    (``budget.joint_cap``)."""
     if not hasattr(router, "score_stage2"):
         return make_pacer(budget), None
     from routelmt.routers.two_stage import split_budget
@@ -415,12 +476,17 @@ def make_pacers(budget: dict[str, Any], router: Any) -> tuple[Any, Any | None]:
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"budget.stage1_share must be between 0 and 1 (exclusive), got {alpha}")
     first, second = split_budget(float(budget["share"]), alpha)
-    cap = budget["hard_cap"]
-    stage1 = {**budget, "share": first, "hard_cap": None if cap is None else cap * alpha}
-    stage2 = {**budget, "share": second, "hard_cap": None if cap is None else cap * (1 - alpha)}
+    stage1 = {**budget, "share": first}
+    stage2 = {**budget, "share": second}
     if budget["store"]:
         stage2["store"] = f"{budget['store']}.stage2"
-    return make_pacer(stage1), make_pacer(stage2)
+    if budget["hard_cap"] is None:
+        return make_pacer(stage1), make_pacer(stage2)
+    # one cap for both stages: a forced-large request (stage 1) may use all of it
+    from routelmt.budget.joint_cap import JointCap
+
+    joint = JointCap(budget["hard_cap"])
+    return joint.stage(make_pacer(stage1)), joint.stage(make_pacer(stage2))
 
 
 def make_pacer(budget: dict[str, Any]) -> Any:
