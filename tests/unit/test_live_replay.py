@@ -1,0 +1,173 @@
+"""The live-replay bench: a labelled stream through HybridTranslator and the service's pacers.
+
+The stream is synthetic (scores = gain + noise): what it tests is the replay and the paired
+comparison, which no real model is needed for; the bench's numbers come from a real bench run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routelmt.errors import ConfigError, InputError
+from routelmt.records import Segment, Translation, write_records
+from routelmt.serve.config import DEFAULTS
+from routelmt.serve.live_replay import (
+    LabelledStream,
+    RecordedScores,
+    ReplayPlan,
+    build_hybrid,
+    compare_online_offline,
+    load_bench_run,
+    parse_variant,
+    replay_order,
+    replay_stream,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_stream(direction: str = "en-es", n: int = 400, seed: int = 0) -> LabelledStream:
+    rng = np.random.default_rng(seed)
+    q_small = rng.normal(50, 15, n)
+    gain = rng.normal(5, 10, n)
+    segs = [
+        Segment(id=f"{direction}-{i}", direction=direction, source="w" * int(rng.integers(5, 200)))
+        for i in range(n)
+    ]
+    return LabelledStream(
+        direction,
+        segs,
+        [f"small {i}" for i in range(n)],
+        [f"large {i}" for i in range(n)],
+        q_small,
+        q_small + gain,
+        gain + rng.normal(0, 14, n),
+        gain + rng.normal(0, 6, n),
+    )
+
+
+def budget(**changes) -> dict:
+    return {**DEFAULTS["budget"], "share": 0.3, **changes}
+
+
+def test_the_replay_decides_on_the_recorded_scores_through_both_pacers():
+    stream = make_stream()
+    hybrid = build_hybrid([stream], budget(stage1_share=0.25), None)
+    got = replay_order(hybrid, stream.segments, concurrency=8)
+    assert abs(got["large"].mean() - 0.3) < 0.05
+    assert set(np.unique(got["stage"][got["large"]])) == {1, 2}  # both stages sent some
+    # stage 1 decided on the prefill score it was given, stage 2 on the recorded final score
+    assert hybrid.pacer.state()["requests"] == len(stream.segments)
+    assert (
+        hybrid.second_stage.pacer.state()["requests"] == (~got["large"] | (got["stage"] == 2)).sum()
+    )
+
+
+def test_a_small_translation_other_than_the_recorded_one_is_refused():
+    stream = make_stream(n=10)
+    router = RecordedScores([stream])
+    with pytest.raises(InputError, match="differs"):
+        router.score_stage2(stream.segments[:1], ["another text"], np.zeros(1))
+
+
+def test_online_equals_offline_when_the_routed_set_is_the_offline_top_k():
+    stream = make_stream()
+    k = 120
+    mask = np.zeros(len(stream.segments), dtype=bool)
+    mask[np.argsort(-stream.stage2, kind="stable")[:k]] = True
+    table = compare_online_offline(stream, [mask, mask], n_boot=50)
+    assert table["online"]["value"] == pytest.approx(table["offline"]["value"], abs=1e-9)
+    assert table["online-offline"]["ci_low"] == pytest.approx(0.0, abs=1e-9)
+    # length knows nothing of these gains: the router's top-k beats it, paired
+    assert table["online-length"]["ci_low"] > 0
+
+
+def test_warm_start_and_quantile_rule_keep_the_first_requests_near_the_budget():
+    stream = make_stream(n=600)
+    other = make_stream("en-de", n=600, seed=1)
+    from routelmt.serve.live_replay import leave_direction_out
+
+    prior = leave_direction_out({"en-es": stream, "en-de": other}, "en-es")
+    plan = ReplayPlan(budget(stage1_share=0.0, rule="quantile"), orders=3, n_boot=50)
+    out = replay_stream(stream, plan, prior)
+    assert abs(out["realised_share"] - 0.3) < 0.02
+    assert abs(out["head_overspend"]["mean"]) <= 0.04
+    assert out["stage1_part"] == 0.0  # stage 1 given no share sends nothing
+    assert out["online-length"]["value"] > 0
+    assert len(out["orders"]) == 3
+
+
+def test_variants_parse_onto_the_budget_section_and_refuse_unknown_keys():
+    name, got = parse_variant("x:rule=integral,prior=false,stage1_share=0", budget())
+    assert name == "x" and got["rule"] == "integral" and got["prior"] is False
+    assert got["stage1_share"] == 0
+    with pytest.raises(ConfigError, match="unknown budget key"):
+        parse_variant("x:nope=1", budget())
+
+
+def write_run(root: Path, streams: list[LabelledStream]) -> Path:
+    segs = [s for st in streams for s in st.segments]
+    write_records(root / "data" / "segments.jsonl", segs)
+    for system, texts, q in (
+        ("small-sys", "small_texts", "q_small"),
+        ("GPT-4", "large_texts", "q_large"),
+    ):
+        rows = [
+            Translation(s.id, system, t)
+            for st in streams
+            for s, t in zip(st.segments, getattr(st, texts), strict=True)
+        ]
+        write_records(root / "translate" / system / "translations.jsonl", rows)
+        scores = [
+            {"segment_id": s.id, "q": float(v)}
+            for st in streams
+            for s, v in zip(st.segments, getattr(st, q), strict=True)
+        ]
+        write_records(root / "score" / system / "scores.jsonl", scores)
+    for router, stage in (("routelmt", "stage1"), ("routelmt-2stage", "stage2")):
+        folder = root / "routers" / "GPT-4" / router
+        folder.mkdir(parents=True)
+        values = [float(v) for st in streams for v in getattr(st, stage)]
+        (folder / "scores.json").write_text(
+            json.dumps({"ids": [s.id for s in segs], "scores": values})
+        )
+    return root
+
+
+def test_the_bench_reads_a_bench_run_and_prints_the_paired_table(tmp_path, capsys, monkeypatch):
+    streams = [make_stream("en-es", 200), make_stream("en-de", 200, seed=3)]
+    run = write_run(tmp_path / "run", streams)
+    loaded = load_bench_run(run, "GPT-4")
+    assert sorted(loaded) == ["en-de", "en-es"]
+    assert np.allclose(loaded["en-es"].stage2, streams[0].stage2)
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import live_replay
+
+    code = live_replay.main(
+        [
+            "--run",
+            str(run),
+            "--orders",
+            "2",
+            "--concurrency",
+            "1,4",
+            "--boot",
+            "20",
+            "--variant",
+            "a:rule=quantile,stage1_share=0",
+            "-o",
+            str(tmp_path / "rows.json"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count("| a | en-") == 4 and "online - offline" in out
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert {r["concurrency"] for r in rows} == {1, 4}
+    assert live_replay.main(["--run", str(tmp_path / "nothing")]) == 2
+    sys.modules.pop("live_replay", None)
