@@ -171,3 +171,52 @@ def test_the_bench_reads_a_bench_run_and_prints_the_paired_table(tmp_path, capsy
     assert {r["concurrency"] for r in rows} == {1, 4}
     assert live_replay.main(["--run", str(tmp_path / "nothing")]) == 2
     sys.modules.pop("live_replay", None)
+
+
+def test_the_shipped_distribution_starts_the_pacer_warm_and_health_reports_the_gap(tmp_path):
+    from routelmt.budget.score_distribution import StageDistributions
+
+    streams = [make_stream("en-es", 200), make_stream("en-de", 200, seed=3)]
+    run = write_run(tmp_path / "run", streams)
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import score_distribution
+
+        assert score_distribution.main(["--run", str(run), "--into", str(tmp_path / "art")]) == 0
+        assert (
+            score_distribution.main(["--run", str(run), "--into", str(tmp_path), "--stages", "x"])
+            == 2
+        )
+    finally:
+        sys.path.pop(0)
+        sys.modules.pop("score_distribution", None)
+    dists = StageDistributions.read(tmp_path / "art")
+    pooled = np.concatenate([s.stage2 for s in streams])
+    assert dists.get("stage2").quantile(0.7) == pytest.approx(np.quantile(pooled, 0.7), abs=1e-5)
+    assert dists.get("stage2", "en-de").n == 200 and dists.get("stage1", "xx-yy") is dists.get(
+        "stage1"
+    )
+    hybrid = build_hybrid(streams, budget(stage1_share=0.25), dists)
+    pacer2 = hybrid.second_stage.pacer
+    assert not pacer2.state()["warming_up"]  # no blind warm-up: it starts at the quantile
+    expected = dists.get("stage2").threshold_for(pacer2.p)
+    assert pacer2.threshold == pytest.approx(expected, abs=1e-9)
+    replay_order(hybrid, streams[0].segments, concurrency=4)
+    routing = hybrid.routing_state()
+    assert routing["target_share"] == pytest.approx(0.3)
+    assert abs(routing["realised_share"] - 0.3) < 0.05 and routing["requests"] == 200
+    stage2 = routing["stages"]["stage2"]
+    assert stage2["expected_threshold"] == pytest.approx(expected)
+    assert stage2["threshold_gap"] == pytest.approx(stage2["next_threshold"] - expected)
+    assert stage2["rule"] == "quantile"
+
+
+def test_a_broken_distribution_file_is_a_config_error(tmp_path):
+    from routelmt.budget.score_distribution import DISTRIBUTION_FILE, StageDistributions
+
+    (tmp_path / DISTRIBUTION_FILE).write_text(
+        '{"format": 1, "stages": {"stage1": {"all": {"quantiles": [1, 0]}}}}'
+    )
+    with pytest.raises(ConfigError, match="quantiles"):
+        StageDistributions.read(tmp_path)
+    assert StageDistributions.read(tmp_path / "none") is None

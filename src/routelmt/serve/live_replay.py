@@ -437,3 +437,15 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
             f"{100 * over['mean']:+.1f} / {100 * over['max']:+.1f} |"
         )
     return "\n".join(lines)
+
+
+def distributions_of(
+    streams: Mapping[str, LabelledStream], stages: Sequence[str] = STAGES, source: str = ""
+) -> StageDistributions:
+    """The score distributions a router artifact ships: each stage's out-of-fold scores, per
+    direction and pooled (``stage1`` alone for a one-stage router)."""
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown or not stages:
+        raise ConfigError(f"stages must be among {', '.join(STAGES)}, got {list(stages)}")
+    scores = {stage: {d: getattr(st, stage) for d, st in streams.items()} for stage in stages}
+    return StageDistributions.from_scores(scores, source)

@@ -363,6 +363,7 @@ class TranslationService:
             ],
             "guard": None if self.hybrid.guard is None else self.hybrid.guard.stats(),
             "usage_counted_by": self.tokens.counted_by,
+            "routing": self.hybrid.routing_state(),
             "budget": self.hybrid.pacer.state(),
             **(
                 {"budget_stage2": self.hybrid.second_stage.pacer.state()}
