@@ -25,8 +25,9 @@ from routelmt.serve.live_replay import format_rows, load_bench_run, parse_varian
 VARIANTS = (
     "before:rule=integral,prior=false,stage1_share=0.25",
     "warm start:rule=integral,prior=true,stage1_share=0.25",
-    "warm start + quantile rule:rule=quantile,prior=true,stage1_share=0.25",
-    "warm start + quantile rule + stage 2 only:rule=quantile,prior=true,stage1_share=0",
+    "+ quantile rule:rule=quantile,prior=true,stage1_share=0.25",
+    "+ stage1_share 0.1:rule=quantile,prior=true,stage1_share=0.1",
+    "+ stage1_share 0:rule=quantile,prior=true,stage1_share=0",
 )
 
 
@@ -40,6 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pairs", default=None, help="comma-separated directions (default: all)")
     ap.add_argument("--orders", type=int, default=5, help="seeded arrival orders")
     ap.add_argument("--concurrency", default="1,8", help="comma-separated client counts")
+    ap.add_argument("--arrival", default="shuffled", help="comma-separated: shuffled,documents")
     ap.add_argument("--share", type=float, default=0.3, help="the budget")
     ap.add_argument("--variant", action="append", help="NAME:key=value,... (budget keys)")
     ap.add_argument("--prior", default="other-directions", help="other-directions|artifact:P|none")
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             streams,
             variants,
             concurrency=[int(c) for c in args.concurrency.split(",")],
+            arrivals=args.arrival.split(","),
             prior=args.prior,
             orders=args.orders,
             n_boot=args.boot,

@@ -68,6 +68,10 @@ integral correction on the spent share; ``integral``: the integral controller al
 
 _pacer_ids = itertools.count(1)
 
+PRIOR_WEIGHT = 21
+"""How many scores a prior counts as in the window: enough to set the first thresholds, few
+enough that the traffic's own scores outweigh a prior that does not fit it within ~50 requests."""
+
 REFUND_HORIZON = 10_000
 """A refund must come within this many decisions of its decision (later ones are refused)."""
 
@@ -236,6 +240,13 @@ def batch_inputs(
     return cost_list, flags
 
 
+def _check_rule(rule: Any, prior: Any) -> None:
+    if rule not in RULES:
+        raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r:.40}")
+    if prior is not None and not isinstance(prior, ScoreDistribution):
+        raise ConfigError(f"prior must be a ScoreDistribution, got {type(prior).__name__}")
+
+
 class Pacer:
     """Thread-safe online controller that keeps the realised large-model share at the budget.
 
@@ -246,8 +257,8 @@ class Pacer:
     threshold to that many score-scales around the recent (1 - p) quantile (None: unbounded, the
     behaviour before the bound; only for comparison). ``warmup=0`` starts
     from the first request's score. ``rule`` is ``quantile`` or ``integral`` (module docstring);
-    ``prior`` seeds the window (when no ``history`` is given) and is the reference the state
-    reports the threshold against (``expected_threshold``).
+    ``prior`` seeds the window with ``prior_weight`` of its quantiles (when no ``history`` is
+    given) and is the reference the state reports the threshold against (``expected_threshold``).
     """
 
     def __init__(
@@ -263,20 +274,18 @@ class Pacer:
         margin: float | None = 3.0,
         rule: str = "integral",
         prior: ScoreDistribution | None = None,
+        prior_weight: int = PRIOR_WEIGHT,
     ) -> None:
         if not isinstance(spec, BudgetSpec):
             raise ConfigError(f"spec must be a BudgetSpec, got {type(spec).__name__}")
-        if rule not in RULES:
-            raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r:.40}")
-        if prior is not None and not isinstance(prior, ScoreDistribution):
-            raise ConfigError(f"prior must be a ScoreDistribution, got {type(prior).__name__}")
+        _check_rule(rule, prior)
         self.spec = spec
         self.p = spec.target
         self.rule = rule
         self.prior = prior
         self.expected_threshold = None if prior is None else prior.threshold_for(self.p)
         if history is None and prior is not None:
-            history = prior.sample()
+            history = prior.sample(prior_weight)
         self.gain = _positive(gain, "gain")
         self.margin = None if margin is None else _positive(margin, "margin")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -301,6 +310,9 @@ class Pacer:
             if not math.isfinite(tau):
                 raise ConfigError(f"initial_threshold must be finite, got {initial_threshold!r}")
             self._tau: float | None = tau
+            self._warmup_left = 0
+        elif prior is not None:  # the shipped quantile for this budget: no warm-up
+            self._tau = self.expected_threshold
             self._warmup_left = 0
         elif len(self._scores) >= max(warmup, 1):
             self._tau = self._quantile_threshold()

@@ -63,9 +63,12 @@ class ScoreDistribution:
         """The threshold that sends ``share`` of these scores large: the (1 - share) quantile."""
         return self.quantile(1.0 - share)
 
-    def sample(self) -> list[float]:
-        """The quantiles as pseudo-scores: a pacer's window seeded with them starts warm."""
-        return list(self.quantiles)
+    def sample(self, count: int = LEVELS) -> list[float]:
+        """``count`` evenly spaced quantiles (at (j + 0.5) / count) as pseudo-scores: a pacer's
+        window seeded with them starts warm, and weighs them as ``count`` scores."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"count must be a positive integer, got {count!r}")
+        return [self.quantile((j + 0.5) / count) for j in range(count)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"n": self.n, "quantiles": [round(v, 6) for v in self.quantiles]}

@@ -221,8 +221,28 @@ class ReplayPlan:
     orders: int = 5
     concurrency: int = 1
     head: int = 100  # the first requests whose share is the warm-up overspend
+    arrival: str = "shuffled"  # or "documents": whole documents in a shuffled order
     n_boot: int = 1000
     seed: int = 0
+
+
+ARRIVALS = ("shuffled", "documents")
+
+
+def arrival_order(stream: LabelledStream, rng: np.random.Generator, arrival: str) -> np.ndarray:
+    """``shuffled``: segments in a random order (exchangeable traffic); ``documents``: whole
+    documents one after another in a random order, each in its own order (clients that send a
+    document's paragraphs together: the scores drift with the document)."""
+    n = len(stream.segments)
+    if arrival == "shuffled":
+        return rng.permutation(n)
+    if arrival != "documents":
+        raise ConfigError(f"arrival must be one of {', '.join(ARRIVALS)}, got {arrival!r:.40}")
+    docs: dict[str, list[int]] = {}
+    for i, seg in enumerate(stream.segments):
+        docs.setdefault(seg.doc_id or seg.group, []).append(i)
+    blocks = list(docs.values())
+    return np.asarray([i for b in rng.permutation(len(blocks)) for i in blocks[b]], dtype=int)
 
 
 def replay_stream(
@@ -232,7 +252,7 @@ def replay_stream(
     share = float(plan.budget["share"])
     routed, heads, shares, stage1 = [], [], [], []
     for o in range(plan.orders):
-        order = np.random.default_rng([plan.seed, o]).permutation(len(stream.segments))
+        order = arrival_order(stream, np.random.default_rng([plan.seed, o]), plan.arrival)
         hybrid = build_hybrid([stream], plan.budget, distributions)
         got = replay_order(hybrid, [stream.segments[i] for i in order], plan.concurrency)
         mask = np.zeros(len(order), dtype=bool)
@@ -246,6 +266,7 @@ def replay_stream(
         "direction": stream.direction,
         "n": len(stream.segments),
         "concurrency": plan.concurrency,
+        "arrival": plan.arrival,
         "realised_share": float(np.mean(shares)),
         "head_overspend": {"mean": float(np.mean(heads)), "max": float(np.max(heads))},
         "stage1_part": float(np.mean(stage1)),
@@ -395,18 +416,23 @@ def run_variants(
     variants: Mapping[str, Mapping[str, Any]],
     *,
     concurrency: Sequence[int] = (1, 8),
+    arrivals: Sequence[str] = ("shuffled",),
     prior: str = "other-directions",
     **plan: Any,
 ) -> list[dict[str, Any]]:
-    """One row per (variant, direction, concurrency)."""
+    """One row per (variant, direction, arrival, concurrency)."""
     rows = []
     for name, budget in variants.items():
         for direction, stream in streams.items():
             dists = priors_for(streams, direction, prior) if budget.get("prior", True) else None
-            for c in concurrency:
-                got = replay_stream(stream, ReplayPlan(dict(budget), concurrency=c, **plan), dists)
-                rows.append({"variant": name, **got})
-                log.info("%s %s c=%d: online %.1f", name, direction, c, got["online"]["value"])
+            for arrival in arrivals:
+                for c in concurrency:
+                    settings = ReplayPlan(dict(budget), concurrency=c, arrival=arrival, **plan)
+                    got = replay_stream(stream, settings, dists)
+                    rows.append({"variant": name, **got})
+                    log.info(
+                        "%s %s %s c=%d: %.1f", name, direction, arrival, c, got["online"]["value"]
+                    )
     return rows
 
 
@@ -423,14 +449,15 @@ def _cell(s: Mapping[str, Any], signed: bool = False) -> str:
 def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table: HC@share online vs offline and length at the same k, paired."""
     head = (
-        "| variant | direction | clients | share | online HC | offline HC, same k | length HC, "
-        "same k | online - offline | online - length | first 100 overspend (mean / max) |"
+        "| variant | direction | arrival | clients | share | online HC | offline HC, same k | "
+        "length HC, same k | online - offline | online - length | first 100 overspend "
+        "(mean / max) |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         over = r["head_overspend"]
         lines.append(
-            f"| {r['variant']} | {r['direction']} | {r['concurrency']} | "
+            f"| {r['variant']} | {r['direction']} | {r['arrival']} | {r['concurrency']} | "
             f"{r['realised_share']:.3f} | {_cell(r['online'])} | {_cell(r['offline'])} | "
             f"{_cell(r['length'])} | {_cell(r['online-offline'], True)} | "
             f"{_cell(r['online-length'], True)} | "
