@@ -8,7 +8,12 @@ of the same scores and against source length at the same k (paired group-bootstr
 and the first 100 requests' overspend. Logic: ``routelmt.serve.live_replay``.
 
     python bench/live_replay.py --run runs/in-model --large GPT-4 [--orders 5] \
-        [--concurrency 1,8] [--variant NAME:key=value,...] [--prior other-directions] [-o OUT]
+        [--concurrency 1,8] [--arrival shuffled,documents] [--variant NAME:key=value,...] \
+        [--prior other-directions] [-o OUT]
+    python bench/live_replay.py --recorded Phi-3-Medium,GPT-4,Claude-3.5 --pairs en-uk,en-hi,en-is
+
+``--recorded`` needs no model (recorded systems, model-free scores): for developing the decision
+path on directions the reported figures do not use.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ import time
 
 from routelmt.errors import RouteLMTError
 from routelmt.serve.config import DEFAULTS
-from routelmt.serve.live_replay import format_rows, load_bench_run, parse_variant, run_variants
+from routelmt.serve.live_replay import (
+    format_rows,
+    load_bench_run,
+    parse_variant,
+    recorded_streams,
+    run_variants,
+)
 
 VARIANTS = (
     "before:rule=integral,prior=false,stage1_share=0.25",
@@ -33,7 +44,14 @@ VARIANTS = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", required=True, help="a routelmt bench output folder")
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a routelmt bench output folder")
+    source.add_argument(
+        "--recorded",
+        metavar="SMALL,LARGE,PSEUDO",
+        help="no model: recorded WMT systems and model-free out-of-fold scores (needs --pairs)",
+    )
+    ap.add_argument("--data", default=None, help="with --recorded: the WMT folder")
     ap.add_argument("--large", default="GPT-4", help="the large system's folder name")
     ap.add_argument("--small", default=None, help="the small system's folder (default: found)")
     ap.add_argument("--router", default="routelmt-2stage", help="the final (stage-2) router")
@@ -51,17 +69,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def load_streams(args: argparse.Namespace) -> dict:
+    pairs = args.pairs.split(",") if args.pairs else None
+    if args.recorded:
+        systems = args.recorded.split(",")
+        if len(systems) != 3 or not pairs:
+            raise ValueError("--recorded needs SMALL,LARGE,PSEUDO and --pairs")
+        return recorded_streams(pairs, *systems, data=args.data, seed=args.seed)
+    return load_bench_run(
+        args.run,
+        args.large,
+        router=args.router,
+        stage1_router=args.stage1_router,
+        small=args.small,
+        pairs=pairs,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        streams = load_bench_run(
-            args.run,
-            args.large,
-            router=args.router,
-            stage1_router=args.stage1_router,
-            small=args.small,
-            pairs=args.pairs.split(",") if args.pairs else None,
-        )
+        streams = load_streams(args)
         base = {**DEFAULTS["budget"], "share": args.share}
         variants = dict(parse_variant(v, base) for v in (args.variant or VARIANTS))
         t0 = time.perf_counter()
@@ -80,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_rows(rows))
     print(
-        f"\n{len(streams)} directions x {args.orders} orders, prior {args.prior}, "
+        f"\n{len(streams)} directions x {args.orders} orders x arrivals {args.arrival}, "
+        f"prior {args.prior}, "
         f"{time.perf_counter() - t0:.0f} s"
     )
     if args.output:

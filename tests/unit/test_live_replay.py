@@ -220,3 +220,43 @@ def test_a_broken_distribution_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="quantiles"):
         StageDistributions.read(tmp_path)
     assert StageDistributions.read(tmp_path / "none") is None
+
+
+def test_recorded_streams_need_no_model_and_replay_through_the_bench(tmp_path, capsys, monkeypatch):
+    """A WMT layout of 60 segments, three recorded systems: labels by chrF, out-of-fold scores."""
+    from routelmt.serve.live_replay import recorded_streams
+
+    rng = np.random.default_rng(0)
+    words = ["casa", "perro", "gato", "sol", "luna", "mar", "rio", "pan"]
+    txt = tmp_path / "wmt" / "txt"
+    n = 60
+    src = [" ".join(rng.choice(words, int(rng.integers(2, 9)))) for _ in range(n)]
+
+    def put(path: Path, lines: list[str], head: str = "CANARY GUID 0-test") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(x + "\n" for x in [head, *lines]), encoding="utf-8")
+
+    put(txt / "sources" / "en-es.txt", src)
+    put(txt / "references" / "en-es.refA.txt", src)
+    put(
+        txt / "documents" / "en-es.docs",
+        [f"news\tdoc-{i // 6}" for i in range(n)],
+        "canary\tcanary",
+    )
+    noisy = [s if rng.random() < 0.5 else s[: len(s) // 2] for s in src]
+    for system, lines in (("Big", src), ("Small", noisy), ("Other", src)):
+        put(txt / "system-outputs" / "en-es" / f"{system}.txt", lines)
+    streams = recorded_streams(["en-es"], "Small", "Big", "Other", data=tmp_path / "wmt")
+    st = streams["en-es"]
+    assert len(st.segments) == n and np.all(st.gains >= -1e-9)
+    # the stage-2 score sees the small output (half of it dropped): it ranks the gain
+    assert np.corrcoef(st.stage2, st.gains)[0, 1] > 0.5
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import live_replay
+
+    args = ["--recorded", "Small,Big,Other", "--pairs", "en-es", "--data", str(tmp_path / "wmt")]
+    args += ["--orders", "2", "--concurrency", "2", "--boot", "10", "--arrival", "documents"]
+    assert live_replay.main([*args, "--variant", "v:stage1_share=0"]) == 0
+    assert "| v | en-es | documents | 2 |" in capsys.readouterr().out
+    assert live_replay.main(["--recorded", "Small,Big", "--pairs", "en-es"]) == 2
+    sys.modules.pop("live_replay", None)

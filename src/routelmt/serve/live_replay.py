@@ -476,3 +476,83 @@ def distributions_of(
         raise ConfigError(f"stages must be among {', '.join(STAGES)}, got {list(stages)}")
     scores = {stage: {d: getattr(st, stage) for d, st in streams.items()} for stage in stages}
     return StageDistributions.from_scores(scores, source)
+
+
+# -- a model-free stream from recorded systems ------------------------------------------------
+
+
+def _oof_ridge(X: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int) -> np.ndarray:
+    """Out-of-fold predictions of a ridge head (5 grouped folds)."""
+    from routelmt.heads import RidgeHead
+    from routelmt.splits import fold_ids
+
+    folds = fold_ids(groups, 5, seed)
+    out = np.zeros(len(y))
+    g = np.asarray(groups)
+    for f in range(5):
+        train = folds != f
+        head = RidgeHead().fit(X[train], y[train], g[train])
+        out[~train] = head.predict(X[~train])
+    return out
+
+
+def recorded_streams(
+    pairs: Sequence[str],
+    small: str,
+    large: str,
+    pseudo: str,
+    *,
+    data: Any = None,
+    seed: int = 0,
+) -> dict[str, LabelledStream]:
+    """Streams that need no model: recorded WMT systems as the small and large translators,
+    chrF labels against the reference, and out-of-fold ridge scores (stage 1: the source's
+    length and digit share; stage 2: those plus the small output's length ratio, its chrF
+    against the source (a copy) and against a third recorded system ``pseudo`` (a QE stand-in)).
+    For developing and tuning the decision path on directions the reported figures do not use."""
+    from routelmt.datasets.wmt import WMTDataset
+    from routelmt.labels import score_pairs
+    from routelmt.metrics.base import get_metric
+
+    dataset = data if isinstance(data, WMTDataset) else WMTDataset(data)
+    chrf = get_metric("chrf")
+    out: dict[str, LabelledStream] = {}
+    for pair in pairs:
+        segs = dataset.segments(pair)
+        texts = {s: dataset.system_outputs(pair, s) for s in (small, large, pseudo)}
+        col = {s: [texts[s][seg.id] for seg in segs] for s in texts}
+        q_small = np.asarray(score_pairs(chrf, segs, col[small]))
+        q_large = np.asarray(score_pairs(chrf, segs, col[large]))
+        vs_pseudo = [
+            Segment(s.id, s.direction, s.source, reference=t)
+            for s, t in zip(segs, col[pseudo], strict=True)
+        ]
+        vs_source = [Segment(s.id, s.direction, s.source, reference=s.source) for s in segs]
+        length = np.log1p([len(s.source) for s in segs])
+        digits = [sum(c.isdigit() for c in s.source) / (len(s.source) + 1) for s in segs]
+        ratio = np.log(
+            [(len(t) + 1) / (len(s.source) + 1) for s, t in zip(segs, col[small], strict=True)]
+        )
+        x1 = np.column_stack([length, length**2, digits])
+        x2 = np.column_stack(
+            [
+                x1,
+                score_pairs(chrf, vs_pseudo, col[small]),
+                score_pairs(chrf, vs_source, col[small]),
+                ratio,
+                np.abs(ratio),
+            ]
+        )
+        groups = [s.group for s in segs]
+        gain = q_large - q_small
+        out[pair] = LabelledStream(
+            pair,
+            segs,
+            col[small],
+            col[large],
+            q_small,
+            q_large,
+            _oof_ridge(x1, gain, groups, seed),
+            _oof_ridge(x2, gain, groups, seed),
+        )
+    return out
