@@ -260,3 +260,18 @@ def test_recorded_streams_need_no_model_and_replay_through_the_bench(tmp_path, c
     assert "| v | en-es | documents | 2 |" in capsys.readouterr().out
     assert live_replay.main(["--recorded", "Small,Big", "--pairs", "en-es"]) == 2
     sys.modules.pop("live_replay", None)
+
+
+def test_health_carries_the_routing_block():
+    from routelmt.serve.service import TranslationService
+
+    stream = make_stream(n=50)
+    service = TranslationService(build_hybrid([stream], budget(stage1_share=0), None))
+    try:
+        routing = service.health()["routing"]
+    finally:
+        service.close()
+    assert routing["target_share"] == pytest.approx(0.3) and routing["requests"] == 0
+    assert routing["stages"]["stage1"]["rule"] == "off"
+    assert routing["stages"]["stage2"]["share"] == pytest.approx(0.3)
+    assert routing["stages"]["stage2"]["expected_threshold"] is None  # no shipped distribution
