@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--orders", type=int, default=5, help="seeded arrival orders")
     ap.add_argument("--concurrency", default="1,8", help="comma-separated client counts")
     ap.add_argument("--arrival", default="shuffled", help="comma-separated: shuffled,documents")
+    ap.add_argument("--limit", type=int, default=None, help="requests per order (default: all)")
     ap.add_argument("--share", type=float, default=0.3, help="the budget")
     ap.add_argument("--variant", action="append", help="NAME:key=value,... (budget keys)")
     ap.add_argument("--prior", default="other-directions", help="other-directions|artifact:P|none")
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             arrivals=args.arrival.split(","),
             prior=args.prior,
             orders=args.orders,
+            limit=args.limit,
             n_boot=args.boot,
             seed=args.seed,
         )

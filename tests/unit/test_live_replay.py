@@ -275,3 +275,18 @@ def test_health_carries_the_routing_block():
     assert routing["stages"]["stage1"]["rule"] == "off"
     assert routing["stages"]["stage2"]["share"] == pytest.approx(0.3)
     assert routing["stages"]["stage2"]["expected_threshold"] is None  # no shipped distribution
+
+
+def test_a_shorter_stream_is_compared_with_the_top_k_of_what_it_served():
+    stream = make_stream(n=300)
+    served = np.zeros(300, dtype=bool)
+    served[::2] = True  # the stream sent every other segment
+    idx = np.flatnonzero(served)
+    mask = np.zeros(300, dtype=bool)
+    mask[idx[np.argsort(-stream.stage2[idx], kind="stable")[:45]]] = True
+    table = compare_online_offline(stream, [mask], served=[served], n_boot=30)
+    assert table["online"]["value"] == pytest.approx(table["offline"]["value"], abs=1e-9)
+    out = replay_stream(
+        stream, ReplayPlan(budget(stage1_share=0), orders=2, n_boot=20, limit=120), None
+    )
+    assert out["n"] == 120 and abs(out["realised_share"] - 0.3) < 0.06

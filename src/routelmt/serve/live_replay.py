@@ -154,60 +154,60 @@ def replay_order(hybrid: HybridTranslator, segments: Sequence[Segment], concurre
     return {"large": large, "stage": stage}
 
 
-def _hc_rows(
-    w: np.ndarray, g: np.ndarray, k: np.ndarray, orders: Mapping[str, np.ndarray], oracle: Any
+def _order_hc(
+    w: np.ndarray, g: np.ndarray, routed: np.ndarray, rankings: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """HC of each ranking's top-k per weighted row (k per row), against the oracle's."""
+    """Per weighted row: HC of the routed set (online) and of each ranking's top-k at the same
+    k (the routed set's weighted size), against the oracle's top-k."""
     wf = w.astype(float)
+    m = np.asarray(routed, dtype=float)
+    k = np.rint(wf @ m).astype(np.int64)
     mean_g = (wf @ g) / wf.sum(axis=1)
+    out = {}
     with np.errstate(divide="ignore", invalid="ignore"):
-        best = oracle.topk_sums(g, k[:, None], cache_key="gain")[:, 0] / k
-        return {
-            name: headroom_closed(
-                OrderedWeights(order, w).topk_sums(g, k[:, None])[:, 0] / k, mean_g, best
-            )
-            for name, order in orders.items()
-        }
+        best = OrderedWeights(rankings["oracle"], w).topk_sums(g, k[:, None])[:, 0] / k
+        out["online"] = headroom_closed((wf @ (g * m)) / k, mean_g, best)
+        for name in ("offline", "length"):
+            got = OrderedWeights(rankings[name], w).topk_sums(g, k[:, None])[:, 0] / k
+            out[name] = headroom_closed(got, mean_g, best)
+    return out
 
 
 def compare_online_offline(
     stream: LabelledStream,
     routed: Sequence[np.ndarray],
     *,
+    served: Sequence[np.ndarray] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Online HC (the routed sets, one per arrival order, by segment index) against the offline
     top-k of the stage-2 scores and of source length at each order's own k, paired on the same
-    group-bootstrap resamples; the mean over orders with its interval, and each order's point."""
+    group-bootstrap resamples; the mean over orders with its interval, and each order's point.
+    ``served`` (one mask per order): the segments that order sent (a stream shorter than the
+    set); offline, length and the oracle then rank those alone."""
     g = stream.gains
     n = g.size
     keys = tie_keys(n, seed)
     lengths = np.asarray([len(s.source) for s in stream.segments], dtype=float)
-    orders = {
+    rankings = {
+        "oracle": descending_order(g, keys),
         "offline": descending_order(stream.stage2, keys),
         "length": descending_order(lengths, keys),
     }
     index, n_groups = group_index([s.group for s in stream.segments])
     rng = np.random.default_rng(seed)
     w = np.vstack([np.ones((1, n), dtype=np.int64), group_weights(index, n_groups, n_boot, rng)])
-    oracle = OrderedWeights(descending_order(g, keys), w)
-    wf = w.astype(float)
-    mean_g = (wf @ g) / wf.sum(axis=1)
     per_order = []
-    for mask in routed:
-        m = np.asarray(mask, dtype=float)
-        k = np.rint(wf @ m).astype(np.int64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            best = oracle.topk_sums(g, k[:, None], cache_key="gain")[:, 0] / k
-            online = headroom_closed((wf @ (g * m)) / k, mean_g, best)
-        per_order.append({"online": online, **_hc_rows(w, g, k, orders, oracle)})
+    for o, mask in enumerate(routed):
+        w_o = w if served is None else w * np.asarray(served[o], dtype=np.int64)
+        per_order.append(_order_hc(w_o, g, mask, rankings))
     table: dict[str, Any] = {}
     for name in ("online", "offline", "length"):
-        rows = np.mean([o[name] for o in per_order], axis=0)
+        rows = np.nanmean([o[name] for o in per_order], axis=0)
         table[name] = summarise(rows[0], rows[1:])
     for a, b in (("online", "offline"), ("online", "length")):
-        rows = np.mean([o[a] - o[b] for o in per_order], axis=0)
+        rows = np.nanmean([o[a] - o[b] for o in per_order], axis=0)
         table[f"{a}-{b}"] = summarise(rows[0], rows[1:])
     table["orders"] = [{k: float(v[0]) for k, v in o.items()} for o in per_order]
     return table
@@ -222,6 +222,7 @@ class ReplayPlan:
     concurrency: int = 1
     head: int = 100  # the first requests whose share is the warm-up overspend
     arrival: str = "shuffled"  # or "documents": whole documents in a shuffled order
+    limit: int | None = None  # send only the first ``limit`` requests of each order
     n_boot: int = 1000
     seed: int = 0
 
@@ -250,21 +251,25 @@ def replay_stream(
 ) -> dict[str, Any]:
     """Every arrival order of one direction through a fresh service decision path."""
     share = float(plan.budget["share"])
-    routed, heads, shares, stage1 = [], [], [], []
+    routed, served, heads, shares, stage1 = [], [], [], [], []
     for o in range(plan.orders):
         order = arrival_order(stream, np.random.default_rng([plan.seed, o]), plan.arrival)
+        order = order[: plan.limit]
         hybrid = build_hybrid([stream], plan.budget, distributions)
         got = replay_order(hybrid, [stream.segments[i] for i in order], plan.concurrency)
-        mask = np.zeros(len(order), dtype=bool)
+        mask = np.zeros(len(stream.segments), dtype=bool)
         mask[order] = got["large"]
         routed.append(mask)
+        sent = np.zeros(len(stream.segments), dtype=bool)
+        sent[order] = True
+        served.append(sent)
         heads.append(float(got["large"][: plan.head].mean()) - share)
         shares.append(float(got["large"].mean()))
         stage1.append(float((got["stage"] == 1).sum() / max(got["large"].sum(), 1)))
-    out = compare_online_offline(stream, routed, n_boot=plan.n_boot, seed=plan.seed)
+    out = compare_online_offline(stream, routed, served=served, n_boot=plan.n_boot, seed=plan.seed)
     out |= {
         "direction": stream.direction,
-        "n": len(stream.segments),
+        "n": int(served[0].sum()),
         "concurrency": plan.concurrency,
         "arrival": plan.arrival,
         "realised_share": float(np.mean(shares)),
