@@ -40,9 +40,10 @@ class BudgetSettings:
     initial_threshold: float | None = key(None, "a calibrated starting threshold")
     store: str | None = key(None, "shared budget store (SQLite path) for several processes")
     # with a two-stage router: the part of the budget spent right after the prefill (no
-    # small decode wasted); the rest goes after the small decode (docs/router-ablation.md)
+    # small decode wasted); the rest goes after the small decode. 0 by default: measured in
+    # docs/benchmarks.md section 14, a weaker prefill score given a share costs the live routing
     stage1_share: float = key(
-        0.25, "two-stage routers: the budget spent after the prefill, in [0, 1)", range=(0, 1)
+        0.0, "two-stage routers: the budget spent after the prefill, in [0, 1)", range=(0, 1)
     )
     rule: str = key("quantile", "the pacer's decision rule: quantile or integral")
     prior: bool = key(True, "start from the router artifact's shipped score distribution")
