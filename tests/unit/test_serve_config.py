@@ -151,3 +151,14 @@ def test_the_budget_is_checked_when_the_config_loads(flag, value, accepted):
     else:
         with pytest.raises(ConfigError, match="budget"):
             load_config(None, overrides)
+
+
+def test_print_config_accepts_a_stage1_share_of_0_and_refuses_1(monkeypatch, capsys):
+    from routelmt.cli import main
+
+    monkeypatch.setenv("ROUTELMT_SERVE__BUDGET__STAGE1_SHARE", "0")
+    assert main(["serve", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["budget"]["stage1_share"] == 0
+    monkeypatch.setenv("ROUTELMT_SERVE__BUDGET__STAGE1_SHARE", "1")
+    assert main(["serve", "--print-config"]) == 2
+    assert "budget.stage1_share" in capsys.readouterr().err
