@@ -564,7 +564,7 @@ class HybridTranslator:
         return {
             "target_share": self._target_share(stages),
             "realised_share": spent / seen
-            if seen and first["spec"].get("kind") == "share"
+            if seen and (first.get("spec") or {}).get("kind") == "share"
             else None,
             "requests": seen,
             "stages": {
