@@ -61,6 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--concurrency", default="1,8", help="comma-separated client counts")
     ap.add_argument("--arrival", default="shuffled", help="comma-separated: shuffled,documents")
     ap.add_argument("--limit", type=int, default=None, help="requests per order (default: all)")
+    ap.add_argument(
+        "--path",
+        choices=("hybrid", "service"),
+        default="hybrid",
+        help="hybrid: HybridTranslator in micro-batches (deterministic); service: the "
+        "TranslationService with concurrent clients (its batcher's timing)",
+    )
     ap.add_argument("--share", type=float, default=0.3, help="the budget")
     ap.add_argument("--variant", action="append", help="NAME:key=value,... (budget keys)")
     ap.add_argument("--prior", default="other-directions", help="other-directions|artifact:P|none")
@@ -102,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             prior=args.prior,
             orders=args.orders,
             limit=args.limit,
+            path=args.path,
             n_boot=args.boot,
             seed=args.seed,
         )

@@ -290,3 +290,11 @@ def test_a_shorter_stream_is_compared_with_the_top_k_of_what_it_served():
         stream, ReplayPlan(budget(stage1_share=0), orders=2, n_boot=20, limit=120), None
     )
     assert out["n"] == 120 and abs(out["realised_share"] - 0.3) < 0.06
+
+
+def test_the_same_stream_through_the_translation_service_and_its_batcher():
+    stream = make_stream(n=200)
+    plan = ReplayPlan(budget(stage1_share=0), orders=1, n_boot=20, concurrency=4, path="service")
+    out = replay_stream(stream, plan, None)
+    assert out["path"] == "service" and abs(out["realised_share"] - 0.3) < 0.05
+    assert out["online-length"]["value"] > 0

@@ -154,6 +154,42 @@ def replay_order(hybrid: HybridTranslator, segments: Sequence[Segment], concurre
     return {"large": large, "stage": stage}
 
 
+def replay_service(
+    hybrid: HybridTranslator, segments: Sequence[Segment], concurrency: int
+) -> dict[str, np.ndarray]:
+    """The same stream through ``TranslationService`` itself: ``concurrency`` closed-loop clients
+    each sending one segment per request, the service's micro-batcher taking them (up to
+    ``concurrency`` per batch), its second look and its large calls. Which request a batch holds
+    depends on thread timing, so two runs of one order may differ slightly."""
+    import asyncio
+
+    from routelmt.serve.service import TranslationService
+
+    service = TranslationService(
+        hybrid, log_path=None, max_batch_size=concurrency, directions=None, max_items=1
+    )
+    large = np.zeros(len(segments), dtype=bool)
+    stage = np.zeros(len(segments), dtype=np.int8)
+    todo = iter(range(len(segments)))
+
+    async def client(name: str) -> None:
+        for i in todo:
+            (r,) = await service.translate(
+                [segments[i]], "auto", request_id=f"{name}-{i}", endpoint="replay"
+            )
+            large[i] = r.tier != "small"
+            stage[i] = r.stage if large[i] else 0
+
+    async def run() -> None:
+        await asyncio.gather(*(client(f"c{c}") for c in range(concurrency)))
+
+    try:
+        asyncio.run(run())
+    finally:
+        service.close()
+    return {"large": large, "stage": stage}
+
+
 def _order_hc(
     w: np.ndarray, g: np.ndarray, routed: np.ndarray, rankings: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
@@ -223,6 +259,7 @@ class ReplayPlan:
     head: int = 100  # the first requests whose share is the warm-up overspend
     arrival: str = "shuffled"  # or "documents": whole documents in a shuffled order
     limit: int | None = None  # send only the first ``limit`` requests of each order
+    path: str = "hybrid"  # or "service": through TranslationService and its batcher
     n_boot: int = 1000
     seed: int = 0
 
@@ -256,7 +293,8 @@ def replay_stream(
         order = arrival_order(stream, np.random.default_rng([plan.seed, o]), plan.arrival)
         order = order[: plan.limit]
         hybrid = build_hybrid([stream], plan.budget, distributions)
-        got = replay_order(hybrid, [stream.segments[i] for i in order], plan.concurrency)
+        replay = replay_service if plan.path == "service" else replay_order
+        got = replay(hybrid, [stream.segments[i] for i in order], plan.concurrency)
         mask = np.zeros(len(stream.segments), dtype=bool)
         mask[order] = got["large"]
         routed.append(mask)
@@ -272,6 +310,7 @@ def replay_stream(
         "n": int(served[0].sum()),
         "concurrency": plan.concurrency,
         "arrival": plan.arrival,
+        "path": plan.path,
         "realised_share": float(np.mean(shares)),
         "head_overspend": {"mean": float(np.mean(heads)), "max": float(np.max(heads))},
         "stage1_part": float(np.mean(stage1)),
