@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_rows(rows))
     print(
         f"\n{len(streams)} directions x {args.orders} orders x arrivals {args.arrival}, "
-        f"prior {args.prior}, "
+        f"path {args.path}, prior {args.prior}, "
         f"{time.perf_counter() - t0:.0f} s"
     )
     if args.output:
