@@ -548,6 +548,43 @@ class HybridTranslator:
                     r.large = True
         return list(routed)
 
+    def routing_state(self) -> dict[str, Any]:
+        """The live routing figures a dashboard shows (``/health``'s ``routing``): the share
+        promised and realised (every stage together), and per stage its share, threshold, the
+        threshold its router's shipped score distribution expects for that share, and the gap
+        between the two (also in units of the recent scores' spread)."""
+        first = self.pacer.state()
+        stages = {"stage1": first}
+        if self.second_stage is not None:
+            stages["stage2"] = self.second_stage.pacer.state()
+        seen = first.get("requests") or 0
+        spent = sum(float(st.get("spent") or 0.0) for st in stages.values())
+        keys = ("realised_share", "next_threshold", "recent_quantile", "expected_threshold")
+        keys += ("threshold_gap", "threshold_gap_scales", "rule")
+        return {
+            "target_share": self._target_share(stages),
+            "realised_share": spent / seen
+            if seen and (first.get("spec") or {}).get("kind") == "share"
+            else None,
+            "requests": seen,
+            "stages": {
+                name: {
+                    "share": (st.get("spec") or {}).get("target"),
+                    **{k: st.get(k) for k in keys},
+                }
+                for name, st in stages.items()
+            },
+        }
+
+    @staticmethod
+    def _target_share(stages: dict[str, dict[str, Any]]) -> float | None:
+        """The whole budget: stage 1's share plus stage 2's of what stage 1 left."""
+        first = (stages["stage1"].get("spec") or {}).get("target")
+        if "stage2" not in stages or first is None:
+            return first
+        second = (stages["stage2"].get("spec") or {}).get("target") or 0.0
+        return first + (1.0 - first) * second
+
     # -- stage 2 -------------------------------------------------------------------------
     def call_large(
         self, segment: Segment, translator: Translator | None = None

@@ -140,9 +140,53 @@ def test_the_default_router_is_the_shipped_two_stage_one_with_a_split_budget():
     assert first.joint is second.joint and first.joint.cap == 100  # one cap, not split
     single, none = make_pacers(budget, object())
     assert none is None and single.spec.share == 0.3
-    for bad in (0.0, 1.0):
+    for bad in (1.0, -0.1):
         with pytest.raises(ConfigError, match="stage1_share"):
             make_pacers({**budget, "stage1_share": bad}, TwoStage())
+    # 0: stage 2 spends the whole budget; stage 1 sends only forced requests
+    off, whole = make_pacers({**budget, "stage1_share": 0}, TwoStage())
+    assert whole.spec.share == pytest.approx(0.3) and whole.spec.hard_cap == pytest.approx(100)
+    assert not off.decide(1e9).large
+    forced = off.decide(None, force=True)
+    assert forced.large and whole.state()["spent"] == 1.0  # charged to the whole budget
+    assert off.refund(forced) and whole.state()["spent"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "accepted"),
+    [
+        ("stage1_share", 0, True),
+        ("stage1_share", 1, False),
+        ("stage1_share", 1.5, False),
+        ("share", 0, False),
+        ("share", 1.2, False),
+        ("rule", "quantile", True),
+        ("rule", "nope", False),
+        ("cost_large", -1, False),
+    ],
+)
+def test_the_budget_is_checked_when_the_config_loads(flag, value, accepted):
+    """What make_pacers would refuse once the models load is refused by load_config (and so by
+    --print-config); what it accepts, load_config accepts."""
+    overrides = {"budget": {flag: value}}
+    if flag == "cost_large":
+        overrides["budget"]["cost_share"] = 0.3
+    if accepted:
+        assert load_config(None, overrides)["budget"][flag] == value
+    else:
+        with pytest.raises(ConfigError, match="budget"):
+            load_config(None, overrides)
+
+
+def test_print_config_accepts_a_stage1_share_of_0_and_refuses_1(monkeypatch, capsys):
+    from routelmt.cli import main
+
+    monkeypatch.setenv("ROUTELMT_SERVE__BUDGET__STAGE1_SHARE", "0")
+    assert main(["serve", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["budget"]["stage1_share"] == 0
+    monkeypatch.setenv("ROUTELMT_SERVE__BUDGET__STAGE1_SHARE", "1")
+    assert main(["serve", "--print-config"]) == 2
+    assert "budget.stage1_share" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

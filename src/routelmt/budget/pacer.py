@@ -15,6 +15,16 @@ cumulative deficit in one. ``scale`` (a robust spread, IQR / 1.349, of a sliding
 scores) makes ``gain`` unit-free, so the same setting works for chrF gains and for lengths.
 Without an initial threshold, a warm-up uses the (1 - p) quantile of the scores seen so far.
 
+Two decision rules (``rule``). ``integral`` is the controller above alone: its threshold moves on
+every decision, and that jitter decides near-tied requests by arrival order, which loses much of
+what the same scores ranked top-k would route. ``quantile`` (the service's default) sets the
+threshold to the (1 - p) quantile of the window of recent scores, recomputed on every decision,
+plus an offset that the same integral rule drives with a small gain: on a steady stream the window
+quantile is the top-k cut, and the offset corrects the realised share when the window is biased
+(a drift, refunds, a prior that does not fit). ``prior`` (a ``ScoreDistribution``, e.g. the one a
+router artifact ships) seeds the window with the router's expected quantiles, so the first request
+already meets the threshold for the budget instead of a blind warm-up.
+
 The hard cap is enforced separately and exactly: decide-and-charge happens under one lock, and a
 request is refused when its charge would push the total past the cap. Charges are reservations:
 ``refund(decision)`` returns one (a failed large call) and undoes its effect on the controller,
@@ -47,11 +57,20 @@ from typing import Any
 import numpy as np
 
 from routelmt.budget.allocation import check_share
+from routelmt.budget.score_distribution import ScoreDistribution
 from routelmt.errors import ConfigError, InputError
 
-__all__ = ["BudgetSpec", "Decision", "Pacer", "REFUND_HORIZON"]
+__all__ = ["BudgetSpec", "Decision", "Pacer", "REFUND_HORIZON", "RULES", "StageOff"]
+
+RULES = ("quantile", "integral")
+"""``quantile``: the threshold is the (1 - p) quantile of a window of recent scores plus a small
+integral correction on the spent share; ``integral``: the integral controller alone."""
 
 _pacer_ids = itertools.count(1)
+
+PRIOR_WEIGHT = 21
+"""How many scores a prior counts as in the window: enough to set the first thresholds, few
+enough that the traffic's own scores outweigh a prior that does not fit it within ~50 requests."""
 
 REFUND_HORIZON = 10_000
 """A refund must come within this many decisions of its decision (later ones are refused)."""
@@ -221,6 +240,13 @@ def batch_inputs(
     return cost_list, flags
 
 
+def _check_rule(rule: Any, prior: Any) -> None:
+    if rule not in RULES:
+        raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r:.40}")
+    if prior is not None and not isinstance(prior, ScoreDistribution):
+        raise ConfigError(f"prior must be a ScoreDistribution, got {type(prior).__name__}")
+
+
 class Pacer:
     """Thread-safe online controller that keeps the realised large-model share at the budget.
 
@@ -230,7 +256,9 @@ class Pacer:
     (extra spend ~ shift / gain) against threshold jitter (~ sqrt(gain)). ``margin`` bounds the
     threshold to that many score-scales around the recent (1 - p) quantile (None: unbounded, the
     behaviour before the bound; only for comparison). ``warmup=0`` starts
-    from the first request's score.
+    from the first request's score. ``rule`` is ``quantile`` or ``integral`` (module docstring);
+    ``prior`` seeds the window with ``prior_weight`` of its quantiles (when no ``history`` is
+    given) and is the reference the state reports the threshold against (``expected_threshold``).
     """
 
     def __init__(
@@ -244,11 +272,20 @@ class Pacer:
         scale_window: int = 1000,
         scale: float | None = None,
         margin: float | None = 3.0,
+        rule: str = "integral",
+        prior: ScoreDistribution | None = None,
+        prior_weight: int = PRIOR_WEIGHT,
     ) -> None:
         if not isinstance(spec, BudgetSpec):
             raise ConfigError(f"spec must be a BudgetSpec, got {type(spec).__name__}")
+        _check_rule(rule, prior)
         self.spec = spec
         self.p = spec.target
+        self.rule = rule
+        self.prior = prior
+        self.expected_threshold = None if prior is None else prior.threshold_for(self.p)
+        if history is None and prior is not None:
+            history = prior.sample(prior_weight)
         self.gain = _positive(gain, "gain")
         self.margin = None if margin is None else _positive(margin, "margin")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -273,6 +310,9 @@ class Pacer:
             if not math.isfinite(tau):
                 raise ConfigError(f"initial_threshold must be finite, got {initial_threshold!r}")
             self._tau: float | None = tau
+            self._warmup_left = 0
+        elif prior is not None:  # the shipped quantile for this budget: no warm-up
+            self._tau = self.expected_threshold
             self._warmup_left = 0
         elif len(self._scores) >= max(warmup, 1):
             self._tau = self._quantile_threshold()
@@ -362,15 +402,23 @@ class Pacer:
             self._wanted += w
         if warming and reason not in ("hard_cap", "forced_large"):
             reason = "warmup"
+        offset = 0.0 if tau is None or self._center is None else tau - self._center
         if s is not None:
             self._scores.append(s)
             self._since_scale += 1
-            if self._since_scale >= 32 or len(self._scores) < 64:
+            every = self.rule == "quantile" or len(self._scores) < 64
+            if self._since_scale >= 32 or every:
                 self._refresh_stats()
                 self._since_scale = 0
         w_mean = self._seen_w / self._n
         credit = 0.0
-        if warming or tau is None:
+        if self.rule == "quantile" and not (warming or tau is None) and self._center is not None:
+            # the window's (1 - p) quantile, plus the integral correction as an offset from it
+            step = self.gain * self._scale / w_mean
+            credit = step * w if charged else 0.0
+            offset += step * ((w if wanted else 0.0) - self.p * w)
+            self._tau = self._bounded(self._center + offset)
+        elif warming or tau is None:
             self._warmup_left = max(self._warmup_left - 1, 0)
             self._tau = self._quantile_threshold() if self._scores else None
             if self._warmup_left == 0 and self._tau is not None:  # hand over with the surplus
@@ -545,26 +593,133 @@ class Pacer:
         ``remaining`` is ``hard_cap - spent`` under a hard cap, else ``p * seen - spent`` (the
         allowance to date; negative while the stream is ahead of its budget).
         ``spec`` is the budget asked for; ``next_threshold`` is the threshold the *next* request
-        meets (a decision reports the one it met, None during warm-up).
+        meets (a decision reports the one it met, None during warm-up). ``recent_quantile`` is
+        the (1 - p) quantile of the recent scores; ``expected_threshold`` the one the prior
+        (the router's shipped score distribution) expects for this budget, and
+        ``threshold_gap`` how far ``next_threshold`` is from it (``threshold_gap_scales``: in
+        units of the recent scores' spread); all three None without a prior.
         """
         with self._lock:
-            target_spend = self.p * self._seen_w
-            cap = self.spec.hard_cap
+            return self._state()
+
+    def _state(self) -> dict[str, Any]:
+        target_spend = self.p * self._seen_w
+        cap = self.spec.hard_cap
+        gap = None
+        if self.expected_threshold is not None and self._tau is not None:
+            gap = self._tau - self.expected_threshold
+        return {
+            "rule": self.rule,
+            "recent_quantile": self._center,
+            "expected_threshold": self.expected_threshold,
+            "threshold_gap": gap,
+            "threshold_gap_scales": None if gap is None else gap / self._scale,
+            "spec": self.spec.to_dict(),
+            "requests": self._n,
+            "routed": self._routed,
+            "spent": self._spent,
+            "target_spend": target_spend,
+            "surplus": self._spent - target_spend,
+            # under a hard cap: what is left of it; otherwise the pro-rata allowance now
+            "remaining": (target_spend if cap is None else cap) - self._spent,
+            "next_threshold": self._tau,
+            "scale": self._scale,
+            "realised_share": self._spent / self._seen_w if self._seen_w else 0.0,
+            "window_share": self._win_charged / self._win_w if self._win_w else 0.0,
+            "window_requests": len(self._win),
+            "capped": self._capped,
+            "refunds": self._refunds,
+            "warming_up": self._warmup_left > 0,
+        }
+
+
+class StageOff:
+    """A routing stage given no share of the budget (a two-stage router's ``stage1_share: 0``):
+    it sends no ``auto`` request large, and hands a forced one to ``charge_to`` (the pacer that
+    holds the whole budget, hard cap included), so it is charged and capped like any other.
+    Same interface and state keys as ``Pacer``."""
+
+    def __init__(self, charge_to: Any) -> None:
+        self.spec = None
+        self.p = 0.0
+        self.rule = "off"
+        self.expected_threshold = None
+        self.charge_to = charge_to
+        self._id = next(_pacer_ids)
+        self._lock = threading.Lock()
+        self._n = 0
+        self._forced = 0
+
+    def _decide(self, score: float | None, force: bool) -> Decision:
+        with self._lock:
+            self._n += 1
+            self._forced += int(force)
+            seq = self._n
+        if force:
+            return self.charge_to.decide(score, force=True)
+        return Decision(
+            seq=seq,
+            large=False,
+            score=float("nan") if score is None else float(score),
+            threshold=None,
+            charged=0.0,
+            weight=1.0,
+            reason="stage_off",
+            pacer_id=self._id,
+        )
+
+    def decide(
+        self, score: float | None, cost: float | None = None, *, force: bool = False
+    ) -> Decision:
+        """Never large unless ``force``."""
+        return self._decide(Pacer._check_score(score, force), force)
+
+    def decide_many(
+        self,
+        scores: Sequence[float | None],
+        costs: Sequence[float | None] | None = None,
+        *,
+        forced: Sequence[bool] | None = None,
+    ) -> list[Decision]:
+        _, flags = batch_inputs(scores, costs, forced)
+        checked = [Pacer._check_score(s, f) for s, f in zip(scores, flags, strict=True)]
+        return [self._decide(s, f) for s, f in zip(checked, flags, strict=True)]
+
+    def refund(self, decision: Decision) -> bool:
+        """A forced request's charge goes back to the pacer that took it."""
+        if decision.pacer_id == self._id:
+            return False  # nothing was charged here
+        return bool(self.charge_to.refund(decision))
+
+    @property
+    def threshold(self) -> float | None:
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """Its own counts; the cap and what is left are the pacer it charges (one budget)."""
+        whole = self.charge_to.state()
+        with self._lock:
             return {
-                "spec": self.spec.to_dict(),
+                "hard_cap": whole.get("hard_cap", (whole.get("spec") or {}).get("hard_cap")),
+                "rule": self.rule,
+                "recent_quantile": None,
+                "expected_threshold": None,
+                "threshold_gap": None,
+                "threshold_gap_scales": None,
+                "spec": {"kind": "share", "target": 0.0},
                 "requests": self._n,
-                "routed": self._routed,
-                "spent": self._spent,
-                "target_spend": target_spend,
-                "surplus": self._spent - target_spend,
-                # under a hard cap: what is left of it; otherwise the pro-rata allowance now
-                "remaining": (target_spend if cap is None else cap) - self._spent,
-                "next_threshold": self._tau,
-                "scale": self._scale,
-                "realised_share": self._spent / self._seen_w if self._seen_w else 0.0,
-                "window_share": self._win_charged / self._win_w if self._win_w else 0.0,
-                "window_requests": len(self._win),
-                "capped": self._capped,
-                "refunds": self._refunds,
-                "warming_up": self._warmup_left > 0,
+                "routed": 0,
+                "forced_to_stage2": self._forced,
+                "spent": 0.0,
+                "target_spend": 0.0,
+                "surplus": 0.0,
+                "remaining": whole.get("remaining"),
+                "next_threshold": None,
+                "scale": 1.0,
+                "realised_share": 0.0,
+                "window_share": 0.0,
+                "window_requests": self._n,
+                "capped": 0,
+                "refunds": 0,
+                "warming_up": False,
             }

@@ -44,8 +44,13 @@ class BudgetSettings:
     initial_threshold: float | None = key(None, "a calibrated starting threshold")
     store: str | None = key(None, "shared budget store (SQLite path) for several processes")
     # with a two-stage router: the part of the budget spent right after the prefill (no
-    # small decode wasted); the rest goes after the small decode (docs/router-ablation.md)
-    stage1_share: float = key(0.25, "two-stage routers: the budget spent after the prefill")
+    # small decode wasted); the rest goes after the small decode. 0 by default: measured in
+    # docs/benchmarks.md section 14, a weaker prefill score given a share costs the live routing
+    stage1_share: float = key(
+        0.0, "two-stage routers: the budget spent after the prefill, in [0, 1)", range=(0, 1)
+    )
+    rule: str = key("quantile", "the pacer's decision rule: quantile or integral")
+    prior: bool = key(True, "start from the router artifact's shipped score distribution")
 
 
 @dataclass
@@ -163,6 +168,32 @@ def _check_guard(guard: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: 'guard.router' (a trained quality router) is needed")
 
 
+def _check_budget(budget: dict[str, Any], where: str) -> None:
+    """What ``make_pacers`` would refuse after the models load, refused here instead."""
+    from routelmt.budget.pacer import RULES, BudgetSpec
+
+    try:  # the same checks the pacer makes once the models have loaded
+        BudgetSpec(
+            share=budget["share"] if budget["cost_share"] is None else None,
+            cost_share=budget["cost_share"],
+            cost_small=budget["cost_small"],
+            cost_large=budget["cost_large"],
+            hard_cap=budget["hard_cap"],
+            window=budget["window"],
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: budget: {exc}") from None
+    if not budget["stage1_share"] < 1.0:
+        raise ConfigError(
+            f"{where}: 'budget.stage1_share' must be in [0, 1) (0: stage 2 spends the whole "
+            f"budget), got {budget['stage1_share']!r}"
+        )
+    if budget["rule"] not in RULES:
+        raise ConfigError(
+            f"{where}: 'budget.rule' must be one of {', '.join(RULES)}, got {budget['rule']!r:.40}"
+        )
+
+
 def _check_tiers(tiers: list[Any], where: str) -> None:
     """Each tier: name, backend, cost > 0; options and gain_scale (> 0) optional."""
     names = set()
@@ -222,6 +253,7 @@ def _check_values(config: dict[str, Any], where: str) -> None:
         values = config[section_name][name] or []
         if not all(isinstance(v, str) and v for v in values):
             raise ConfigError(f"{where}: '{dotted}' must be a list of non-empty strings")
+    _check_budget(config["budget"], where)
     _check_guard(config["guard"], where)
     _check_tiers(config["tiers"], where)
     _check_hard_cap(config, where)

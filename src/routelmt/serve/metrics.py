@@ -138,10 +138,20 @@ class _BudgetCollector(Collector):
             labels=["stage"],
         )
         stages.add_metric(["1"], float(state.get("realised_share") or 0.0))
+        gaps = GaugeMetricFamily(
+            "routelmt_stage_threshold_gap",
+            "Threshold minus the one the router's shipped score distribution expects, in units "
+            "of the recent scores' spread (absent without a shipped distribution)",
+            labels=["stage"],
+        )
+        for stage, st in (("1", state), ("2", second or {})):
+            if isinstance(st.get("threshold_gap_scales"), (int, float)):
+                gaps.add_metric([stage], float(st["threshold_gap_scales"]))
         if second is not None:
             stages.add_metric(["2"], float(second.get("realised_share") or 0.0))
             spent += float(second.get("spent") or 0.0)
         yield stages
+        yield gaps
         yield GaugeMetricFamily(
             "routelmt_routed_share",
             "Large share of decided requests, all routing stages together",

@@ -429,6 +429,7 @@ class TranslationService:
             ],
             "guard": None if self.hybrid.guard is None else self.hybrid.guard.stats(),
             "usage_counted_by": self.tokens.counted_by,
+            "routing": self.hybrid.routing_state(),
             "budget": self.hybrid.pacer.state(),
             **(
                 {"budget_stage2": self.hybrid.second_stage.pacer.state()}
@@ -458,14 +459,24 @@ class TranslationService:
 # -- building from a config ----------------------------------------------------------------
 
 
-def make_pacers(budget: dict[str, Any], router: Any) -> tuple[Any, Any | None]:
+def make_pacers(
+    budget: dict[str, Any], router: Any, distributions: Any = None
+) -> tuple[Any, Any | None]:
     """The pacer, and for a two-stage router (``score_stage2``) a second one: stage 1 spends
-    ``stage1_share`` of the budget right after the prefill, stage 2 the rest after the small
-    decode, so that together they route ``share`` of requests (``two_stage.split_budget``).
-    The hard cap is not split: both stages, forced requests included, spend one cap
-    (``budget.joint_cap``)."""
-    if not hasattr(router, "score_stage2"):
-        return make_pacer(budget), None
+    ``stage1_share`` of the budget right after the prefill (0: none, ``StageOff``: a forced
+    request is charged to stage 2's pacer), stage 2 the rest after the small decode, so that
+    together they route ``share`` of requests (``two_stage.split_budget``). The hard cap is not
+    split: both stages, forced requests included, spend one cap (``budget.joint_cap``).
+    ``distributions`` (the router artifact's ``StageDistributions``) give each pacer its prior
+    when ``budget.prior`` is on."""
+    from routelmt.budget.pacer import StageOff
+
+    two_stage = hasattr(router, "score_stage2")
+    priors = {"stage1": None, "stage2": None}
+    if distributions is not None and budget.get("prior", True):
+        priors = {s: distributions.get(s) for s in priors}
+    if not two_stage:
+        return make_pacer(budget, priors["stage1"]), None
     from routelmt.routers.two_stage import split_budget
 
     if budget["cost_share"] is not None:
@@ -473,23 +484,27 @@ def make_pacers(budget: dict[str, Any], router: Any) -> tuple[Any, Any | None]:
             "a two-stage router needs budget.share (a share of requests), not cost_share"
         )
     alpha = float(budget["stage1_share"])
-    if not 0.0 < alpha < 1.0:
-        raise ConfigError(f"budget.stage1_share must be between 0 and 1 (exclusive), got {alpha}")
+    if not 0.0 <= alpha < 1.0:
+        raise ConfigError(f"budget.stage1_share must be in [0, 1) (0: stage 2 only), got {alpha}")
     first, second = split_budget(float(budget["share"]), alpha)
     stage1 = {**budget, "share": first}
     stage2 = {**budget, "share": second}
     if budget["store"]:
         stage2["store"] = f"{budget['store']}.stage2"
+    pacer2 = make_pacer(stage2, priors["stage2"])
+    if alpha == 0.0:  # one pacer holds the whole budget and the whole cap
+        return StageOff(pacer2), pacer2
+    pacer1 = make_pacer(stage1, priors["stage1"])
     if budget["hard_cap"] is None:
-        return make_pacer(stage1), make_pacer(stage2)
+        return pacer1, pacer2
     # one cap for both stages: a forced-large request (stage 1) may use all of it
     from routelmt.budget.joint_cap import JointCap
 
     joint = JointCap(budget["hard_cap"])
-    return joint.stage(make_pacer(stage1)), joint.stage(make_pacer(stage2))
+    return joint.stage(pacer1), joint.stage(pacer2)
 
 
-def make_pacer(budget: dict[str, Any]) -> Any:
+def make_pacer(budget: dict[str, Any], prior: Any = None) -> Any:
     spec = BudgetSpec(
         share=budget["share"] if budget["cost_share"] is None else None,
         cost_share=budget["cost_share"],
@@ -502,6 +517,8 @@ def make_pacer(budget: dict[str, Any]) -> Any:
         "gain": budget["gain"],
         "warmup": budget["warmup"],
         "initial_threshold": budget["initial_threshold"],
+        "rule": budget.get("rule", "integral"),
+        "prior": prior,
     }
     if budget["store"] and str(budget["store"]).startswith("ray:"):  # one actor, many hosts
         from routelmt.serve.ray_budget import RayPacer, parse_store
@@ -513,6 +530,15 @@ def make_pacer(budget: dict[str, Any]) -> Any:
 
         return SQLitePacer(spec, budget["store"], **options)
     return Pacer(spec, **options)
+
+
+def router_distributions(options: dict[str, Any]) -> Any:
+    """The score distributions a trained router artifact ships (``{path: ...}``), or None."""
+    from routelmt.budget.score_distribution import StageDistributions
+    from routelmt.routers.artifacts import resolve_artifact
+
+    path = options.get("path")
+    return None if path is None else StageDistributions.read(resolve_artifact(path))
 
 
 def make_router(options: dict[str, Any]) -> tuple[Any, str]:
@@ -613,7 +639,8 @@ def build_service(
             large = BreakerTranslator(
                 large, CircuitBreaker(server["breaker_failures"], server["breaker_cooldown_s"])
             )
-        pacer, pacer2 = make_pacers(config["budget"], router)
+        distributions = router_distributions(config["router"])
+        pacer, pacer2 = make_pacers(config["budget"], router, distributions)
     budget = config["budget"]
     costs = {"small": float(budget["cost_small"])}
     if tiers:
