@@ -79,3 +79,12 @@ def test_label_comparison_ranks_a_noisy_label_below_the_reference():
         assert routers["reference"]["share"] == 1.0
         assert routers["noise"]["share"] < 0.5 < routers["close"]["share"]
     assert "noise" in label_table(result)
+
+
+def test_the_probe_alone_without_stage_two_inputs():
+    full = _data()
+    data = CurveData(full.directions, full.groups, full.gain, full.layers, None, full.fixed)
+    result = lodo_learning_curve(data, sizes=(30,), seeds=1, n_boot=50)
+    for block in result["directions"].values():
+        routers = block["routers"]
+        assert routers["adapted n=30"]["value"] > routers[ZERO_SHOT]["value"]

@@ -1,5 +1,5 @@
 """How many labels of a new direction a router needs: leave-one-direction-out protocols on
-plain arrays (the two-stage router's features, computed once), for ``bench/learning_curve.py``
+plain arrays (the router's features, computed once), for ``bench/learning_curve.py``
 and ``bench/reffree_labels.py``.
 
 Folds are by source group over every direction, so one English source sits in the same fold in
@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from routelmt.adaptation import adapt_two_stage_heads
+from routelmt.adaptation import adapt_head, adapt_two_stage_heads
 from routelmt.errors import InputError
 from routelmt.evaluation.hc_bootstrap import HCBootstrap, paired, summary
+from routelmt.heads import RidgeHead
+from routelmt.routers.inmodel import choose_probe_head
 from routelmt.routers.two_stage import TwoStageHeads, fit_two_stage_heads
 from routelmt.splits import fold_ids
 
@@ -32,33 +34,62 @@ ALL_LABELS = "all labels of the direction"
 
 
 @dataclass
+class ProbeHead:
+    """The prefill probe alone (``routelmt``): one layer's ridge head."""
+
+    layer: int
+    head: RidgeHead
+
+    def score(self, layer_features: np.ndarray, rest: np.ndarray | None = None) -> np.ndarray:
+        return self.head.predict(layer_features)
+
+
+Heads = TwoStageHeads | ProbeHead
+
+
+@dataclass
 class CurveData:
     """Row-aligned arrays: a direction and source group per segment, the reference gain, the
-    prefill features of each candidate layer, the other stage-2 inputs (``STAGE2_INPUTS[1:]``),
-    and fixed scores of routers that are not refit (``length``, a shipped artifact)."""
+    prefill features of each candidate layer, the other stage-2 inputs (``STAGE2_INPUTS[1:]``;
+    None: the prefill probe ``routelmt`` alone, no small output read), and fixed scores of
+    routers that are not refit (``length``, a shipped artifact)."""
 
     directions: np.ndarray
     groups: np.ndarray
     gain: np.ndarray
     layers: dict[int, np.ndarray]
-    rest: np.ndarray
+    rest: np.ndarray | None
     fixed: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.gain)
-        sizes = [len(self.directions), len(self.groups), len(self.rest)]
+        sizes = [len(self.directions), len(self.groups)]
+        sizes += [] if self.rest is None else [len(self.rest)]
         sizes += [len(x) for x in self.layers.values()] + [len(x) for x in self.fixed.values()]
         if any(size != n for size in sizes):
             raise InputError(f"curve data: every array needs {n} rows, got {sizes}")
 
-    def fit(self, rows: np.ndarray, y: np.ndarray | None = None, **kw: Any) -> TwoStageHeads:
-        """The two-stage heads trained from scratch on ``rows`` (label ``y``, default the gain)."""
-        target = self.gain if y is None else y
+    def fit(self, rows: np.ndarray, y: np.ndarray | None = None) -> Heads:
+        """The router trained from scratch on ``rows`` (label ``y``, default the gain)."""
+        target = (self.gain if y is None else y)[rows]
         layers = {k: X[rows] for k, X in self.layers.items()}
-        return fit_two_stage_heads(layers, self.rest[rows], target[rows], self.groups[rows], **kw)
+        if self.rest is None:
+            chosen = {k: (lambda X=X: X) for k, X in layers.items()}
+            layer, head, _ = choose_probe_head(chosen, target, self.groups[rows])
+            return ProbeHead(layer, head)
+        return fit_two_stage_heads(layers, self.rest[rows], target, self.groups[rows])
 
-    def score(self, heads: TwoStageHeads, rows: np.ndarray) -> np.ndarray:
-        return heads.score(self.layers[heads.layer][rows], self.rest[rows])
+    def adapt(self, init: Heads, rows: np.ndarray) -> Heads:
+        """``init`` refit toward its own weights on the gains of ``rows``."""
+        X, y, g = self.layers[init.layer][rows], self.gain[rows], self.groups[rows]
+        if isinstance(init, ProbeHead):
+            return ProbeHead(init.layer, adapt_head(init.head, X, y, g))
+        assert self.rest is not None
+        return adapt_two_stage_heads(init, X, self.rest[rows], y, g)
+
+    def score(self, heads: Heads, rows: np.ndarray) -> np.ndarray:
+        rest = None if self.rest is None else self.rest[rows]
+        return heads.score(self.layers[heads.layer][rows], rest)
 
 
 def sample_by_group(rows: np.ndarray, groups: np.ndarray, n: int, rng: np.random.Generator):
@@ -87,10 +118,7 @@ def _curve_fold(
         for seed in range(opts["seeds"]):
             rng = np.random.default_rng([seed, n, int(test[0])])
             rows = sample_by_group(pool, data.groups, n, rng)
-            y, g = data.gain[rows], data.groups[rows]
-            adapted = adapt_two_stage_heads(
-                init, data.layers[init.layer][rows], data.rest[rows], y, g
-            )
+            adapted = data.adapt(init, rows)
             out.setdefault(f"adapted n={n}", []).append(data.score(adapted, test))
             out.setdefault(f"scratch n={n}", []).append(data.score(data.fit(rows), test))
             if opts["union"]:
@@ -111,7 +139,7 @@ def lodo_learning_curve(
     directions: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """HC@p per left-out direction of: the zero-shot router, adapted with n labels of the
-    direction (``adapt_two_stage_heads``), trained from scratch on the same n labels (and, with
+    direction (``CurveData.adapt``), trained from scratch on the same n labels (and, with
     ``union``, retrained on the other directions plus them), trained on all the pool's labels,
     and the fixed routers; paired against the all-labels router, length and zero-shot."""
     fold = fold_ids(data.groups, folds, 0)
@@ -170,9 +198,9 @@ def lodo_label_comparison(
     budget: float = 0.3,
     n_boot: int = 1000,
 ) -> dict[str, Any]:
-    """The two-stage router trained on each candidate label (LODO by source fold), evaluated
-    with the reference gain, per direction, paired against the router trained on
-    ``labels[reference]``; ``share`` = HC / the reference-trained router's HC."""
+    """The router (two-stage, or the probe) trained on each candidate label (LODO by source
+    fold), evaluated with the reference gain, per direction, paired against the router trained
+    on ``labels[reference]``; ``share`` = HC / the reference-trained router's HC."""
     fold = fold_ids(data.groups, folds, 0)
     scores = {name: np.full(len(data.gain), np.nan) for name in labels}
     for name, y in labels.items():
