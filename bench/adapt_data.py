@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from routelmt.evaluation.learning_curve import ProbeHead
 from routelmt.features import load_features
 from routelmt.heads import RidgeHead
 from routelmt.records import Segment, read_records
@@ -143,9 +144,13 @@ def stage2_rest(arrays: RunArrays, cache: Path) -> np.ndarray:
     return rest
 
 
-def shipped_heads(name: str = "routelmt-2stage") -> tuple[TwoStageHeads, str]:
-    """The shipped two-stage router's heads (no model load) and its prompt fingerprint."""
+def shipped_heads(name: str = "routelmt-2stage") -> tuple[TwoStageHeads | ProbeHead, str]:
+    """A shipped router's heads (two-stage, or the probe ``routelmt``; no model load) and its
+    prompt fingerprint."""
     root = resolve_artifact(f"shipped:{name}")
+    if name == "routelmt":
+        probe = json.loads((root / "router.json").read_text())
+        return ProbeHead(int(probe["layer"]), RidgeHead.load(root)), probe["template_fingerprint"]
     config = json.loads((root / "router.json").read_text())
     stage1 = json.loads((root / "stage1" / "router.json").read_text())
     heads = TwoStageHeads(

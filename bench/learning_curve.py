@@ -38,6 +38,8 @@ from routelmt.storage import atomic_open
 def build(args: argparse.Namespace) -> tuple[CurveData, dict]:
     """The curve's arrays: gains, prefill layers, stage-2 inputs, length and shipped scores."""
     arrays = load_run(args.run, args.small, args.large, args.per_direction)
+    if args.router == "probe" and args.shipped == "routelmt-2stage":
+        args.shipped = "routelmt"
     fixed: dict[str, np.ndarray] = {}
     layers = None if args.layers == "auto" else [int(x) for x in args.layers.split(",")]
     fingerprint = None
@@ -46,7 +48,7 @@ def build(args: argparse.Namespace) -> tuple[CurveData, dict]:
         shipped, fingerprint = shipped_heads(args.shipped)
         layers = sorted(set(layers or []) | {shipped.layer}) if layers is not None else None
     feats = prefill_layers(arrays.segments, args.model, layers, fingerprint)
-    rest = stage2_rest(arrays, args.cache)
+    rest = stage2_rest(arrays, args.cache) if args.router == "two-stage" else None
     fixed["length"] = np.asarray([len(s.source) for s in arrays.segments], dtype=float)
     if shipped is not None:
         fixed["shipped (trained on these directions)"] = shipped.score(feats[shipped.layer], rest)
@@ -69,7 +71,17 @@ def main() -> None:
     parser.add_argument("--small", default="llamacpp-gemma3-270m", help="translate/ folder name")
     parser.add_argument("--large", default="GPT-4")
     parser.add_argument("--model", default="gemma3-270m", help="the small model (features)")
-    parser.add_argument("--shipped", default="routelmt-2stage", help="shipped artifact, or none")
+    parser.add_argument(
+        "--router",
+        choices=["two-stage", "probe"],
+        default="two-stage",
+        help="routelmt-2stage, or the prefill probe routelmt alone (no QE pass)",
+    )
+    parser.add_argument(
+        "--shipped",
+        default="routelmt-2stage",
+        help="shipped artifact (routelmt with --router probe), or none",
+    )
     parser.add_argument(
         "--layers",
         default="11",
@@ -103,7 +115,7 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(args.output) as handle:
         json.dump(result, handle, indent=1)
-    print(f"LODO learning curve, HC@{args.budget}, {info}")
+    print(f"LODO learning curve ({args.router}), HC@{args.budget}, {info}")
     print(curve_table(result))
     print(_verdict(result))
     print(f"{result['seconds']} s; written {args.output}")

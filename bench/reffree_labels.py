@@ -27,15 +27,20 @@ from routelmt.reffree import reference_free_labels
 from routelmt.storage import atomic_open, stable_hash
 
 
-def labels_cached(arrays, rest: np.ndarray, cache: Path) -> dict[str, np.ndarray]:
+def labels_cached(arrays, rest: np.ndarray | None, cache: Path, qe: str | None = "qe-embed"):
     """The candidate labels (qe-embed of the large outputs is the slow part), cached."""
-    key = stable_hash([s.id for s in arrays.segments], arrays.small_texts, arrays.large_texts)
+    ids = [s.id for s in arrays.segments]
+    key = stable_hash(ids, arrays.small_texts, arrays.large_texts, qe)
     path = cache / f"reffree-{key}.npz"
     if path.exists():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
     labels = reference_free_labels(
-        arrays.segments, arrays.small_texts, arrays.large_texts, qe_small=rest[:, 0]
+        arrays.segments,
+        arrays.small_texts,
+        arrays.large_texts,
+        qe=qe,
+        qe_small=None if rest is None else rest[:, 0],
     )
     cache.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as handle:
@@ -60,6 +65,8 @@ def main() -> None:
     parser.add_argument("--large", default="GPT-4")
     parser.add_argument("--model", default="gemma3-270m")
     parser.add_argument("--layer", type=int, default=11, help="the stage-1 prefill layer")
+    parser.add_argument("--router", choices=["two-stage", "probe"], default="two-stage")
+    parser.add_argument("--qe", default="qe-embed", help="QE scorer of the labels, or none")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--budget", type=float, default=0.3)
     parser.add_argument("--bootstrap", type=int, default=1000)
@@ -72,11 +79,12 @@ def main() -> None:
     arrays = load_run(args.run, args.small, args.large, args.per_direction)
     _, fingerprint = shipped_heads()
     feats = prefill_layers(arrays.segments, args.model, [args.layer], fingerprint)
-    rest = stage2_rest(arrays, args.cache)
+    rest = stage2_rest(arrays, args.cache) if args.router == "two-stage" else None
     gain = arrays.q_large - arrays.q_small
     length = np.asarray([len(s.source) for s in arrays.segments], dtype=float)
     data = CurveData(arrays.directions, arrays.groups, gain, feats, rest, {"length": length})
-    labels = {"reference": gain, **labels_cached(arrays, rest, args.cache)}
+    qe = None if args.qe == "none" else args.qe
+    labels = {"reference": gain, **labels_cached(arrays, rest, args.cache, qe)}
     result = lodo_label_comparison(
         data, labels, folds=args.folds, budget=args.budget, n_boot=args.bootstrap
     )
@@ -85,7 +93,10 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(args.output) as handle:
         json.dump(result, handle, indent=1)
-    print(f"reference-free labels, LODO, HC@{args.budget}, n = {len(gain)}, layer {args.layer}")
+    print(
+        f"reference-free labels, LODO, {args.router}, HC@{args.budget}, n = {len(gain)}, "
+        f"layer {args.layer}"
+    )
     print(spearman_table(labels, gain, arrays.directions))
     print()
     print(label_table(result))

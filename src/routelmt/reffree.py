@@ -39,17 +39,23 @@ def reference_free_labels(
     small_texts: Sequence[str],
     large_texts: Sequence[str],
     *,
-    qe: str = "qe-embed",
+    qe: str | None = "qe-embed",
     qe_small: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Every candidate label of ``LABELS`` per segment (``qe_small``: the small outputs' QE
-    scores when already computed, e.g. the two-stage router's own output features)."""
+    scores when already computed, e.g. the two-stage router's own output features); with
+    ``qe=None`` only the labels that need no QE scorer (``pseudo-ref``)."""
     from routelmt.metrics.base import get_metric
 
     if not (len(segments) == len(small_texts) == len(large_texts)) or not segments:
         raise InputError("reference-free labels need one small and one large text per segment")
     targets = [target_language(s.direction) for s in segments]
     sources = [s.source for s in segments]
+    chrf = get_metric("chrf")
+    agree = np.asarray(chrf.sentence_scores(list(small_texts), list(large_texts), targets), float)
+    pseudo = 100.0 - agree
+    if qe is None:
+        return {"pseudo-ref": pseudo}
     scorer = get_metric(qe)
     if qe_small is None:
         qe_small = scorer.sentence_scores(list(small_texts), None, targets, sources=sources)
@@ -57,10 +63,7 @@ def reference_free_labels(
     qe_large = np.asarray(
         scorer.sentence_scores(list(large_texts), None, targets, sources=sources), np.float64
     )
-    chrf = get_metric("chrf")
-    agree = np.asarray(chrf.sentence_scores(list(small_texts), list(large_texts), targets), float)
     qe_gain = qe_large - qe_small
-    pseudo = 100.0 - agree
     return {
         "qe-gain": qe_gain,
         "qe-small": 100.0 - qe_small,

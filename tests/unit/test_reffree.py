@@ -43,6 +43,9 @@ def test_labels_from_both_outputs():
     assert np.argmax(labels["mix"]) == 1
     given = reference_free_labels(segs, small, large, qe=WordCountQE.name, qe_small=np.zeros(3))
     np.testing.assert_allclose(given["qe-gain"], [40.0, 40.0, 10.0])
+    only = reference_free_labels(segs, small, large, qe=None)
+    assert set(only) == {"pseudo-ref"}
+    np.testing.assert_allclose(only["pseudo-ref"], labels["pseudo-ref"])
 
 
 def test_mismatched_inputs_are_refused():
