@@ -83,6 +83,34 @@ def load_run(run: Path, small: str, large: str = "GPT-4", per_direction: int | N
     )
 
 
+def cached_ids(model: str, layers: list[int], fingerprint: str | None = None) -> set[str]:
+    """Segment ids whose prefill features of every one of ``layers`` are in the cache."""
+    out: set[str] = set()
+    for path in sorted(cache_dir("features").glob("*.npz")):
+        feats = load_features(path)
+        meta = feats.meta
+        if not str(meta.get("model", "")).startswith(model + "@") or meta.get("pooling") != "last":
+            continue
+        if fingerprint and meta.get("template_fingerprint") != fingerprint:
+            continue
+        if all(k in feats.layers for k in layers):
+            out.update(feats.segment_ids)
+    return out
+
+
+def keep_only(arrays: RunArrays, ids: set[str]) -> RunArrays:
+    """The rows of ``arrays`` whose segment id is in ``ids``."""
+    rows = [i for i, s in enumerate(arrays.segments) if s.id in ids]
+    log.info("keeping the %d of %d segments with cached features", len(rows), len(arrays.segments))
+    return RunArrays(
+        segments=[arrays.segments[i] for i in rows],
+        small_texts=[arrays.small_texts[i] for i in rows],
+        large_texts=[arrays.large_texts[i] for i in rows],
+        q_small=arrays.q_small[rows],
+        q_large=arrays.q_large[rows],
+    )
+
+
 def prefill_layers(
     segments: list[Segment], model: str, layers: list[int] | None, fingerprint: str | None = None
 ) -> dict[int, np.ndarray]:

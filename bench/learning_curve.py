@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt_data import load_run, prefill_layers, shipped_heads, stage2_rest
+from adapt_data import cached_ids, keep_only, load_run, prefill_layers, shipped_heads, stage2_rest
 from routelmt.evaluation.learning_curve import (
     ALL_LABELS,
     CurveData,
@@ -47,11 +47,14 @@ def build(args: argparse.Namespace) -> tuple[CurveData, dict]:
     if args.shipped != "none":
         shipped, fingerprint = shipped_heads(args.shipped)
         layers = sorted(set(layers or []) | {shipped.layer}) if layers is not None else None
+    if args.cached_only:
+        needed = layers if layers is not None else [shipped.layer] if shipped else [1]
+        arrays = keep_only(arrays, cached_ids(args.model, needed, fingerprint))
     feats = prefill_layers(arrays.segments, args.model, layers, fingerprint)
     rest = stage2_rest(arrays, args.cache) if args.router == "two-stage" else None
     fixed["length"] = np.asarray([len(s.source) for s in arrays.segments], dtype=float)
     if shipped is not None:
-        fixed["shipped (trained on these directions)"] = shipped.score(feats[shipped.layer], rest)
+        fixed["shipped (saw these sources)"] = shipped.score(feats[shipped.layer], rest)
     if layers is not None and args.layers != "auto":
         feats = {k: feats[k] for k in (int(x) for x in args.layers.split(","))}
     data = CurveData(
@@ -95,6 +98,11 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--per-direction", type=int, default=None, help="first N per direction")
     parser.add_argument("--union", action="store_true", help="also retrain on other dirs + n")
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="use only the segments whose prefill features are already cached",
+    )
     parser.add_argument("--cache", type=Path, default=Path("/work/main/runs/adapt/cache"))
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from adapt_data import load_run, prefill_layers, shipped_heads, stage2_rest
+from adapt_data import cached_ids, keep_only, load_run, prefill_layers, shipped_heads, stage2_rest
 from routelmt.evaluation.learning_curve import CurveData, label_table, lodo_label_comparison
 from routelmt.reffree import reference_free_labels
 from routelmt.storage import atomic_open, stable_hash
@@ -71,6 +71,11 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.3)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--per-direction", type=int, default=None)
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="use only the segments whose prefill features are already cached",
+    )
     parser.add_argument("--cache", type=Path, default=Path("/work/main/runs/adapt/cache"))
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
@@ -78,6 +83,8 @@ def main() -> None:
     started = time.perf_counter()
     arrays = load_run(args.run, args.small, args.large, args.per_direction)
     _, fingerprint = shipped_heads()
+    if args.cached_only:
+        arrays = keep_only(arrays, cached_ids(args.model, [args.layer], fingerprint))
     feats = prefill_layers(arrays.segments, args.model, [args.layer], fingerprint)
     rest = stage2_rest(arrays, args.cache) if args.router == "two-stage" else None
     gain = arrays.q_large - arrays.q_small
