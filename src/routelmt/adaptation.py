@@ -4,24 +4,26 @@ A shipped artifact stores its heads' weights, not its training data, so "retrain
 is not possible from the artifact alone. What is refit instead, for every ridge head of the
 router (the prefill probe; for ``routelmt-2stage`` also the stage-2 head), is
 
-    w = argmin_w  sum_i (y_i - z_i . w - b)^2 + lam * ||w - w0||^2
+    w = argmin_w  sum_i (y_i - z_i . w - b)^2 + lam * ||w - c * w0||^2
 
 where z_i are the new examples' features standardised with the *init's* mean and scale (so w0,
 the init's weights, means the same thing), b is a free intercept refit on the new labels, and
-lam is the prior's strength. lam = inf keeps w0 (only the intercept moves, so the ranking is the
-init's); lam -> 0 is least squares on the new labels alone. Candidates centred at zero (a plain
-ridge on the same inputs: "from scratch") compete too. The strength (and centre) is chosen by
-grouped k-fold cross-validation on the new labels only (mean squared error), so a user's test
-data never tunes it. The layer, the standardisations, the stage-2 input set and the QE scorer
-are the init's and are not refit; the stage-2 head learns from inner out-of-fold scores of the
-adapted stage 1, as in training from scratch.
+lam is the prior's strength. lam = inf keeps the centre c * w0 (the init's ranking); lam -> 0 is
+least squares on the new labels alone. Three centres compete: c = 1 (the init as it is); c = the
+least-squares slope of the new labels on the init's score (labels on another scale, e.g. another
+small model's or metric's gains, keep the init's direction but not its size); and c = 0, a
+plain ridge on the same inputs ("from scratch"). The strength and centre are chosen by grouped
+k-fold cross-validation on the new labels only (mean squared error), so a user's test data never
+tunes them. The layer, the standardisations, the stage-2 input set and the QE scorer are the
+init's and are not refit; the stage-2 head learns from inner out-of-fold scores of the adapted
+stage 1, as in training from scratch.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,9 +38,9 @@ log = logging.getLogger(__name__)
 #: prior strengths tried by cross-validation; inf keeps the init's weights
 DEFAULT_STRENGTHS: tuple[float, ...] = (*(float(a) for a in np.logspace(-2, 6, 17)), math.inf)
 RULE = (
-    "ridge toward the init's weights: argmin ||y - Zw - b||^2 + lam ||w - w0||^2, Z standardised "
-    "with the init's mean/scale, b refit; lam (inf = keep w0) and the centre (init or zero) "
-    "chosen by grouped CV on the new labels"
+    "ridge toward the init's weights: argmin ||y - Zw - b||^2 + lam ||w - c w0||^2, Z "
+    "standardised with the init's mean/scale, b refit; lam (inf = keep the centre), the centre "
+    "(c = 1, c = the slope of y on Z w0, or zero) chosen by grouped CV on the new labels"
 )
 
 
@@ -58,11 +60,26 @@ def _paths(
     return coefs, intercepts
 
 
-def _candidates(prior: RidgeHead, scratch: bool) -> list[tuple[str, np.ndarray]]:
+Center = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _candidates(prior: RidgeHead, scratch: bool, rescale: bool) -> list[tuple[str, Center]]:
+    """The prior's centres, each a function of the training rows (Z, y): the init's weights;
+    the init's weights rescaled by the least-squares slope of y on the init's score (new labels
+    on another scale, e.g. another metric or small model, keep the init's direction); zero."""
     assert prior.coef_ is not None
-    centers = [("init", prior.coef_.astype(np.float64))]
+    w0 = prior.coef_.astype(np.float64)
+
+    def rescaled(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        u = Z @ w0
+        var = float(((u - u.mean()) ** 2).sum())
+        return w0 * (float(((u - u.mean()) * (y - y.mean())).sum()) / var if var > 0 else 0.0)
+
+    centers: list[tuple[str, Center]] = [("init", lambda Z, y: w0)]
+    if rescale:
+        centers.append(("init-rescaled", rescaled))
     if scratch:
-        centers.append(("zero", np.zeros_like(centers[0][1])))
+        centers.append(("zero", lambda Z, y: np.zeros_like(w0)))
     return centers
 
 
@@ -70,7 +87,7 @@ def _cv_errors(
     Z: np.ndarray,
     y: np.ndarray,
     folds: np.ndarray,
-    centers: list[tuple[str, np.ndarray]],
+    centers: list[tuple[str, Center]],
     strengths: Sequence[float],
 ) -> np.ndarray:
     """Mean squared CV error, shape (centres, strengths)."""
@@ -78,7 +95,8 @@ def _cv_errors(
     for f in np.unique(folds):
         test, train = folds == f, folds != f
         for c, (_, center) in enumerate(centers):
-            coefs, intercepts = _paths(Z[train], y[train], center, strengths)
+            w = center(Z[train], y[train])
+            coefs, intercepts = _paths(Z[train], y[train], w, strengths)
             pred = Z[test] @ coefs.T + intercepts[None, :]
             errors[c] += ((pred - y[test, None]) ** 2).sum(axis=0)
     return errors / len(y)
@@ -92,13 +110,15 @@ def adapt_head(
     *,
     strengths: Sequence[float] = DEFAULT_STRENGTHS,
     scratch: bool = True,
+    rescale: bool = True,
     n_folds: int = 5,
     seed: int = 0,
 ) -> RidgeHead:
     """A new head refit on (X, y) toward ``prior``'s weights (see the module docstring).
 
-    One strength skips the cross-validation. The choice and its CV errors are recorded in the
-    head's ``prior_`` (saved in ``head.json``).
+    ``scratch``: ridge toward zero competes; ``rescale``: toward the init's weights times the
+    slope of y on the init's score. One strength and one centre skip the cross-validation. The
+    choice and its CV errors are recorded in the head's ``prior_`` (saved in ``head.json``).
     """
     if not prior.fitted or prior.mean_ is None or prior.scale_ is None:
         raise ConfigError("the init head is not fitted")
@@ -112,7 +132,7 @@ def adapt_head(
     if not strengths or any(not s > 0 for s in strengths):
         raise ConfigError(f"prior strengths must be positive (inf = keep), got {strengths}")
     Z = (X - prior.mean_) / prior.scale_
-    centers = _candidates(prior, scratch)
+    centers = _candidates(prior, scratch, rescale)
     record: dict[str, Any] = {"rule": RULE, "n": len(y)}
     if len(strengths) == 1 and len(centers) == 1:
         c, s = 0, 0
@@ -126,7 +146,8 @@ def adapt_head(
         record["cv_folds"] = k
         record["cv_mse"] = {name: errors[i].tolist() for i, (name, _) in enumerate(centers)}
         record["cv_mse_keep"] = float(errors[0, -1]) if math.isinf(strengths[-1]) else None
-    coefs, intercepts = _paths(Z, y, centers[c][1], [strengths[s]])
+    w_center = centers[c][1](Z, y)
+    coefs, intercepts = _paths(Z, y, w_center, [strengths[s]])
     head = RidgeHead()
     head.mean_, head.scale_ = prior.mean_.copy(), prior.scale_.copy()
     head.coef_, head.intercept_ = coefs[0], float(intercepts[0])
@@ -134,6 +155,10 @@ def adapt_head(
     head.alphas_, head.n_train_, head.seed_ = [], len(y), seed
     chosen = "keep" if math.isinf(strengths[s]) else strengths[s]
     record |= {"center": centers[c][0], "strength": chosen}
+    if centers[c][0] == "init-rescaled":
+        record["rescale"] = float(w_center @ prior.coef_) / max(
+            float(prior.coef_ @ prior.coef_), 1e-300
+        )
     record["strengths"] = ["keep" if math.isinf(v) else v for v in strengths]
     head.prior_ = record
     log.debug("adapt: n=%d centre %s strength %s", len(y), centers[c][0], chosen)
@@ -151,6 +176,7 @@ def adapt_two_stage_heads(
     seed: int = 0,
     strengths: Sequence[float] = DEFAULT_STRENGTHS,
     scratch: bool = True,
+    rescale: bool = True,
 ) -> TwoStageHeads:
     """Both heads of a two-stage router refit toward ``init``'s: stage 1 on the init's layer;
     stage 2 on inner out-of-fold scores of the adapted stage 1 (so it learns how far to trust
@@ -161,7 +187,7 @@ def adapt_two_stage_heads(
     if folds < 2 or len(np.unique(groups)) < 3:
         raise InputError("adapting a two-stage router needs labels from at least 3 sources")
     inner = fold_ids(groups, folds, seed)
-    options = {"strengths": strengths, "scratch": scratch}
+    options = {"strengths": strengths, "scratch": scratch, "rescale": rescale}
     oof = np.zeros(len(y))
     for f in range(folds):
         part = inner != f

@@ -27,7 +27,9 @@ def test_keep_only_moves_the_intercept():
     w = rng.normal(size=20)
     prior = RidgeHead().fit(*_task(rng, w, 500))
     X, y = _task(rng, -w, 40)  # new labels that disagree completely
-    head = adapt_head(prior, X, y + 100.0, np.arange(40), strengths=[math.inf], scratch=False)
+    head = adapt_head(
+        prior, X, y + 100.0, np.arange(40), strengths=[math.inf], scratch=False, rescale=False
+    )
     np.testing.assert_allclose(head.coef_, prior.coef_)
     diff = head.predict(X) - prior.predict(X)
     np.testing.assert_allclose(diff, diff[0])  # same ranking, shifted level
@@ -58,9 +60,8 @@ def test_many_labels_of_an_unrelated_task_leave_the_init_behind():
     assert _corr(adapted.predict(X_test), y_test) > 0.99
     assert _corr(prior.predict(X_test), y_test) < 0.8
     cv = adapted.prior_["cv_mse"]
-    assert (
-        set(cv) == {"init", "zero"} and min(map(min, cv.values())) < adapted.prior_["cv_mse_keep"]
-    )
+    assert set(cv) == {"init", "init-rescaled", "zero"}
+    assert min(map(min, cv.values())) < adapted.prior_["cv_mse_keep"]
 
 
 def test_the_prior_record_survives_save_and_load(tmp_path):
@@ -115,3 +116,19 @@ def test_two_stage_heads_fit_and_adapt_on_arrays():
     np.testing.assert_allclose(adapted.center, init.center)
     with pytest.raises(InputError, match="at least 3 sources"):
         adapt_two_stage_heads(init, new_layers[5][:4], new_rest[:4], new_y[:4], [0, 0, 1, 1])
+
+
+def test_labels_on_another_scale_keep_the_inits_direction():
+    """Another small model's gains: the same direction, a tenth of the size, a new level."""
+    rng = np.random.default_rng(6)
+    w0 = rng.normal(size=60)
+    prior = RidgeHead().fit(*_task(rng, w0, 3000))
+    X, y = _task(rng, 0.1 * w0, 40, noise=0.3)
+    X_test, y_test = _task(rng, 0.1 * w0, 1000, noise=0.0)
+    adapted = adapt_head(prior, X, y - 20.0, np.arange(40))
+    assert adapted.prior_["center"] == "init-rescaled"
+    assert 0.05 < adapted.prior_["rescale"] < 0.2
+    err = np.mean((adapted.predict(X_test) - (y_test - 20.0)) ** 2)
+    assert err < 0.1 * np.var(y_test)
+    fixed = adapt_head(prior, X, y - 20.0, np.arange(40), rescale=False, scratch=False)
+    assert fixed.prior_["center"] == "init"

@@ -51,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _strengths(text: str) -> tuple[tuple[float, ...], bool]:
-    """``--init-strength`` -> (strengths to try, whether from-scratch heads compete)."""
+    """``--init-strength`` -> (strengths to try, whether the rescaled and from-scratch centres
+    compete with the init's weights as they are)."""
     from routelmt.adaptation import DEFAULT_STRENGTHS
     from routelmt.errors import ConfigError
 
@@ -86,7 +87,12 @@ def _adapt(args: argparse.Namespace, examples: list) -> object:
         raise ConfigError(f"--router {args.router} but the --init artifact is a '{init.name}'")
     init.prepare(examples)
     return adapt_router(
-        init, examples, init_name=str(args.init), strengths=strengths, scratch=scratch
+        init,
+        examples,
+        init_name=str(args.init),
+        strengths=strengths,
+        scratch=scratch,
+        rescale=scratch,
     )
 
 

@@ -88,13 +88,16 @@ def adapt_probe(
     init_name: str = "",
     strengths: Sequence[float] = DEFAULT_STRENGTHS,
     scratch: bool = True,
+    rescale: bool = True,
 ) -> RouteLMTRouter:
     """The prefill probe's ridge head refit toward the init's (same layer)."""
     if init.head is None or init.layer is None:
         raise ConfigError(f"the init router '{init.name}' is not trained")
     X = init.source.layer(train, init.layer)
     y = _targets(train, init.target)
-    head = adapt_head(init.head, X, y, _groups(train), strengths=strengths, scratch=scratch)
+    head = adapt_head(
+        init.head, X, y, _groups(train), strengths=strengths, scratch=scratch, rescale=rescale
+    )
     router = _probe_like(init, head, train)
     router.adapted = _record(init, init_name, train, probe=head)
     return router
@@ -108,6 +111,7 @@ def adapt_two_stage(
     init_name: str = "",
     strengths: Sequence[float] = DEFAULT_STRENGTHS,
     scratch: bool = True,
+    rescale: bool = True,
 ) -> TwoStageRouter:
     """Both heads of the two-stage router refit toward the init's (``adapt_two_stage_heads``)."""
     probe = init.stage1
@@ -126,6 +130,7 @@ def adapt_two_stage(
         seed=init.seed,
         strengths=strengths,
         scratch=scratch,
+        rescale=rescale,
     )
     router = TwoStageRouter(
         qe=init.qe,
@@ -147,6 +152,7 @@ def adapt_router(
     init_name: str = "",
     strengths: Sequence[float] = DEFAULT_STRENGTHS,
     scratch: bool = True,
+    rescale: bool = True,
 ) -> Router:
     """A new router: ``init`` refit toward its own weights on ``train`` (the user's labels);
     a router without an adapter is a ConfigError (train it from scratch)."""
@@ -158,4 +164,5 @@ def adapt_router(
             f"router '{init.name}' cannot be adapted (adaptable: {', '.join(sorted(ADAPTERS))}); "
             "train it from scratch without --init"
         )
-    return fn(init, train, init_name=init_name, strengths=strengths, scratch=scratch)
+    options = {"strengths": strengths, "scratch": scratch, "rescale": rescale}
+    return fn(init, train, init_name=init_name, **options)
