@@ -98,17 +98,18 @@ def cached_ids(model: str, layers: list[int], fingerprint: str | None = None) ->
     return out
 
 
-def keep_only(arrays: RunArrays, ids: set[str]) -> RunArrays:
-    """The rows of ``arrays`` whose segment id is in ``ids``."""
+def keep_only(arrays: RunArrays, ids: set[str]) -> tuple[RunArrays, list[int]]:
+    """The rows of ``arrays`` whose segment id is in ``ids``, and their indices."""
     rows = [i for i, s in enumerate(arrays.segments) if s.id in ids]
     log.info("keeping the %d of %d segments with cached features", len(rows), len(arrays.segments))
-    return RunArrays(
+    kept = RunArrays(
         segments=[arrays.segments[i] for i in rows],
         small_texts=[arrays.small_texts[i] for i in rows],
         large_texts=[arrays.large_texts[i] for i in rows],
         q_small=arrays.q_small[rows],
         q_large=arrays.q_large[rows],
     )
+    return kept, rows
 
 
 def prefill_layers(

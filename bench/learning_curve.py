@@ -47,11 +47,12 @@ def build(args: argparse.Namespace) -> tuple[CurveData, dict]:
     if args.shipped != "none":
         shipped, fingerprint = shipped_heads(args.shipped)
         layers = sorted(set(layers or []) | {shipped.layer}) if layers is not None else None
+    rest = stage2_rest(arrays, args.cache) if args.router == "two-stage" else None
     if args.cached_only:
         needed = layers if layers is not None else [shipped.layer] if shipped else [1]
-        arrays = keep_only(arrays, cached_ids(args.model, needed, fingerprint))
+        arrays, rows = keep_only(arrays, cached_ids(args.model, needed, fingerprint))
+        rest = None if rest is None else rest[rows]
     feats = prefill_layers(arrays.segments, args.model, layers, fingerprint)
-    rest = stage2_rest(arrays, args.cache) if args.router == "two-stage" else None
     fixed["length"] = np.asarray([len(s.source) for s in arrays.segments], dtype=float)
     if shipped is not None:
         fixed["shipped (saw these sources)"] = shipped.score(feats[shipped.layer], rest)

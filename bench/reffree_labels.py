@@ -83,15 +83,18 @@ def main() -> None:
     started = time.perf_counter()
     arrays = load_run(args.run, args.small, args.large, args.per_direction)
     _, fingerprint = shipped_heads()
-    if args.cached_only:
-        arrays = keep_only(arrays, cached_ids(args.model, [args.layer], fingerprint))
-    feats = prefill_layers(arrays.segments, args.model, [args.layer], fingerprint)
     rest = stage2_rest(arrays, args.cache) if args.router == "two-stage" else None
+    qe = None if args.qe == "none" else args.qe
+    candidates = labels_cached(arrays, rest, args.cache, qe)
+    if args.cached_only:
+        arrays, rows = keep_only(arrays, cached_ids(args.model, [args.layer], fingerprint))
+        rest = None if rest is None else rest[rows]
+        candidates = {name: y[rows] for name, y in candidates.items()}
+    feats = prefill_layers(arrays.segments, args.model, [args.layer], fingerprint)
     gain = arrays.q_large - arrays.q_small
     length = np.asarray([len(s.source) for s in arrays.segments], dtype=float)
     data = CurveData(arrays.directions, arrays.groups, gain, feats, rest, {"length": length})
-    qe = None if args.qe == "none" else args.qe
-    labels = {"reference": gain, **labels_cached(arrays, rest, args.cache, qe)}
+    labels = {"reference": gain, **candidates}
     result = lodo_label_comparison(
         data, labels, folds=args.folds, budget=args.budget, n_boot=args.bootstrap
     )
