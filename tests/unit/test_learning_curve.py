@@ -84,7 +84,8 @@ def test_label_comparison_ranks_a_noisy_label_below_the_reference():
 def test_the_probe_alone_without_stage_two_inputs():
     full = _data()
     data = CurveData(full.directions, full.groups, full.gain, full.layers, None, full.fixed)
-    result = lodo_learning_curve(data, sizes=(30,), seeds=1, n_boot=50)
+    result = lodo_learning_curve(data, sizes=(30,), seeds=1, n_boot=50, union=True)
     for block in result["directions"].values():
         routers = block["routers"]
         assert routers["adapted n=30"]["value"] > routers[ZERO_SHOT]["value"]
+        assert "union n=30" in routers
