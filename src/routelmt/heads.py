@@ -79,6 +79,8 @@ class RidgeHead:
         self.n_folds_: int = 0
         self.n_train_: int = 0
         self.seed_: int = 0
+        #: set by ``routelmt.adaptation``: the warm-start prior this head was refit toward
+        self.prior_: dict[str, Any] | None = None
 
     @property
     def fitted(self) -> bool:
@@ -178,6 +180,7 @@ class RidgeHead:
             "cv_seed": self.seed_,
             "n_train": self.n_train_,
             "intercept": self.intercept_,
+            **({"prior": self.prior_} if self.prior_ is not None else {}),
         }
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -229,4 +232,5 @@ class RidgeHead:
         head.n_folds_ = int(config.get("cv_folds") or 0)
         head.seed_ = int(config.get("cv_seed") or 0)
         head.n_train_ = int(config.get("n_train") or 0)
+        head.prior_ = config.get("prior")
         return head

@@ -9,9 +9,10 @@ whole evaluation runs the prefill once per segment.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,31 @@ def feature_source(
     return _SOURCES[key]
 
 
+def choose_probe_head(
+    layers: Mapping[int, Callable[[], np.ndarray]],
+    y: np.ndarray,
+    groups: np.ndarray,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    *,
+    cv_folds: int = 5,
+    seed: int = 0,
+) -> tuple[int, RidgeHead, dict[int, float]]:
+    """The probe's layer and ridge head: one grouped-CV ridge per candidate layer (``layers``
+    maps a layer to a function giving its feature rows), the lowest CV error wins. Shared by
+    the router and by array-level benchmarks, so both choose alike."""
+    best: tuple[float, int, RidgeHead] | None = None
+    cv_mse: dict[int, float] = {}
+    for layer, features in layers.items():
+        head = RidgeHead().fit(features(), y, groups, alphas, n_folds=cv_folds, seed=seed)
+        mse = min(head.cv_mse_) if head.cv_mse_ else float("nan")
+        cv_mse[layer] = mse
+        if best is None or mse < best[0]:
+            best = (mse, layer, head)
+    if best is None:
+        raise ConfigError("no candidate layer to fit the probe on")
+    return best[1], best[2], cv_mse
+
+
 def _targets(examples: Sequence[ScoredExample], target: str) -> np.ndarray:
     if target == "gain":
         return np.asarray([ex.gain for ex in examples], dtype=np.float64)
@@ -222,6 +248,8 @@ class RouteLMTRouter(Router):
         self.train_hash: str | None = None
         self.train_sources: dict[str, Any] | None = None
         self.metric: str | None = None
+        #: set by ``routelmt.adaptation``: which artifact this head was refit from, and how
+        self.adapted: dict[str, Any] | None = None
 
     def _candidate_layers(self) -> list[int]:
         n = self.source.num_layers
@@ -241,23 +269,17 @@ class RouteLMTRouter(Router):
             raise InputError(f"{self.name}: no training examples")
         y = _targets(train, self.target)
         groups = np.asarray([ex.segment.group for ex in train])
-        best: tuple[float, int, RidgeHead] | None = None
-        self.layer_cv_mse = {}
-        for layer in self._candidate_layers():
-            head = RidgeHead().fit(
-                self.source.layer(train, layer),
-                y,
-                groups,
-                self.alphas,
-                n_folds=self.cv_folds,
-                seed=self.seed,
-            )
-            mse = min(head.cv_mse_) if head.cv_mse_ else float("nan")
-            self.layer_cv_mse[layer] = mse
-            if best is None or mse < best[0]:
-                best = (mse, layer, head)
-        assert best is not None
-        _, self.layer, self.head = best
+        self.layer, self.head, self.layer_cv_mse = choose_probe_head(
+            {
+                layer: functools.partial(self.source.layer, train, layer)
+                for layer in self._candidate_layers()
+            },
+            y,
+            groups,
+            self.alphas,
+            cv_folds=self.cv_folds,
+            seed=self.seed,
+        )
         self.train_hash = stable_hash([(ex.id, round(float(v), 6)) for ex, v in zip(train, y)])
         self.metric = train[0].metric
         self.train_sources = training_sources(train)
@@ -293,6 +315,7 @@ class RouteLMTRouter(Router):
             "metric": self.metric,
             "training_data_hash": self.train_hash,
             **self.source.describe(),
+            **({"adapted": self.adapted} if self.adapted is not None else {}),
         }
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -331,6 +354,7 @@ class RouteLMTRouter(Router):
         router.train_hash = config.get("training_data_hash")
         router.train_sources = read_training_sources(directory)
         router.layer_cv_mse = {int(k): v for k, v in config.get("layer_cv_mse", {}).items()}
+        router.adapted = config.get("adapted")
         return router
 
 

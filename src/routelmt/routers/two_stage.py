@@ -18,14 +18,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from routelmt.errors import ConfigError, InputError
-from routelmt.heads import RidgeHead
+from routelmt.heads import DEFAULT_ALPHAS, RidgeHead
 from routelmt.output_features import OUTPUT_FEATURES, output_features
 from routelmt.records import ScoredExample, Segment, segment_of
 from routelmt.routers.artifacts import (
@@ -33,7 +34,7 @@ from routelmt.routers.artifacts import (
     write_artifact,
 )
 from routelmt.routers.base import ROUTERS, Router
-from routelmt.routers.inmodel import RouteLMTRouter
+from routelmt.routers.inmodel import RouteLMTRouter, choose_probe_head
 from routelmt.routers.provenance import read_training_sources, training_sources
 from routelmt.splits import fold_ids
 
@@ -51,6 +52,66 @@ def quadratic(Z: np.ndarray) -> np.ndarray:
     n = Z.shape[1]
     pairs = [Z[:, i] * Z[:, j] for i in range(n) for j in range(i, n)]
     return np.column_stack([Z, *pairs])
+
+
+@dataclass
+class TwoStageHeads:
+    """The two heads of ``routelmt-2stage`` on plain arrays: what benchmarks refit many times
+    (without a model or a QE pass per fit) and what ``routelmt.adaptation`` refits."""
+
+    layer: int
+    stage1: RidgeHead
+    stage2: RidgeHead
+    center: np.ndarray
+    scale: np.ndarray
+
+    def stage2_matrix(self, stage1: np.ndarray, rest: np.ndarray) -> np.ndarray:
+        """The stage-2 head's inputs: stage-1 score beside ``rest`` (the output features and
+        the log source length, ``STAGE2_INPUTS[1:]``), standardised, with products."""
+        X = np.column_stack([np.asarray(stage1, dtype=np.float64), rest])
+        return quadratic((X - self.center) / self.scale)
+
+    def score(self, layer_features: np.ndarray, rest: np.ndarray) -> np.ndarray:
+        """Stage-2 scores from the stage-1 layer's features and the other stage-2 inputs."""
+        return self.stage2.predict(self.stage2_matrix(self.stage1.predict(layer_features), rest))
+
+
+def fit_two_stage_heads(
+    layers: Mapping[int, np.ndarray],
+    rest: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    *,
+    inner_folds: int = 5,
+    seed: int = 0,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    cv_folds: int = 5,
+    probe_seed: int = 0,
+) -> TwoStageHeads:
+    """``TwoStageRouter.fit`` on arrays: ``layers`` maps each candidate prefill layer to its
+    feature rows; the stage-2 head learns from inner out-of-fold stage-1 scores."""
+    groups = np.asarray(groups)
+    folds = min(inner_folds, len(np.unique(groups)))
+    if folds < 2:
+        raise InputError("routelmt-2stage: needs at least 2 source groups to train")
+    inner = fold_ids(groups, folds, seed)
+
+    def probe(rows: np.ndarray) -> tuple[int, RidgeHead]:
+        chosen = {k: (lambda X=X: X[rows]) for k, X in layers.items()}
+        layer, head, _ = choose_probe_head(
+            chosen, y[rows], groups[rows], alphas, cv_folds=cv_folds, seed=probe_seed
+        )
+        return layer, head
+
+    oof = np.zeros(len(y))
+    for f in range(folds):
+        layer, head = probe(np.flatnonzero(inner != f))
+        oof[inner == f] = head.predict(layers[layer][inner == f])
+    layer, stage1 = probe(np.arange(len(y)))
+    X = np.column_stack([oof, rest])
+    center, scale = X.mean(0), X.std(0) + 1e-9
+    stage2 = RidgeHead().fit(quadratic((X - center) / scale), y, groups)
+    return TwoStageHeads(layer, stage1, stage2, center, scale)
 
 
 @ROUTERS.register
@@ -91,6 +152,8 @@ class TwoStageRouter(Router):
         self.train_sources: dict[str, Any] | None = None
         self.qe_seconds = 0.0
         self._qe_metric: tuple[Any, Any] | None = None  # (setting, metric): built once
+        #: set by ``routelmt.adaptation``: which artifact the heads were refit from, and how
+        self.adapted: dict[str, Any] | None = None
 
     # -- inputs ---------------------------------------------------------------------------
     def stage2_inputs(
@@ -188,6 +251,7 @@ class TwoStageRouter(Router):
             "stage2_head": "ridge on standardised inputs, their squares and pairwise products",
             "center": None if self.center is None else [float(v) for v in self.center],
             "scale": None if self.scale is None else [float(v) for v in self.scale],
+            **({"adapted": self.adapted} if self.adapted is not None else {}),
         }
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -223,6 +287,7 @@ class TwoStageRouter(Router):
         router.center = np.asarray(config["center"], dtype=np.float64)
         router.scale = np.asarray(config["scale"], dtype=np.float64)
         router.train_sources = read_training_sources(directory)
+        router.adapted = config.get("adapted")
         return router
 
 
