@@ -21,7 +21,23 @@ from routelmt.budget.allocation import allocate_top_p, budget_count
 from routelmt.budget.tiers import allocate_tiers
 from routelmt.cli import main
 
-WORDS = "the quick brown fox jumps over a lazy dog while birds sing near old trees".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "birds",
+    "sing",
+    "near",
+    "old",
+    "trees",
+]
 
 
 def _corpus(tmp_path: Path, n_es: int = 21, n_de: int = 17) -> tuple[Path, Path, list[dict]]:
