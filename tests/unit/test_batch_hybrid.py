@@ -20,6 +20,7 @@ import routelmt
 from routelmt.budget.allocation import allocate_top_p, budget_count
 from routelmt.budget.tiers import allocate_tiers
 from routelmt.cli import main
+from routelmt.evaluation.ranking import budget_k, descending_order, tie_keys
 
 WORDS = [
     "the",
@@ -73,24 +74,39 @@ def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def _evaluator_top_k(scores: np.ndarray, p: float) -> np.ndarray:
+    """What the bench evaluator routes: its k, its seeded tie keys (evaluate_arrays, seed 0)."""
+    keys = tie_keys(scores.size, np.random.SeedSequence(0).spawn(2)[0])
+    mask = np.zeros(scores.size, dtype=bool)
+    mask[descending_order(scores, keys)[: int(budget_k(p, scores.size))]] = True
+    return mask
+
+
+@pytest.mark.parametrize("ties", ["seeded", "input-order"])
 @pytest.mark.parametrize("per_direction", [False, True])
-def test_exact_share_and_the_library_top_k(tmp_path, capsys, per_direction):
+def test_exact_share_and_the_library_top_k(tmp_path, capsys, per_direction, ties):
     segments, small, rows = _corpus(tmp_path)
     out = tmp_path / "out.jsonl"
-    flags = ["--budget", "0.3"] + (["--per-direction"] if per_direction else [])
+    flags = ["--budget", "0.3", "--ties", ties] + (["--per-direction"] if per_direction else [])
     with LoopbackLLM() as llm:
         assert main(_argv(segments, small, llm.spec, out, *flags)) == 0
     summary = json.loads(capsys.readouterr().out)
     lengths = np.array([len(r["source"]) for r in rows], dtype=float)
-    if per_direction:
-        expected = np.zeros(len(rows), dtype=bool)
-        for direction in ("en-es", "en-de"):
-            idx = [i for i, r in enumerate(rows) if r["direction"] == direction]
-            expected[idx] = allocate_top_p(lengths[idx], 0.3)
-        k = budget_count(21, 0.3) + budget_count(17, 0.3)
-    else:
-        expected = allocate_top_p(lengths, 0.3)
-        k = budget_count(len(rows), 0.3)
+    assert len(set(lengths)) < len(lengths)  # ties exist, so the rule matters
+    if ties == "seeded":  # the evaluator's pooled keys, restricted to a direction
+        keys = tie_keys(lengths.size, np.random.SeedSequence(0).spawn(2)[0])
+    else:  # budget.allocation's rule: the earlier line first
+        keys = np.arange(lengths.size)
+    expected = np.zeros(len(rows), dtype=bool)
+    groups = [[i for i, r in enumerate(rows) if r["direction"] == d] for d in ("en-es", "en-de")]
+    for idx in groups if per_direction else [list(range(len(rows)))]:
+        order = descending_order(lengths[idx], keys[idx])[: budget_count(len(idx), 0.3)]
+        expected[np.array(idx)[order]] = True
+    if not per_direction and ties == "seeded":
+        assert (expected == _evaluator_top_k(lengths, 0.3)).all()
+    if not per_direction and ties == "input-order":
+        assert (expected == allocate_top_p(lengths, 0.3)).all()
+    k = sum(budget_count(len(idx), 0.3) for idx in (groups if per_direction else [rows]))
     records = _read(out)
     routed = np.array([r["tier"] == "large" for r in records])
     assert routed.sum() == k == summary["large_calls"] == summary["large_answered"]

@@ -1,9 +1,10 @@
 """The batch plan: which segment goes to which tier, decided once and written before any large
 call, so an interrupted run resumes with exactly the same choice.
 
-The count and the ties come from ``budget.allocation`` (k = floor(pN + 0.5); higher score
-first, then the earlier input line) for a share budget, and from ``budget.tiers.allocate_tiers``
-(the multiple-choice knapsack) for a cost budget; this module only applies them to a file.
+A share budget routes exactly ``budget.allocation.budget_count`` segments (k = floor(pN + 0.5)),
+the highest scores, equal scores ordered by one of the library's two tie rules (``TIE_RULES``);
+a cost budget is ``budget.tiers.allocate_tiers`` (the multiple-choice knapsack). This module only
+applies them to a file.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from routelmt.budget.allocation import allocate_top_p, budget_count, check_share
+from routelmt.budget.allocation import as_scores, budget_count, check_share
 from routelmt.budget.tiers import allocate_tiers
 from routelmt.errors import ConfigError, InputError
+from routelmt.evaluation.ranking import descending_order, tie_keys
 from routelmt.records import Segment
 from routelmt.storage import read_json, stable_hash, write_json
 
 PLAN_FORMAT = 1
+#: how equal scores are ordered at the k-th place of a share budget: ``seeded`` is the bench
+#: evaluator's rule (``evaluation.ranking.tie_keys``, so a batch picks the segments an evaluation
+#: of the same file scored), ``input-order`` is ``budget.allocation``'s (the earlier line first)
+TIE_RULES = ("seeded", "input-order")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class BatchBudget:
     cost: float | None = None
     per_direction: bool = False
     small_cost: float = 0.0
+    ties: str = "seeded"
+    tie_seed: int = 0
 
     def __post_init__(self) -> None:
         if (self.share is None) == (self.cost is None):
@@ -54,6 +62,8 @@ class BatchBudget:
             object.__setattr__(self, "share", check_share(self.share, "--budget"))
         elif not _finite(self.cost) or float(self.cost) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"--cost-budget must be a cost > 0, got {self.cost!r}")
+        if self.ties not in TIE_RULES:
+            raise ConfigError(f"--ties must be one of {', '.join(TIE_RULES)}, got {self.ties!r}")
         if not _finite(self.small_cost) or self.small_cost < 0:
             raise ConfigError(f"--small-cost must be a cost >= 0, got {self.small_cost!r}")
 
@@ -88,17 +98,32 @@ def allocate(
     check_tiers(tiers, budget)
     scores = np.asarray(scores, dtype=float)
     if budget.share is not None:
+        keys = evaluation_tie_keys(scores.size, budget.tie_seed)
+        if budget.ties == "input-order":
+            keys = np.arange(scores.size)
         if not budget.per_direction:
-            return allocate_top_p(scores, budget.share).astype(int)
+            return _top_share(scores, keys, budget.share)
         chosen = np.zeros(scores.size, dtype=int)
         names = np.asarray(directions)
         for direction in dict.fromkeys(directions):
             rows = np.flatnonzero(names == direction)
-            chosen[rows] = allocate_top_p(scores[rows], budget.share).astype(int)
+            chosen[rows] = _top_share(scores[rows], keys[rows], budget.share)
         return chosen
     costs = np.array([t.cost for t in tiers], dtype=float)
     gains = scores[:, None] * np.array([t.gain_scale for t in tiers], dtype=float)[None, :]
     return allocate_tiers(gains, costs, float(budget.cost)).tier.astype(int)  # type: ignore[arg-type]
+
+
+def evaluation_tie_keys(n: int, seed: int = 0) -> np.ndarray:
+    """The tie keys ``evaluation.evaluate_arrays`` uses for ``n`` segments and ``seed``."""
+    return tie_keys(n, np.random.SeedSequence(seed).spawn(2)[0])
+
+
+def _top_share(scores: np.ndarray, keys: np.ndarray, share: float) -> np.ndarray:
+    """1 for the ``budget_count`` highest scores, equal scores ordered by ``keys``."""
+    chosen = np.zeros(scores.size, dtype=int)
+    chosen[descending_order(as_scores(scores), keys)[: budget_count(scores.size, share)]] = 1
+    return chosen
 
 
 def allowed_calls(n_by_direction: dict[str, int], budget: BatchBudget) -> int | None:

@@ -19,16 +19,15 @@ Steps, each resumable from the job's work folder (``<output>.work`` by default):
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from routelmt.backends.base import Translator
+from routelmt.backends.preflight import check_covers, check_reachable
 from routelmt.backends.resolve import check_spec, make_translator, slug
 from routelmt.batch.ledger import append_record, read_ledger
 from routelmt.batch.plan import (
@@ -85,24 +84,6 @@ class BatchJob:
         return self.output.with_name(self.output.stem + ".summary.json")
 
 
-def check_reachable(translator: Translator, role: str, timeout: float = 5.0) -> None:
-    """A TCP connection to an endpoint backend (nothing is sent): an unreachable one fails the
-    job before any work is spent. Backends without endpoints pass."""
-    endpoints = getattr(translator, "endpoints", None)
-    if not endpoints:
-        return
-    errors = []
-    for endpoint in endpoints:
-        parts = urlsplit(endpoint.base_url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            socket.create_connection((parts.hostname, port), timeout=timeout).close()
-            return
-        except OSError as exc:
-            errors.append(f"{redact(endpoint.base_url)}: {exc.strerror or exc}")
-    raise ConfigError(f"{role} endpoint unreachable ({'; '.join(errors)}); nothing was sent")
-
-
 class BatchRun:
     """One job: its router and backends (built up front and checked), then the steps."""
 
@@ -122,6 +103,7 @@ class BatchRun:
         where = {"dataset": job.dataset, "pairs": job.pairs}
         self.small = make(job.small, **where, **job.small_options)
         self.larges = [make(t.spec, **where, **job.large_options) for t in job.tiers]
+        check_covers(self.small, job.segments, "--small")
         check_reachable(self.small, "small")
         for tier, translator in zip(job.tiers, self.larges):
             check_reachable(translator, f"large ({tier.name})")

@@ -99,6 +99,14 @@ def add_hybrid_args(parser: argparse.ArgumentParser) -> None:
         "--per-direction", action="store_true", help="apply the share per direction, not pooled"
     )
     group.add_argument(
+        "--ties",
+        choices=("seeded", "input-order"),
+        default="seeded",
+        help="equal scores at the k-th place: a seeded permutation (the bench evaluator's rule, "
+        "default) or the earlier input line first",
+    )
+    group.add_argument("--tie-seed", type=int, default=0, help="the seeded tie rule's seed")
+    group.add_argument(
         "--dry-run", action="store_true", help="plan and print it; call no large model"
     )
     group.add_argument(
@@ -190,6 +198,8 @@ def run_hybrid(args: argparse.Namespace) -> int:
         cost=args.cost_budget,
         per_direction=args.per_direction,
         small_cost=args.small_cost,
+        ties=args.ties,
+        tie_seed=args.tie_seed,
     )
     n = len(args.large)
     costs = _per_tier(args.large_cost, n, "--large-cost", 1.0)
