@@ -68,7 +68,9 @@ def main() -> None:
     )  # fmt: skip
     plan = json.loads(Path(summary["plan"]).read_text(encoding="utf-8"))
     routed = {i for i, t in zip(plan["ids"], plan["tiers"], strict=True) if t > 0}
-    small_ids = {s.id for s in segments} if summary["two_stage"] else {s.id for s in segments} - routed
+    small_ids = (
+        {s.id for s in segments} if summary["two_stage"] else {s.id for s in segments} - routed
+    )
     write_records(out / "small.jsonl", [s for s in segments if s.id in small_ids])
     write_records(out / "large.jsonl", [s for s in segments if s.id in routed])
     small_s, _ = cli(

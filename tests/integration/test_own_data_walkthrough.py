@@ -80,13 +80,19 @@ def _check_bad_input(folder: Path, capsys: pytest.CaptureFixture[str], large: st
     (folder / "empty.jsonl").write_text("", "utf-8")
     small = ["--small", "hf:gemma3-270m", "--large", large]
     _bad(["data", "-i", "empty.jsonl", *small, "-o", "bad/labels.jsonl"], capsys, "data")
-    _bad(["train", "-i", "missing.jsonl", "--router", "routelmt-2stage", "-o", "bad/r"], capsys, "train")
+    _bad(
+        ["train", "-i", "missing.jsonl", "--router", "routelmt-2stage", "-o", "bad/r"],
+        capsys,
+        "train",
+    )
     for budget in ("0", "1.5"):
         argv = ["translate", "-i", "recipes.jsonl", *small, "--router", "length"]
         _bad([*argv, "--budget", budget, "-o", "bad/out.jsonl"], capsys, "translate")
     down = f"openai:http://127.0.0.1:{_free_port()}/v1#big"
     argv = ["translate", "-i", "recipes.jsonl", "--small", "hf:gemma3-270m", "--large", down]
-    _bad([*argv, "--router", "length", "--budget", "0.3", "-o", "bad/out.jsonl"], capsys, "translate")
+    _bad(
+        [*argv, "--router", "length", "--budget", "0.3", "-o", "bad/out.jsonl"], capsys, "translate"
+    )
     assert not (folder / "bad").exists()
 
 

@@ -234,6 +234,20 @@ def _bad_inputs(tmp_path: Path, segments: Path) -> dict[str, tuple[list[str], st
             ],
             "hidden states",
         ),  # fmt: skip
+        "router of another small model": (
+            [
+                str(segments),
+                "--budget",
+                "0.3",
+                "--router",
+                "shipped:routelmt-2stage",
+                "--small",
+                "hf:smollm2-135m",
+            ],
+            "was trained on gemma3-270m",
+        ),  # fmt: skip
+        "oracle router": ([str(segments), "--budget", "0.3", "--router", "gain-oracle"], "oracle"),
+        "untrained router": ([str(segments), "--budget", "0.3", "--router", "routelmt"], "trained"),
     }
 
 
@@ -242,6 +256,7 @@ def _bad_inputs(tmp_path: Path, segments: Path) -> dict[str, tuple[list[str], st
     [
         "budget 0", "budget 1.5", "no budget", "empty file", "missing column",
         "direction without language", "unreachable", "in-model router, endpoint small",
+        "router of another small model", "oracle router", "untrained router",
     ],
 )  # fmt: skip
 def test_bad_input_is_exit_2_and_nothing_written(tmp_path, capsys, case):
