@@ -275,3 +275,17 @@ def test_bad_input_is_exit_2_and_nothing_written(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert err.startswith("routelmt translate: error:") and needle in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_small_model_behind_an_endpoint_with_a_model_free_router(tmp_path, capsys):
+    segments, _, rows = _corpus(tmp_path)
+    out = tmp_path / "out.jsonl"
+    with LoopbackLLM() as small, LoopbackLLM() as large:
+        argv = _argv(segments, Path("unused"), large.spec, out, "--budget", "0.3")
+        argv[argv.index("--small") + 1] = small.spec.replace("#big", "#tiny")
+        assert main([*argv, "--backend-arg", "max_retries=0"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    k = budget_count(len(rows), 0.3)
+    assert sum(large.answered.values()) == k == summary["large_answered"]
+    assert sum(small.answered.values()) == len(rows) - k  # only what stays small
+    assert {r["model"] for r in _read(out)} == {"tiny", "big"}
