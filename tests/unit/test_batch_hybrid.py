@@ -289,3 +289,22 @@ def test_a_small_model_behind_an_endpoint_with_a_model_free_router(tmp_path, cap
     assert sum(large.answered.values()) == k == summary["large_answered"]
     assert sum(small.answered.values()) == len(rows) - k  # only what stays small
     assert {r["model"] for r in _read(out)} == {"tiny", "big"}
+
+
+@pytest.mark.parametrize("torn", ['{"segment_id": "b", "ok": tr', "\x00\x00\x00\n"])
+def test_the_ledger_drops_a_torn_last_line_and_keeps_an_answer_over_a_failure(tmp_path, torn):
+    from routelmt.batch.ledger import read_ledger
+
+    path = tmp_path / "large.jsonl"
+    rows = [
+        {"segment_id": "a", "ok": False, "text": None, "error": "down"},
+        {"segment_id": "a", "ok": True, "text": "A"},  # retried (--retry-failed) and answered
+        {"segment_id": "c", "ok": True, "text": "C"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + torn, encoding="utf-8")
+    done = read_ledger(path)
+    assert set(done) == {"a", "c"} and done["a"]["text"] == "A"
+    assert path.read_text(encoding="utf-8").endswith('"C"}\n')  # truncated before the tear
+    path.write_text("garbage\n" + json.dumps(rows[2]) + "\n", encoding="utf-8")
+    with pytest.raises(Exception, match="large.jsonl:1: unreadable"):
+        read_ledger(path)
