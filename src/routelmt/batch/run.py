@@ -46,6 +46,8 @@ from routelmt.batch.router import (
     router_identity,
     score_segments,
 )
+from routelmt.batch.shared import shares_prefill, translate_with_stage1
+from routelmt.budget.allocation import as_scores
 from routelmt.errors import ConfigError, InputError
 from routelmt.records import Segment, write_records
 from routelmt.redact import redact
@@ -115,9 +117,13 @@ class BatchRun:
             translator.close()
 
     # -- small ---------------------------------------------------------------------------
+    @property
+    def small_store(self) -> Path:
+        return self.job.work / f"small-{slug(self.job.small)}.jsonl"
+
     def small_texts(self, wanted: list[Segment]) -> dict[str, str]:
         """Small translations of ``wanted`` (and of whatever the store already holds)."""
-        path = self.job.work / f"small-{slug(self.job.small)}.jsonl"
+        path = self.small_store
         held = {t.segment_id for t in read_partial_translations(path)}
         ids = {s.id for s in wanted} | held
         segments = [s for s in self.job.segments if s.id in ids]
@@ -156,12 +162,21 @@ class BatchRun:
         job = self.job
         began = time.perf_counter()
         segments = job.segments
+        if shares_prefill(self.small, self.router):  # stage 1 from the decoding's own prefill
+            texts, stage1 = translate_with_stage1(
+                self.small, self.router, segments, self.small_store,
+                job.work / "stage1.jsonl", job.batch_size,
+            )  # fmt: skip
+            self.seconds["small"] += time.perf_counter() - began
+            final = self.router.score_stage2(segments, texts, stage1)  # type: ignore[attr-defined]
+            scores = as_scores(final, "stage-2 scores")
+        else:
 
-        def all_small() -> list[str]:
-            texts = self.small_texts(segments)
-            return [texts[s.id] for s in segments]
+            def all_small() -> list[str]:
+                texts = self.small_texts(segments)
+                return [texts[s.id] for s in segments]
 
-        scores, stage1 = score_segments(self.router, segments, all_small)
+            scores, stage1 = score_segments(self.router, segments, all_small)
         self.seconds["score"] += time.perf_counter() - began - self.seconds["small"]
         chosen = allocate(scores, [s.direction for s in segments], job.budget, job.tiers)
         summary = plan_summary(
