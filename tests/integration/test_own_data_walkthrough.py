@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+# about a minute on an idle two-core machine; far longer when its cores are shared
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
@@ -64,7 +65,7 @@ def _write_recipes(folder: Path) -> int:
     rows = [
         {"id": f"{direction}/{i}", "direction": direction, "source": text}
         for direction in ("en-de", "en-es")
-        for i, text in enumerate(RECIPES)
+        for i, text in enumerate(RECIPES[:8])
     ]
     (folder / "recipes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
     return len(rows)
@@ -138,7 +139,7 @@ def test_five_commands_on_recipes(tmp_path, monkeypatch, capsys):
         data, train, dry, run, serve = steps
         assert main(["-q", *data[1:]]) == 0  # 1. label a sample
         labels = [json.loads(x) for x in Path("labels.jsonl").read_text("utf-8").splitlines()]
-        assert len(labels) == 16 and sum(llm.answered.values()) == 16
+        assert len(labels) == 8 and sum(llm.answered.values()) == 8
         assert labels[0]["metric"].startswith("qe-embed")  # no references: reference-free
         assert main(["-q", *train[1:]]) == 0  # 2. adapt the router
         assert Path("routers/recipes/router.json").is_file()
@@ -146,10 +147,10 @@ def test_five_commands_on_recipes(tmp_path, monkeypatch, capsys):
         assert main(["-q", *dry[1:]]) == 0  # 3. dry run: the plan, no large call
         plan = json.loads(capsys.readouterr().out)
         k = budget_count(n, 0.3)
-        assert plan["large_calls"] == k and sum(llm.received.values()) == 16
+        assert plan["large_calls"] == k and sum(llm.received.values()) == 8
         assert main(["-q", *run[1:]]) == 0  # 4. the whole file
         out = [json.loads(x) for x in Path("recipes.out.jsonl").read_text("utf-8").splitlines()]
         assert len(out) == n and sum(r["tier"] == "large" for r in out) == k
-        assert sum(llm.answered.values()) == 16 + k
+        assert sum(llm.answered.values()) == 8 + k
         assert all("stage1_score" in r for r in out)  # the two-stage router scored both stages
         _serve(" ".join(shlex.quote(w) for w in serve), tmp_path)  # 5. serve
