@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 REFERENCE = "reference"
 PSEUDO_REFERENCE = "pseudo-reference"
 DEFAULT_FREE_LABEL = "qe-embed"
+#: other names of the same two labels (qe-gain: the gain is QE(large) - QE(small))
+ALIASES = {"qe-gain": DEFAULT_FREE_LABEL, "pseudo-ref": PSEUDO_REFERENCE}
 
 
 def stratified_sample(segments: Sequence[Segment], n: int, seed: int = 0) -> list[Segment]:
@@ -145,7 +147,7 @@ def plan_labels(
 ) -> LabelPlan:
     """Sample, check and count; nothing is translated and nothing written."""
     chosen = stratified_sample(segments, sample, seed) if sample is not None else list(segments)
-    label = label or default_label(chosen)
+    label = ALIASES.get(label or "", label) or default_label(chosen)
     check_label(label, chosen)
     get_metric(metric, **(metric_args or {}))  # a bad metric fails before any call
     check_spec(small, "--small")
