@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 # about a minute on an idle two-core machine; far longer when its cores are shared
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
