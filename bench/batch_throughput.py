@@ -7,6 +7,9 @@ The large model is a recorded WMT24 system (a lookup: its calls cost no time her
 difference is the routing: the router's scoring (for a two-stage router, the stage-1 prefill
 and the stage-2 output features), the plan, and the ledger's fsync per large answer.
 
+Wall seconds, and CPU seconds of each process (user + system: on shared cores the steadier
+measure of the work, since the wall time then depends on the other jobs).
+
     python bench/batch_throughput.py --router length -n 48
     python bench/batch_throughput.py --router shipped:routelmt-2stage -n 48
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -26,8 +30,10 @@ from routelmt.datasets.wmt import WMTDataset
 from routelmt.records import write_records
 
 
-def cli(*words: str) -> tuple[float, dict]:
-    """Wall seconds of one ``routelmt`` process, and the JSON it printed."""
+def cli(*words: str) -> tuple[float, float, dict]:
+    """Wall and CPU seconds (user + system) of one ``routelmt`` process, and the JSON it
+    printed. On shared cores the CPU seconds are the steadier measure of the work done."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "routelmt.cli", "-q", *words],
@@ -37,9 +43,11 @@ def cli(*words: str) -> tuple[float, dict]:
         env=os.environ,
     )
     seconds = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"routelmt {' '.join(words)} failed:\n{done.stderr}")
-    return seconds, json.loads(done.stdout)
+    return seconds, cpu, json.loads(done.stdout)
 
 
 def main() -> None:
@@ -61,7 +69,7 @@ def main() -> None:
     segments = [s for p in pairs for s in dataset.segments(p, reference=None)[: args.n]]
     write_records(out / "segments.jsonl", segments)
     common = ["--pairs", args.pairs]
-    batch_s, summary = cli(
+    batch_s, batch_cpu, summary = cli(
         "translate", "-i", str(out / "segments.jsonl"), "--small", args.small,
         "--large", args.large, "--router", args.router, "--budget", str(args.budget),
         "-o", str(out / "hybrid.jsonl"), *common,
@@ -73,11 +81,11 @@ def main() -> None:
     )
     write_records(out / "small.jsonl", [s for s in segments if s.id in small_ids])
     write_records(out / "large.jsonl", [s for s in segments if s.id in routed])
-    small_s, _ = cli(
+    small_s, small_cpu, _ = cli(
         "translate", "-i", str(out / "small.jsonl"), "--backend", args.small,
         "-o", str(out / "small-alone.jsonl"),
     )  # fmt: skip
-    large_s, _ = cli(
+    large_s, large_cpu, _ = cli(
         "translate", "-i", str(out / "large.jsonl"), "--backend", args.large,
         "-o", str(out / "large-alone.jsonl"), *common,
     )  # fmt: skip
@@ -89,8 +97,11 @@ def main() -> None:
         "batch_wall_s": round(batch_s, 2),
         "small_alone_wall_s": round(small_s, 2),
         "large_alone_wall_s": round(large_s, 2),
-        "overhead_s": round(batch_s - small_s - large_s, 2),
-        "ratio": round(batch_s / (small_s + large_s), 3),
+        "wall_ratio": round(batch_s / (small_s + large_s), 3),
+        "batch_cpu_s": round(batch_cpu, 2),
+        "small_alone_cpu_s": round(small_cpu, 2),
+        "large_alone_cpu_s": round(large_cpu, 2),
+        "cpu_ratio": round(batch_cpu / (small_cpu + large_cpu), 3),
         "batch_steps_s": summary["seconds"],
     }
     print(json.dumps(row, indent=2))
