@@ -121,7 +121,7 @@ def _serve(command: str, folder: Path) -> None:
             except httpx.HTTPError:
                 time.sleep(0.5)
         body = {"text": RECIPES[2], "source_lang": "en", "target_lang": "de"}
-        answer = httpx.post(f"{url}/v1/translate", json=body, timeout=120).json()
+        answer = httpx.post(f"{url}/v1/translate", json=body, timeout=900).json()
         assert answer["translation"] and answer["tier"] in ("small", "large"), answer
     finally:
         proc.terminate()
