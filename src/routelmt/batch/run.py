@@ -163,10 +163,11 @@ class BatchRun:
         began = time.perf_counter()
         segments = job.segments
         if shares_prefill(self.small, self.router):  # stage 1 from the decoding's own prefill
+            # stage-1 scores belong to this router: a replan with another keeps none of them
+            scores_path = job.work / f"stage1-{router_identity(job.router, job.router_args)}.jsonl"
             texts, stage1 = translate_with_stage1(
-                self.small, self.router, segments, self.small_store,
-                job.work / "stage1.jsonl", job.batch_size,
-            )  # fmt: skip
+                self.small, self.router, segments, self.small_store, scores_path, job.batch_size
+            )
             self.seconds["small"] += time.perf_counter() - began
             final = self.router.score_stage2(segments, texts, stage1)  # type: ignore[attr-defined]
             scores = as_scores(final, "stage-2 scores")
