@@ -66,10 +66,15 @@ def parse_router_args(
     return out
 
 
-def add_label_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+def add_label_args(
+    parser: argparse.ArgumentParser, *, required: bool = True, input_help: str | None = None
+) -> None:
     group = parser.add_argument_group("labels (which data, which two systems, which metric)")
     group.add_argument(
-        "-i", "--input", type=Path, help="labelled JSONL from `routelmt data` (skips the rest)"
+        "-i",
+        "--input",
+        type=Path,
+        help=input_help or "labelled JSONL from `routelmt data` (skips the rest)",
     )
     group.add_argument(
         "--wmt-root",
