@@ -23,9 +23,9 @@ import numpy as np
 
 from routelmt.batch import BatchBudget, BatchJob, Tier, run_batch
 from routelmt.batch.router import load_batch_router
+from routelmt.budget.allocation import budget_count, descending_order, tie_keys
 from routelmt.datasets.wmt import WMTDataset
 from routelmt.evaluation import evaluate_routers
-from routelmt.evaluation.ranking import budget_k, descending_order, tie_keys
 from routelmt.labels import score_pairs, wmt_labels
 from routelmt.metrics.base import get_metric
 
@@ -33,12 +33,12 @@ from routelmt.metrics.base import get_metric
 def evaluator_selection(scores: np.ndarray, idx: np.ndarray, keys: np.ndarray, p: float) -> set:
     """The positions the evaluator routes within ``idx`` (its k rule and tie keys)."""
     order = descending_order(scores[idx], keys[idx])
-    return set(idx[order[: int(budget_k(p, idx.size))]].tolist())
+    return set(idx[order[: int(budget_count(idx.size, p))]].tolist())
 
 
 def boundary_ties(scores: np.ndarray, idx: np.ndarray, p: float) -> int:
     """Segments whose score equals the k-th highest (where the two tie rules can differ)."""
-    k = int(budget_k(p, idx.size))
+    k = int(budget_count(idx.size, p))
     kth = np.sort(scores[idx])[::-1][k - 1]
     return int((scores[idx] == kth).sum()) if k else 0
 

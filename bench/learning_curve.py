@@ -1,7 +1,7 @@
 """How many labels of a new direction the two-stage router needs (leave one direction out).
 
-    OMP_NUM_THREADS=1 nice -n 10 python bench/learning_curve.py --run /work/main/runs/in-model \\
-        --small llamacpp-gemma3-270m --large GPT-4 -o /work/main/runs/adapt/curve-gemma.json
+    OMP_NUM_THREADS=1 nice -n 10 python bench/learning_curve.py --run runs/in-model \\
+        --small llamacpp-gemma3-270m --large GPT-4 -o runs/adapt/curve-gemma.json
 
 For each direction left out: HC@0.3 of the router trained on the other two directions
 (zero-shot), that router adapted with n labels of the direction (``routelmt train --init``'s
@@ -25,12 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt_data import cached_ids, keep_only, load_run, prefill_layers, shipped_heads, stage2_rest
 from routelmt.evaluation.learning_curve import (
     ALL_LABELS,
     CurveData,
     curve_table,
     lodo_learning_curve,
+)
+from routelmt.evaluation.run_arrays import (
+    cached_ids,
+    keep_only,
+    load_run,
+    prefill_layers,
+    shipped_heads,
+    stage2_rest,
 )
 from routelmt.storage import atomic_open
 
@@ -71,7 +78,7 @@ def build(args: argparse.Namespace) -> tuple[CurveData, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, default=Path("/work/main/runs/in-model"))
+    parser.add_argument("--run", type=Path, default=Path("runs/in-model"))
     parser.add_argument("--small", default="llamacpp-gemma3-270m", help="translate/ folder name")
     parser.add_argument("--large", default="GPT-4")
     parser.add_argument("--model", default="gemma3-270m", help="the small model (features)")
@@ -104,7 +111,7 @@ def main() -> None:
         action="store_true",
         help="use only the segments whose prefill features are already cached",
     )
-    parser.add_argument("--cache", type=Path, default=Path("/work/main/runs/adapt/cache"))
+    parser.add_argument("--cache", type=Path, default=Path("runs/adapt/cache"))
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

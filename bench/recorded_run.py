@@ -1,8 +1,8 @@
 """A bench-shaped run folder from recorded WMT24 systems (the stand-in of docs/benchmarks.md
-section 14): ``data/segments.jsonl``, ``translate/<system>/translations.jsonl`` and
+section 15): ``data/segments.jsonl``, ``translate/<system>/translations.jsonl`` and
 ``score/<system>/scores.jsonl`` (chrF against refA) for a small and a large recorded system.
 
-    python bench/recorded_run.py -o /work/main/runs/adapt/decoupled-run --small Phi-3-Medium
+    python bench/recorded_run.py -o runs/adapt/decoupled-run --small Phi-3-Medium
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Which reference-free label trains the best router: references hidden at training time.
 
-    OMP_NUM_THREADS=1 nice -n 10 python bench/reffree_labels.py --run /work/main/runs/in-model \\
-        --small llamacpp-gemma3-270m --large GPT-4 -o /work/main/runs/adapt/reffree-gemma.json
+    OMP_NUM_THREADS=1 nice -n 10 python bench/reffree_labels.py --run runs/in-model \\
+        --small llamacpp-gemma3-270m --large GPT-4 -o runs/adapt/reffree-gemma.json
 
 The two-stage router is trained on each candidate label of ``routelmt.reffree`` (and on the
 reference gain), leaving one direction out (crossed with source folds), and every router is
@@ -21,8 +21,15 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from adapt_data import cached_ids, keep_only, load_run, prefill_layers, shipped_heads, stage2_rest
 from routelmt.evaluation.learning_curve import CurveData, label_table, lodo_label_comparison
+from routelmt.evaluation.run_arrays import (
+    cached_ids,
+    keep_only,
+    load_run,
+    prefill_layers,
+    shipped_heads,
+    stage2_rest,
+)
 from routelmt.reffree import reference_free_labels
 from routelmt.storage import atomic_open, stable_hash
 
@@ -60,7 +67,7 @@ def spearman_table(labels: dict[str, np.ndarray], gain: np.ndarray, dirs: np.nda
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, default=Path("/work/main/runs/in-model"))
+    parser.add_argument("--run", type=Path, default=Path("runs/in-model"))
     parser.add_argument("--small", default="llamacpp-gemma3-270m")
     parser.add_argument("--large", default="GPT-4")
     parser.add_argument("--model", default="gemma3-270m")
@@ -76,7 +83,7 @@ def main() -> None:
         action="store_true",
         help="use only the segments whose prefill features are already cached",
     )
-    parser.add_argument("--cache", type=Path, default=Path("/work/main/runs/adapt/cache"))
+    parser.add_argument("--cache", type=Path, default=Path("runs/adapt/cache"))
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

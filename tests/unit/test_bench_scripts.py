@@ -46,6 +46,17 @@ HELP_ONLY = {
     "small_throughput.py": "times Gemma-3-270M",
     "tiers.py": "trains the in-model router on Gemma-3-270M's prefill",
     "two_stage_ceiling.py": "scikit-learn's trees and the sentence encoder on every segment",
+    # the library each of these is thin over has its own unit tests (named beside it)
+    "batch_invariance.py": "decodes with Gemma-3-270M through llama.cpp",
+    "batch_throughput.py": "times CLI processes translating with Gemma-3-270M",
+    "batch_vs_evaluator.py": "every WMT24 segment of three directions (batch: test_batch_hybrid)",
+    "dashboard_load.py": "a live service and headless Chromium (test_dashboard_browser)",
+    "learning_curve.py": "a bench run's prefill features (test_learning_curve)",
+    "live_replay.py": "a labelled bench run or the WMT24 systems (test_live_replay)",
+    "recorded_run.py": "scores every WMT24 segment of three directions",
+    "reffree_labels.py": "the QE encoder on a bench run's translations (test_reffree)",
+    "router_latency.py": "times Gemma-3-270M in the serving path",
+    "score_distribution.py": "a bench run's out-of-fold scores (test_pacer_prior)",
 }
 TINY_RUN = {  # scripts a test below runs on tiny data
     "ablation_report.py",

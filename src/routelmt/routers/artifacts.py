@@ -9,33 +9,15 @@ from typing import Any
 
 from routelmt.errors import ConfigError, InputError
 from routelmt.routers.base import ROUTERS, Router, capabilities, require
+from routelmt.routers.locations import (  # noqa: F401  (re-exported: the public place)
+    ROUTER_CONFIG,
+    SHIPPED_DIR,
+    SHIPPED_PREFIX,
+    resolve_artifact,
+    shipped_routers,
+)
 from routelmt.routers.provenance import write_training_sources
 from routelmt.storage import read_json, write_json
-
-ROUTER_CONFIG = "router.json"
-SHIPPED_PREFIX = "shipped:"
-SHIPPED_DIR = Path(__file__).parent / "shipped"  # package data: trained for the embedded model
-
-
-def shipped_routers() -> list[str]:
-    """Names of the router artifacts that ship inside the package (``shipped:NAME``)."""
-    if not SHIPPED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / ROUTER_CONFIG).is_file())
-
-
-def resolve_artifact(location: str | os.PathLike[str]) -> Path:
-    """A folder, or ``shipped:NAME`` for an artifact inside the package."""
-    text = str(location)
-    if not text.startswith(SHIPPED_PREFIX):
-        return Path(location)
-    name = text.removeprefix(SHIPPED_PREFIX)
-    if name not in shipped_routers():
-        raise InputError(
-            f"no shipped router '{name}'; shipped: {', '.join(shipped_routers()) or 'none'}",
-            path=text,
-        )
-    return SHIPPED_DIR / name
 
 
 def save_router(router: Router, directory: str | os.PathLike[str]) -> Path:

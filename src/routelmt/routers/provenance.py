@@ -126,7 +126,7 @@ def training_overlap(
 ) -> Overlap:
     """Compare an evaluation set with the training sources recorded in an artifact (a folder,
     or ``shipped:NAME``: the record ships beside the artifact inside the package)."""
-    from routelmt.routers.artifacts import resolve_artifact  # it imports this module
+    from routelmt.routers.locations import resolve_artifact
 
     record = read_training_sources(resolve_artifact(directory))
     if record is None:

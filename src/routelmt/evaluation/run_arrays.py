@@ -24,7 +24,7 @@ from routelmt.routers.artifacts import resolve_artifact
 from routelmt.routers.two_stage import TwoStageHeads
 from routelmt.storage import atomic_open, cache_dir, stable_hash
 
-log = logging.getLogger("adapt_data")
+log = logging.getLogger(__name__)
 
 
 @dataclass
