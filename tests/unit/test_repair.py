@@ -1,0 +1,108 @@
+"""Repair before escalating: the deterministic failure checks and the one re-decode."""
+
+from __future__ import annotations
+
+import pytest
+
+from routelmt.errors import ConfigError
+from routelmt.prompts import get_template
+from routelmt.records import Segment
+from routelmt.repair import Repairer, check_repair_setting, failure_of, is_copy, is_echo
+
+TEMPLATES = [get_template("fewshot"), get_template("fewshot-alt")]
+SRC = "The president said on Tuesday that the economy grew faster than expected this year."
+SEG = Segment(id="s1", direction="en-es", source=SRC)
+GOOD = "El presidente dijo el martes que la economía creció más de lo esperado este año."
+
+
+@pytest.mark.parametrize(
+    ("text", "failure"),
+    [
+        ("", "empty"),
+        ("  ...  ", "empty"),
+        ("¿Dónde está la estación de tren más cercana?", "echo"),
+        ("¿Dónde está la estación de tren más cercana? El presidente dijo", "echo"),
+        ("Ayer probé la nueva actualización", "echo"),  # the repair prompt's own example
+        (SRC, "copy"),
+        (SRC.upper().replace(",", ""), "copy"),
+        (GOOD, None),
+    ],
+)
+def test_failures_are_found_and_good_text_passes(text, failure):
+    assert failure_of(SEG, text, TEMPLATES, language_check=False) == failure
+
+
+def test_echo_needs_an_unrelated_source():
+    # the source itself is the example sentence: its translation is right, not an echo
+    seg = Segment(id="s2", direction="en-es", source="Where is the nearest train station?")
+    assert not is_echo(
+        "¿Dónde está la estación de tren más cercana?",
+        seg.source,
+        [("Where is the nearest train station?", "¿Dónde está la estación de tren más cercana?")],
+    )
+    assert failure_of(seg, "¿Dónde está la estación de tren más cercana?", TEMPLATES) is None
+
+
+def test_short_sources_may_be_copied():
+    assert not is_copy("Barack Obama", "Barack Obama")
+    assert is_copy("barack obama speaks today", "Barack Obama speaks today.")
+
+
+def test_wrong_language_uses_lingua():
+    pytest.importorskip("lingua")
+    french = "Le président a déclaré mardi que l'économie avait progressé plus vite que prévu."
+    assert failure_of(SEG, french, TEMPLATES) == "wrong_language"
+    assert failure_of(SEG, GOOD, TEMPLATES) is None
+    zh = Segment(id="z", direction="en-zh", source=SRC)
+    assert (
+        failure_of(
+            zh, "总统周二表示，今年经济增长速度超出预期，令许多观察人士感到意外。", TEMPLATES
+        )
+        is None
+    )
+
+
+def test_repairer_redecodes_only_flagged_and_keeps_a_failed_repair_out():
+    segs = [SEG, Segment(id="s3", direction="en-es", source=SRC + " Really."), SEG]
+    first = [GOOD, "¿Dónde está la estación de tren más cercana?", SRC]
+    asked: list[list[str]] = []
+
+    def decode(batch):
+        asked.append([s.id for s in batch])
+        # the second segment's repair works, the copy is copied again
+        return ["El presidente habló, de verdad.", SRC], 7
+
+    repairer = Repairer(TEMPLATES, decode, language_check=False)
+    out = repairer.repair(segs, first)
+    assert asked == [["s3", "s1"]]  # one batch, flagged rows only, in order
+    assert out == [GOOD, "El presidente habló, de verdad.", SRC]
+    report = repairer.last_report
+    assert report.checked == 3 and report.repaired == 1
+    assert report.flagged == {"echo": 1, "copy": 1}
+    assert report.generated_tokens == 7 and report.seconds >= report.decode_s >= 0
+
+
+def test_nothing_flagged_means_no_decode():
+    def decode(batch):
+        raise AssertionError("no decode expected")
+
+    repairer = Repairer(TEMPLATES, decode, language_check=False)
+    assert repairer.repair([SEG], [GOOD]) == [GOOD]
+    assert repairer.last_report.repaired == 0 and not repairer.last_report.flagged
+
+
+def test_repair_setting_is_checked():
+    assert check_repair_setting("zeroshot") == "zeroshot"
+    assert check_repair_setting("off") == "off"
+    assert check_repair_setting(None) == "off"
+    with pytest.raises(ConfigError, match="repair must be"):
+        check_repair_setting("sometimes")
+
+
+def test_backend_rejects_a_bad_repair_option():
+    from routelmt.backends.resolve import make_translator
+
+    with pytest.raises(ConfigError, match="repair must be"):
+        make_translator("llamacpp:gemma3-270m", repair="bogus", threads=1)
+    with pytest.raises(ConfigError, match="repair must be"):
+        make_translator("hf:gemma3-270m", repair=3)
