@@ -106,3 +106,48 @@ def test_backend_rejects_a_bad_repair_option():
         make_translator("llamacpp:gemma3-270m", repair="bogus", threads=1)
     with pytest.raises(ConfigError, match="repair must be"):
         make_translator("hf:gemma3-270m", repair=3)
+
+
+def test_hf_backend_repairs_through_a_sibling_on_the_same_weights(monkeypatch):
+    """The backend glue on a tiny random model: the first decode is replaced by a copy of the
+    source (so it is flagged), the repair decode is the real zero-shot decode of the same
+    weights, and its cost lands in ``last_stats`` on both translate paths."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_features_tiny import _byte_tokenizer, _tiny_model
+
+    from routelmt.backends.hf import HFTranslator
+
+    model = _tiny_model("llama").to(torch.float64)
+    tr = HFTranslator(
+        model=model, tokenizer=_byte_tokenizer(), max_new_tokens=6, batch_size=2, name="tiny"
+    )
+    repairer = tr.repairer
+    repairer.language_check = False  # random bytes have no language
+    real_translate = tr.generator.translate
+    copies = [Segment(id=f"c{i}", direction="en-es", source=SRC + f" Number {i}.") for i in (1, 2)]
+    monkeypatch.setattr(tr.generator, "translate", lambda segs: [s.source for s in segs])
+    out = tr.translate(copies)
+    stats = tr.last_stats
+    assert stats.repair_flagged == 2 and stats.repair_generated_tokens > 0
+    assert stats.repair_s > 0 and stats.generated_tokens >= stats.repair_generated_tokens
+    fixed = [i for i, (o, s) in enumerate(zip(out, copies, strict=True)) if o != s.source]
+    assert stats.repair_fixed == len(fixed)
+    # a replaced text is exactly what the zero-shot sibling decodes, and passes the checks
+    monkeypatch.setattr(tr.generator, "translate", real_translate)
+    sibling = HFTranslator(
+        model=model, tokenizer=_byte_tokenizer(), max_new_tokens=6, batch_size=2,
+        template="zeroshot", repair="off",
+    )  # fmt: skip
+    assert [out[i] for i in fixed] == [sibling.translate([copies[i]])[0] for i in fixed]
+    # the shared-prefill path is repaired too
+    state = tr.prefill(copies)
+    from routelmt.generation import GenerationStats
+
+    def copied(state, indices):
+        tr.generator.last_stats = GenerationStats(segments=len(indices))  # as a real call does
+        return [copies[i].source for i in indices]
+
+    monkeypatch.setattr(tr.generator, "generate_from", copied)
+    assert tr.generate_from(state, [1, 0]) == [out[1], out[0]]
+    assert tr.last_stats.repair_flagged == 2

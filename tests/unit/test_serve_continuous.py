@@ -45,7 +45,7 @@ def small():
     model = _tiny_model("llama").to(torch.float64)
     return HFTranslator(
         model=model, tokenizer=_byte_tokenizer(), template=StopTemplate(shots=1), batch_size=4,
-        max_new_tokens=10, name="tiny",
+        max_new_tokens=10, name="tiny", repair="off",
     )  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -112,10 +113,12 @@ class GeneratorBackend:
 
             template = get_template(self._repair_setting)
             siblings: list[Any] = []
+            loading = threading.Lock()  # a server repairs from several threads
 
             def decode(segments: list[Segment]) -> tuple[list[str], int]:
-                if not siblings:
-                    siblings.append(self._sibling(template))
+                with loading:
+                    if not siblings:
+                        siblings.append(self._sibling(template))
                 texts = siblings[0].translate(segments)
                 return texts, int(siblings[0].last_stats.generated_tokens)
 
