@@ -95,9 +95,10 @@ def make_translator(
         return ReplayTranslator.from_translations(Path(spec))
     if parsed.recorded:
         return BACKENDS.create("replay", system=parsed.argument, dataset=dataset, pairs=pairs)
-    if parsed.kind == "llamacpp" and not llama_cpp_available():
+    translator = BACKENDS.create(parsed.kind, spec=parsed.argument, **options)
+    if parsed.kind == "llamacpp" and not llama_cpp_available():  # options were checked above
         return _hf_instead(parsed, options)
-    return BACKENDS.create(parsed.kind, spec=parsed.argument, **options)
+    return translator
 
 
 #: llamacpp options the hf backend has no use for (dropped, with the reason logged)
