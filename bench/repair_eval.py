@@ -13,13 +13,16 @@ backends). Then, per direction and template:
 - the failure rate before and after, and the repair's cost (segments and tokens re-decoded,
   seconds, as a share of the first decode's tokens);
 - hybrid chrF at each budget (top ``round(p N)`` of the direction by the router's score go to
-  the large system, whose recorded chrF is the run's), with repair vs without, and the paired
+  the large system, its recorded WMT24 output), with repair vs without, and the paired
   difference with a 95% interval (group bootstrap over source segments, routing held fixed),
   for: length, the quality oracle (-q_small, on each version of the small output), the gain
   oracle, and with ``--two-stage`` the shipped ``routelmt-2stage`` (stage 1 on the fp32 prefill
   features of the run's feature cache, stage 2 on each version of the output).
 
-Writes ``<out>/report.json`` and prints the tables.
+Sentence chrF against the run's references (metric ``chrf``, as the bench) is computed here for
+the small texts (both versions) and the large system's recorded outputs, so a run whose
+translation stage is still going can be measured on the segments it has finished (``--decode-only``
+re-decodes those and stops). Writes ``<out>/report.json`` and prints the tables.
 """
 
 from __future__ import annotations
@@ -44,20 +47,22 @@ from routelmt.repair import failure_of
 log = logging.getLogger("repair_eval")
 
 
-def load_run(run: Path, large: str) -> tuple[list[Segment], dict, dict, dict]:
-    """Segments, the small system's texts and chrF, and the large system's chrF."""
+def load_run(run: Path, large: str, data_root: Path) -> tuple[list[Segment], dict, np.ndarray]:
+    """The run's segments that its small model has translated so far (a run still going is
+    fine), their small texts, and the recorded large system's chrF on every segment."""
+    from routelmt.backends.replay import ReplayTranslator
+    from routelmt.datasets.wmt import WMTDataset
+
     segments = read_records(run / "data" / "segments.jsonl", Segment)
     systems = sorted(p.name for p in (run / "translate").iterdir() if p.is_dir())
     small = next(s for s in systems if s.startswith(("hf-", "llamacpp-")))
-
-    def quality(system: str) -> dict[str, float]:
-        with open(run / "score" / system / "scores.jsonl", encoding="utf-8") as handle:
-            return {r["segment_id"]: float(r["q"]) for r in map(json.loads, handle)}
-
     rows = read_records(run / "translate" / small / "translations.jsonl", Translation)
     texts = {t.segment_id: t.text for t in rows}
     done = [s for s in segments if s.id in texts]
-    return done, texts, quality(small), quality(large)
+    pairs = sorted({s.direction for s in done})
+    replay = ReplayTranslator(large, dataset=WMTDataset(data_root), pairs=pairs)
+    q_large = chrf(done, replay.translate(done))
+    return done, texts, dict(zip([s.id for s in done], q_large, strict=True))
 
 
 def redecode(segments: list[Segment], template: str, path: Path, threads: int) -> dict[str, dict]:
@@ -235,6 +240,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--repair", default="zeroshot,fewshot-alt")
     parser.add_argument("--large", default="GPT-4")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/wmt24"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budgets", default="0.1,0.3,0.5")
     parser.add_argument("--two-stage", action="store_true")
@@ -243,7 +249,8 @@ def main() -> int:
     args.budgets = [float(x) for x in args.budgets.split(",")]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
-    segs, texts, q_small, q_large = load_run(args.run, args.large)
+    segs, texts, q_large = load_run(args.run, args.large, args.data)
+    q_small = dict(zip([s.id for s in segs], chrf(segs, [texts[s.id] for s in segs]), strict=True))
     print(f"{len(segs)} segments from {args.run}; load avg {os.getloadavg()[0]:.1f}")
     first = get_template("fewshot")
     report: dict = {"run": str(args.run), "large": args.large, "templates": {}}
