@@ -16,8 +16,10 @@ backends). Then, per direction and template:
   the large system, its recorded WMT24 output), with repair vs without, and the paired
   difference with a 95% interval (group bootstrap over source segments, routing held fixed),
   for: length, the quality oracle (-q_small, on each version of the small output), the gain
-  oracle, and with ``--two-stage`` the shipped ``routelmt-2stage`` (stage 1 on the fp32 prefill
-  features of the run's feature cache, stage 2 on each version of the output).
+  oracle, and with ``--two-stage`` the ``routelmt-2stage`` router trained out of fold (5-fold
+  by source group, as the bench) on each version of the small output and its labels (stage 1 on
+  the fp32 prefill features of the feature cache; the shipped artifact was trained on these very
+  segments, so it is not used here).
 
 Sentence chrF against the run's references (metric ``chrf``, as the bench) is computed here for
 the small texts (both versions) and the large system's recorded outputs, so a run whose
@@ -151,16 +153,24 @@ def hybrid_rows(
     return rows
 
 
-def two_stage_scores(segs: list[Segment], texts0: list[str], texts1: list[str]) -> tuple:
-    """The shipped two-stage router's stage-2 scores on both versions of the small output."""
-    from routelmt.routers.artifacts import load_router
+def two_stage_oof(
+    segs: list[Segment], texts: list[str], q_small: np.ndarray, q_large: np.ndarray
+) -> np.ndarray:
+    """Out-of-fold ``routelmt-2stage`` scores (5-fold by source group over every direction, as
+    the bench), trained and scored on this version of the small output and its labels; stage 1
+    reads the fp32 prefill features of the feature cache."""
+    from routelmt.crossval import router_scores
+    from routelmt.records import ScoredExample
 
-    router = load_router("shipped:routelmt-2stage")
-    stage1 = np.asarray(router.score_stage1(segs), float)
-    return (
-        np.asarray(router.score_stage2(segs, texts0, stage1), float),
-        np.asarray(router.score_stage2(segs, texts1, stage1), float),
-    )
+    examples = [
+        ScoredExample(
+            segment=s, small_system="small", large_system="large", small_text=t,
+            large_text="", metric="chrf", q_small=float(a), q_large=float(b),
+        )
+        for s, t, a, b in zip(segs, texts, q_small, q_large, strict=True)
+    ]  # fmt: skip
+    scores, _ = router_scores(["routelmt-2stage"], examples, folds=5, seed=0)
+    return np.asarray(scores["routelmt-2stage"], float)
 
 
 def evaluate_direction(d: str, data: dict, args: argparse.Namespace, redone: dict) -> dict:
@@ -191,8 +201,8 @@ def evaluate_direction(d: str, data: dict, args: argparse.Namespace, redone: dic
         "quality-oracle": (-q0, -q1),
         "gain-oracle": (ql - q0, ql - q1),
     }
-    if args.two_stage:
-        routers["routelmt-2stage (shipped)"] = two_stage_scores(segs, texts0, texts1)
+    if data.get("two_stage") is not None:
+        routers["routelmt-2stage (5-fold)"] = data["two_stage"]
     flagged = sum(f is not None for f in fails0)
     return {
         "direction": d,
@@ -263,6 +273,7 @@ def main() -> int:
             continue
         results = []
         tokens = first_decode_tokens(args.run)
+        two_stage = two_stage_both(segs, texts, q_small, q_large, templates, redone, args)
         for d in sorted({s.direction for s in segs}):
             ds = [s for s in segs if s.direction == d]
             data = {
@@ -273,12 +284,42 @@ def main() -> int:
                 "templates": templates,
                 "tokens": tokens.get(d, 0),
             }
+            if two_stage is not None:
+                mask = np.asarray([s.direction == d for s in segs])
+                data["two_stage"] = (two_stage[0][mask], two_stage[1][mask])
             results.append(evaluate_direction(d, data, args, redone))
         print_report(name, results)
         report["templates"][name] = results
     (args.out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(f"\nload avg {os.getloadavg()[0]:.1f} at the end")
     return 0
+
+
+def repaired_texts(segs: list[Segment], texts: dict, templates: list, redone: dict) -> list[str]:
+    """Each segment's text after repair: the re-decode where the first failed and it passes."""
+    out = []
+    for s in segs:
+        text, row = texts[s.id], redone.get(s.id)
+        failed = row is not None and failure_of(s, text, templates) is not None
+        if failed and failure_of(s, row["text"], templates) is None:
+            text = row["text"]
+        out.append(text)
+    return out
+
+
+def two_stage_both(segs, texts, q_small, q_large, templates, redone, args) -> tuple | None:
+    """Out-of-fold two-stage scores without and with repair (None without ``--two-stage``)."""
+    if not args.two_stage:
+        return None
+    t0 = [texts[s.id] for s in segs]
+    t1 = repaired_texts(segs, texts, templates, redone)
+    q0 = np.asarray([q_small[s.id] for s in segs])
+    ql = np.asarray([q_large[s.id] for s in segs])
+    changed = [i for i in range(len(segs)) if t1[i] != t0[i]]
+    q1 = q0.copy()
+    if changed:
+        q1[changed] = chrf([segs[i] for i in changed], [t1[i] for i in changed])
+    return two_stage_oof(segs, t0, q0, ql), two_stage_oof(segs, t1, q1, ql)
 
 
 def first_decode_tokens(run: Path) -> dict[str, int]:
