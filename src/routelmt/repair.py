@@ -16,6 +16,7 @@ and added to the generator's ``last_stats``.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
 import unicodedata
@@ -35,6 +36,8 @@ FAILURES = ("empty", "echo", "copy", "wrong_language")
 REPAIR_OFF = "off"
 DEFAULT_REPAIR = "zeroshot"
 MIN_ECHO_CHARS = 8  # a shorter output inside an example sentence is no evidence of an echo
+ECHO_BLOCK = 0.6  # an unbroken run of this share of an example's characters is an echo
+ECHO_RATIO = 0.7  # so is this overall similarity (difflib's ratio) to an example
 MIN_COPY_WORDS = 3  # a source this short (a name, a number) may rightly be copied
 MIN_LANGUAGE_LETTERS = 15  # fewer letters: too short for a language check (as qe-embed)
 LANGUAGE_TOLERANCE = 0.5  # wrong language: target confidence < tolerance x the best one's
@@ -59,19 +62,29 @@ def example_pairs(templates: Sequence[Any], direction: str) -> list[tuple[str, s
     return pairs
 
 
+def _resembles(text: str, example: str) -> bool:
+    """``text`` (normalised) holds most of ``example`` (normalised): the whole of it, a run of
+    ``ECHO_BLOCK`` of its characters in one piece, or an ``ECHO_RATIO`` similarity overall (an
+    echo with a word or two changed: "Der Staatsanwalt hat am Montag den neuen Haushalt ...")."""
+    if not example:
+        return False
+    if example in text or (len(text) >= MIN_ECHO_CHARS and text in example):
+        return True
+    matcher = difflib.SequenceMatcher(None, text, example, autojunk=False)
+    block = matcher.find_longest_match(0, len(text), 0, len(example)).size
+    return block >= ECHO_BLOCK * len(example) or matcher.ratio() >= ECHO_RATIO
+
+
 def is_echo(text: str, source: str, pairs: Sequence[tuple[str, str]]) -> bool:
-    """The output holds an example's translation (or is a piece of one) whose example source
-    is not in the segment's own source."""
+    """The output holds (most of) an example's translation whose example source the segment's
+    own source does not hold (then the example's words may rightly be in its translation)."""
     out, src = normalise(text), normalise(source)
     if len(out) < MIN_ECHO_CHARS:
         return False
-    for ex_src, ex_tgt in pairs:
-        tgt = normalise(ex_tgt)
-        if not tgt or normalise(ex_src) in src:
-            continue
-        if tgt in out or out in tgt:
-            return True
-    return False
+    return any(
+        _resembles(out, normalise(ex_tgt)) and not _resembles(src, normalise(ex_src))
+        for ex_src, ex_tgt in pairs
+    )
 
 
 def is_copy(text: str, source: str) -> bool:

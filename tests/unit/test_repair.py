@@ -23,6 +23,9 @@ GOOD = "El presidente dijo el martes que la economía creció más de lo esperad
         ("¿Dónde está la estación de tren más cercana?", "echo"),
         ("¿Dónde está la estación de tren más cercana? El presidente dijo", "echo"),
         ("Ayer probé la nueva actualización", "echo"),  # the repair prompt's own example
+        ("¿Dónde está el tren más cercano?", "echo"),  # a word or two changed
+        ("Si te vas, ¿cuándo es la estación de tren más cercana?", "echo"),  # most of one
+        ("El alcalde dijo que la estación de tren cerrará.", None),  # a few shared words
         (SRC, "copy"),
         (SRC.upper().replace(",", ""), "copy"),
         (GOOD, None),
@@ -30,6 +33,14 @@ GOOD = "El presidente dijo el martes que la economía creció más de lo esperad
 )
 def test_failures_are_found_and_good_text_passes(text, failure):
     assert failure_of(SEG, text, TEMPLATES, language_check=False) == failure
+
+
+def test_a_near_echo_in_german_is_found():
+    seg = Segment(id="d", direction="en-de", source=SRC)
+    echo = "Der Staatsanwalt hat am Montag den neuen Haushalt verabschiedet."
+    assert failure_of(seg, echo, TEMPLATES, language_check=False) == "echo"
+    good = "Der Präsident sagte am Dienstag, die Wirtschaft sei schneller gewachsen als erwartet."
+    assert failure_of(seg, good, TEMPLATES, language_check=False) is None
 
 
 def test_echo_needs_an_unrelated_source():
