@@ -255,6 +255,9 @@ def main() -> int:
     parser.add_argument("--budgets", default="0.1,0.3,0.5")
     parser.add_argument("--two-stage", action="store_true")
     parser.add_argument("--decode-only", action="store_true", help="re-decode, report nothing")
+    parser.add_argument(
+        "--no-decode", action="store_true", help="report on the segments re-decoded so far"
+    )
     args = parser.parse_args()
     args.budgets = [float(x) for x in args.budgets.split(",")]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -264,15 +267,23 @@ def main() -> int:
     print(f"{len(segs)} segments from {args.run}; load avg {os.getloadavg()[0]:.1f}")
     first = get_template("fewshot")
     report: dict = {"run": str(args.run), "large": args.large, "templates": {}}
+    every = segs
     for name in args.repair.split(","):
+        segs = every
         templates = [first, get_template(name)]
         flagged = [s for s in segs if failure_of(s, texts[s.id], templates) is not None]
         print(f"{name}: {len(flagged)} of {len(segs)} flagged")
-        redone = redecode(flagged, name, args.out / f"{name}.jsonl", args.threads)
+        if args.no_decode:  # only the segments whose repair is known (none pending)
+            redone = redecode([], name, args.out / f"{name}.jsonl", args.threads)
+            pending = {s.id for s in flagged} - set(redone)
+            segs = [s for s in segs if s.id not in pending]
+            print(f"{name}: {len(pending)} flagged without a re-decode yet left out")
+        else:
+            redone = redecode(flagged, name, args.out / f"{name}.jsonl", args.threads)
         if args.decode_only:
             continue
         results = []
-        tokens = first_decode_tokens(args.run)
+        tokens = first_decode_tokens(args.run, {s.id for s in segs})
         two_stage = two_stage_both(segs, texts, q_small, q_large, templates, redone, args)
         for d in sorted({s.direction for s in segs}):
             ds = [s for s in segs if s.direction == d]
@@ -322,8 +333,9 @@ def two_stage_both(segs, texts, q_small, q_large, templates, redone, args) -> tu
     return two_stage_oof(segs, t0, q0, ql), two_stage_oof(segs, t1, q1, ql)
 
 
-def first_decode_tokens(run: Path) -> dict[str, int]:
-    """Tokens the run's small model generated per direction (its tokenizer on its outputs)."""
+def first_decode_tokens(run: Path, ids: set[str]) -> dict[str, int]:
+    """Tokens the run's small model generated per direction on the segments ``ids`` (its
+    tokenizer on its outputs)."""
     from transformers import AutoTokenizer
 
     from routelmt.models import resolve_model
@@ -336,6 +348,8 @@ def first_decode_tokens(run: Path) -> dict[str, int]:
     small = next(s for s in systems if s.startswith(("hf-", "llamacpp-")))
     out: Counter = Counter()
     for t in read_records(run / "translate" / small / "translations.jsonl", Translation):
+        if t.segment_id not in ids:
+            continue
         out[segs[t.segment_id].direction] += len(
             tokenizer(t.text, add_special_tokens=False)["input_ids"]
         )
