@@ -31,7 +31,7 @@ from pathlib import Path
 from routelmt.records import Segment
 
 BUCKETS = {
-    "llama_decode": ("llama_decode",),
+    "llama_decode (prefills and steps)": ("_decode",),
     "arg-max over the logits": ("_argmax",),
     "stop check (tokenizer decode)": ("has_stop",),
     "prompt tokenisation": ("encode_prompts",),
