@@ -154,12 +154,14 @@ def test_translate_iter_streams_every_row_once_as_translate_does(llama, segments
 
 def test_a_copied_output_is_decoded_again_with_the_repair_prompt(segments, monkeypatch):
     """The first decode is made a copy of the source (a failure the 270M model makes on its
-    own in about one segment of seven); the backend's default repair decodes it again with the
+    own in about one segment of seven); ``repair: zeroshot`` decodes it again with the
     zero-shot prompt on a second llama.cpp context, on both translate paths."""
-    from routelmt.repair import DEFAULT_REPAIR, failure_of
+    from routelmt.repair import failure_of
 
-    tr = make_translator("llamacpp:gemma3-270m", max_new_tokens=40, threads=1, max_rows=8)
-    assert tr.repairer is not None and DEFAULT_REPAIR != "off"
+    tr = make_translator(
+        "llamacpp:gemma3-270m", max_new_tokens=40, threads=1, max_rows=8, repair="zeroshot"
+    )
+    assert tr.repairer is not None
     gen = tr.generator
     two = segments[:2]
     monkeypatch.setattr(gen, "translate", lambda segs: [s.source.strip() for s in segs])

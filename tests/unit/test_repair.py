@@ -102,6 +102,14 @@ def test_nothing_flagged_means_no_decode():
     assert repairer.last_report.repaired == 0 and not repairer.last_report.flagged
 
 
+def test_repair_is_off_by_default():
+    from routelmt.backends.resolve import make_translator
+    from routelmt.repair import DEFAULT_REPAIR
+
+    assert DEFAULT_REPAIR == "off"
+    assert make_translator("llamacpp:gemma3-270m", threads=1).repairer is None
+
+
 def test_repair_setting_is_checked():
     assert check_repair_setting("zeroshot") == "zeroshot"
     assert check_repair_setting("off") == "off"
@@ -131,8 +139,9 @@ def test_hf_backend_repairs_through_a_sibling_on_the_same_weights(monkeypatch):
 
     model = _tiny_model("llama").to(torch.float64)
     tr = HFTranslator(
-        model=model, tokenizer=_byte_tokenizer(), max_new_tokens=6, batch_size=2, name="tiny"
-    )
+        model=model, tokenizer=_byte_tokenizer(), max_new_tokens=6, batch_size=2, name="tiny",
+        repair="zeroshot",
+    )  # fmt: skip
     repairer = tr.repairer
     repairer.language_check = False  # random bytes have no language
     real_translate = tr.generator.translate
