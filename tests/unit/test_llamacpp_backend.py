@@ -31,6 +31,7 @@ def test_missing_llama_cpp_names_the_extra():
 
 
 def test_spec_falls_back_to_hf_with_the_reason_logged(monkeypatch, caplog):
+    assert resolve.llama_cpp_available() == HAVE_LLAMA
     monkeypatch.setattr(resolve, "llama_cpp_available", lambda: False)
     with caplog.at_level("WARNING", logger="routelmt.backends.resolve"):
         tr = make_translator("llamacpp:gemma3-270m", threads=1, max_rows=8, batch_size=4)
@@ -38,7 +39,6 @@ def test_spec_falls_back_to_hf_with_the_reason_logged(monkeypatch, caplog):
     assert tr._generator is None
     assert "llama-cpp-python is not installed" in caplog.text
     assert "max_rows, threads" in caplog.text  # the options hf has no use for are named
-    assert resolve.llama_cpp_available() == HAVE_LLAMA
 
 
 def test_bad_model_spec_is_a_clear_error(tmp_path):
