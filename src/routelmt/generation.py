@@ -59,10 +59,24 @@ class GenerationStats:
     decode_s: float = 0.0
     batches: int = 0
     reused_prompt_tokens: int = 0  # of prompt_tokens, read from the cached prefix
+    # ``routelmt.repair``: outputs flagged, those replaced by their second decode, and what the
+    # checks and that decode cost (its tokens are in ``generated_tokens`` too: small-model cost)
+    repair_flagged: int = 0
+    repair_fixed: int = 0
+    repair_s: float = 0.0
+    repair_generated_tokens: int = 0
 
     @property
     def seconds(self) -> float:
-        return self.prefill_s + self.decode_s
+        return self.prefill_s + self.decode_s + self.repair_s
+
+    def add_repair(self, report: Any) -> None:
+        """Count one ``repair.RepairReport`` as this call's small-model work."""
+        self.repair_flagged += sum(report.flagged.values())
+        self.repair_fixed += report.repaired
+        self.repair_s += report.seconds
+        self.repair_generated_tokens += report.generated_tokens
+        self.generated_tokens += report.generated_tokens
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "seconds": self.seconds}

@@ -91,6 +91,48 @@ EXAMPLES: dict[str, tuple[str, str, str]] = {
 }  # fmt: skip
 
 
+# A second example set for re-decoding a failed output (``repair``): longer sentences of other
+# domains, none sharing words with ``EXAMPLES``. Languages missing here make the prompt zero-shot.
+ALT_EXAMPLES: dict[str, tuple[str, str]] = {
+    "en": (
+        "The museum will reopen next spring after a two-year renovation, and entry will remain free for children.",  # noqa: E501
+        "I tried the new update yesterday, but the app still crashes whenever I open the settings.",
+    ),
+    "es": (
+        "El museo reabrirá la próxima primavera tras una renovación de dos años, y la entrada seguirá siendo gratuita para los niños.",  # noqa: E501
+        "Ayer probé la nueva actualización, pero la aplicación sigue cerrándose cada vez que abro la configuración.",  # noqa: E501
+    ),
+    "de": (
+        "Das Museum wird nach einer zweijährigen Renovierung im nächsten Frühjahr wieder öffnen, und der Eintritt bleibt für Kinder kostenlos.",  # noqa: E501
+        "Ich habe gestern das neue Update ausprobiert, aber die App stürzt immer noch ab, sobald ich die Einstellungen öffne.",  # noqa: E501
+    ),
+    "fr": (
+        "Le musée rouvrira au printemps prochain après deux ans de rénovation, et l'entrée restera gratuite pour les enfants.",  # noqa: E501
+        "J'ai essayé la nouvelle mise à jour hier, mais l'application plante toujours dès que j'ouvre les paramètres.",  # noqa: E501
+    ),
+    "it": (
+        "Il museo riaprirà la prossima primavera dopo una ristrutturazione di due anni, e l'ingresso resterà gratuito per i bambini.",  # noqa: E501
+        "Ieri ho provato il nuovo aggiornamento, ma l'app si blocca ancora ogni volta che apro le impostazioni.",  # noqa: E501
+    ),
+    "pt": (
+        "O museu vai reabrir na próxima primavera, após uma reforma de dois anos, e a entrada continuará gratuita para crianças.",  # noqa: E501
+        "Ontem experimentei a nova atualização, mas o aplicativo ainda trava sempre que abro as configurações.",  # noqa: E501
+    ),
+    "ru": (
+        "Музей вновь откроется следующей весной после двухлетней реконструкции, а вход для детей останется бесплатным.",  # noqa: E501
+        "Вчера я попробовал новое обновление, но приложение по-прежнему вылетает каждый раз, когда я открываю настройки.",  # noqa: E501
+    ),
+    "zh": (
+        "博物馆经过两年的翻修后将于明年春天重新开放，儿童仍可免费入场。",
+        "我昨天试了新的更新，但每次打开设置时应用程序仍然会崩溃。",
+    ),
+    "ja": (
+        "博物館は2年間の改修を経て来春再開し、子どもの入場は引き続き無料となる。",
+        "昨日新しいアップデートを試したが、設定を開くたびにアプリがまだクラッシュする。",
+    ),
+}  # fmt: skip
+
+
 class PromptTemplate(ABC):
     """Turns (source, direction) into the prompt text a model continues with the translation."""
 
@@ -201,6 +243,10 @@ TEMPLATES.register(FewShotTemplate)
 TEMPLATES.register(ChatTemplate)
 # zeroshot is a setting of fewshot, not a class of its own (its fingerprint names FewShotTemplate)
 TEMPLATES.register("zeroshot")(functools.partial(FewShotTemplate, name="zeroshot", shots=0))
+# the repair prompt's other example set (``routelmt.repair``)
+TEMPLATES.register("fewshot-alt")(
+    functools.partial(FewShotTemplate, name="fewshot-alt", examples=dict(ALT_EXAMPLES))
+)
 
 
 def get_template(name: str | PromptTemplate) -> PromptTemplate:

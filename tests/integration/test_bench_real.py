@@ -26,13 +26,13 @@ def test_default_config_end_to_end_then_cached(wmt_root, tmp_path, monkeypatch):
         "evaluation={folds: 2, bootstrap: 20, plots: false}",
     ]
     config = load_bench_config([CONFIG], sets, output=tmp_path / "run")
-    assert config["small"] == "hf:gemma3-270m"
+    assert config["small"] == "llamacpp:gemma3-270m"  # the default engine (the llamacpp extra)
     first = run_bench(config)
     assert {r.status for r in first.stages} == {"ran"}
     assert set(first.results) == {"replay:Llama3-70B", "replay:GPT-4"}
     rows = [
         json.loads(line)
-        for line in (tmp_path / "run/translate/hf-gemma3-270m/translations.jsonl").open()
+        for line in (tmp_path / "run/translate/llamacpp-gemma3-270m/translations.jsonl").open()
     ]
     assert [r["segment_id"] for r in rows] == [
         "wmt24/en-es/0",
@@ -40,7 +40,7 @@ def test_default_config_end_to_end_then_cached(wmt_root, tmp_path, monkeypatch):
         "wmt24/en-de/0",
         "wmt24/en-de/1",
     ]
-    assert all(r["system"] == "hf:gemma3-270m" and r["text"].strip() for r in rows)
+    assert all(r["system"] == "llamacpp:gemma3-270m" and r["text"].strip() for r in rows)
     for result in first.results.values():
         assert result["n"] == 4
         assert result["routers"]["gain-oracle"]["spearman"]["value"] == pytest.approx(1.0)

@@ -34,7 +34,9 @@ def segments(short_en_es):
 
 def test_gemma_translates_and_shared_prefill_matches(gemma, segments):
     model, tokenizer = gemma
-    tr = HFTranslator(model=model, tokenizer=tokenizer, max_new_tokens=40, batch_size=8)
+    tr = HFTranslator(
+        model=model, tokenizer=tokenizer, max_new_tokens=40, batch_size=8, repair="off"
+    )
     assert tr.name == "hf:gemma3-270m" and tr.template.name == "fewshot"
     out = tr.translate(segments)
     stats = tr.last_stats

@@ -6,6 +6,8 @@ import importlib.util
 
 import pytest
 
+from routelmt.backends import resolve
+from routelmt.backends.llamacpp import LlamaCppTranslator
 from routelmt.backends.resolve import make_translator
 from routelmt.errors import InputError, MissingDependencyError
 from routelmt.models import gguf_path
@@ -14,7 +16,8 @@ from routelmt.records import Segment
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 
 
-def test_registered_and_lazy():
+def test_registered_and_lazy(monkeypatch):
+    monkeypatch.setattr(resolve, "llama_cpp_available", lambda: True)
     tr = make_translator("llamacpp:gemma3-270m", threads=1, batch_size=4)
     assert tr.name == "llamacpp:gemma3-270m"
     assert tr._generator is None  # nothing loads before the first call
@@ -22,9 +25,20 @@ def test_registered_and_lazy():
 
 @pytest.mark.skipif(HAVE_LLAMA, reason="llama-cpp-python is installed here")
 def test_missing_llama_cpp_names_the_extra():
-    tr = make_translator("llamacpp:gemma3-270m")
+    tr = LlamaCppTranslator("gemma3-270m")
     with pytest.raises(MissingDependencyError, match=r"routelmt\[llamacpp\]"):
         tr.translate([Segment(id="a", direction="en-es", source="Hello.")])
+
+
+def test_spec_falls_back_to_hf_with_the_reason_logged(monkeypatch, caplog):
+    assert resolve.llama_cpp_available() == HAVE_LLAMA
+    monkeypatch.setattr(resolve, "llama_cpp_available", lambda: False)
+    with caplog.at_level("WARNING", logger="routelmt.backends.resolve"):
+        tr = make_translator("llamacpp:gemma3-270m", threads=1, max_rows=8, batch_size=4)
+    assert tr.kind == "hf" and tr.name == "hf:gemma3-270m"
+    assert tr._generator is None
+    assert "llama-cpp-python is not installed" in caplog.text
+    assert "max_rows, threads" in caplog.text  # the options hf has no use for are named
 
 
 def test_bad_model_spec_is_a_clear_error(tmp_path):

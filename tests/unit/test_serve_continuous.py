@@ -45,7 +45,7 @@ def small():
     model = _tiny_model("llama").to(torch.float64)
     return HFTranslator(
         model=model, tokenizer=_byte_tokenizer(), template=StopTemplate(shots=1), batch_size=4,
-        max_new_tokens=10, name="tiny",
+        max_new_tokens=10, name="tiny", repair="off",
     )  # fmt: skip
 
 
@@ -242,3 +242,26 @@ def test_a_big_request_is_prefilled_only_as_fast_as_the_decoder_takes_its_rows(s
     assert finished == ["lone", "big"]
     assert sum(len(b) for b in batches) == len(big) + 1
     service.close()
+
+
+def test_continuous_decoding_hands_every_small_output_to_the_backends_repair(small, monkeypatch):
+    """The continuous batch decodes outside the backend's translate/generate_from, so the
+    service calls the backend's ``repair`` itself: each small row once, before any second look."""
+    seen: list[str] = []
+
+    def repair(segments, texts):
+        assert len(segments) == len(texts) == 1
+        seen.append(texts[0])
+        return [f"REPAIRED {texts[0]}"]
+
+    reference = HybridTranslator(
+        small, GatedLarge(), FirstFeature(), Pacer(BudgetSpec(share=0.4), warmup=2)
+    ).translate(_segments())
+    monkeypatch.setattr(small, "repair", repair)
+    service = _service(small, GatedLarge())
+    results = asyncio.run(service.translate(_segments(), "auto", request_id="r1", endpoint="t"))
+    service.close()
+    small_rows = [(g, r) for g, r in zip(results, reference, strict=True) if g.tier == "small"]
+    assert small_rows and len(seen) == len(small_rows)
+    for got, ref in small_rows:
+        assert got.translation == f"REPAIRED {ref.translation}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -64,11 +65,22 @@ def threads_from_env(threads: int | None) -> int | None:
 
 class GeneratorBackend:
     """The shared-prefill surface of an in-process backend, delegated to the generator its
-    ``_build()`` loads on first use (hf and llamacpp differ only in what they build)."""
+    ``_build()`` loads on first use (hf and llamacpp differ only in what they build).
+
+    ``repair`` (``routelmt.repair``): every small translation this backend returns has been
+    checked, and a catastrophic one (copy, echoed example, wrong language, empty) decoded once
+    more with the ``repair`` template by a second generator (``_sibling``) on the same weights.
+    """
 
     _generator: Any = None
+    _repair_setting: str = "off"
+    _repairer: Any = None
 
     def _build(self) -> Any:
+        raise NotImplementedError
+
+    def _sibling(self, template: Any) -> Any:
+        """A generator like ``_build()``'s with another prompt template (for repair)."""
         raise NotImplementedError
 
     @property
@@ -89,15 +101,51 @@ class GeneratorBackend:
             return GenerationStats()
         return self._generator.last_stats
 
+    @property
+    def repairer(self) -> Any:
+        """The ``repair.Repairer`` of this backend (None when repair is off)."""
+        from routelmt.repair import REPAIR_OFF, Repairer
+
+        if self._repair_setting == REPAIR_OFF:
+            return None
+        if self._repairer is None:
+            from routelmt.prompts import get_template
+
+            template = get_template(self._repair_setting)
+            siblings: list[Any] = []
+            loading = threading.Lock()  # a server repairs from several threads
+
+            def decode(segments: list[Segment]) -> tuple[list[str], int]:
+                with loading:
+                    if not siblings:
+                        siblings.append(self._sibling(template))
+                texts = siblings[0].translate(segments)
+                return texts, int(siblings[0].last_stats.generated_tokens)
+
+            self._repairer = Repairer([self._build().template, template], decode)
+        return self._repairer
+
+    def repair(self, segments: Sequence[Segment], texts: Sequence[str]) -> list[str]:
+        """``texts`` after the repair pass (unchanged when repair is off); its cost is added to
+        ``last_stats``."""
+        repairer = self.repairer
+        if repairer is None or not texts:
+            return list(texts)
+        out = repairer.repair(segments, texts)
+        self._build().last_stats.add_repair(repairer.last_report)
+        return out
+
     def translate(self, segments: Sequence[Segment]) -> list[str]:
-        return self._build().translate(segments)
+        return self.repair(segments, self._build().translate(segments))
 
     def prefill(self, segments: Sequence[Segment], *, layer: int | None = None) -> Any:
         """Features at ``layer`` (None: the final-norm output), and the state to decode from."""
         return self._build().prefill(segments, layer=layer)
 
     def generate_from(self, state: Any, indices: Sequence[int]) -> list[str]:
-        return self._build().generate_from(state, indices)
+        texts = self._build().generate_from(state, indices)
+        return self.repair([state.segments[int(i)] for i in indices], texts)
 
     def close(self) -> None:
         self._generator = None
+        self._repairer = None

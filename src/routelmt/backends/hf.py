@@ -17,6 +17,7 @@ from typing import Any
 from routelmt.backends.base import BACKENDS, GeneratorBackend, Translator, threads_from_env
 from routelmt.errors import ConfigError, InputError, MissingDependencyError
 from routelmt.models import DEFAULT_MODEL, resolve_model
+from routelmt.repair import DEFAULT_REPAIR, check_repair_setting
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,8 @@ class HFTranslator(GeneratorBackend, Translator):
     arg-max: ``exact`` (default; the fp32 head's arg-max, found through a bf16 screen),
     ``full`` (the plain head), ``bfloat16`` or ``int8`` (that precision's own arg-max: faster,
     not output-equal); ``dtype: bfloat16`` runs the whole model in bf16. Threads:
-    ``$ROUTELMT_THREADS``.
+    ``$ROUTELMT_THREADS``. ``repair``: the template that decodes a catastrophic output again
+    (``routelmt.repair``), or ``off``.
     """
 
     kind = "hf"
@@ -190,6 +192,7 @@ class HFTranslator(GeneratorBackend, Translator):
         stop_at_newline: bool | None = None,
         head: str = "exact",
         prefix_cache: bool = True,
+        repair: str | None = DEFAULT_REPAIR,
         model: Any = None,
         tokenizer: Any = None,
         name: str | None = None,
@@ -212,6 +215,7 @@ class HFTranslator(GeneratorBackend, Translator):
             "head": head,
             "prefix_cache": bool(prefix_cache),
         }
+        self._repair_setting = check_repair_setting(repair)
         self._model = model
         self._tokenizer = tokenizer
         self._generator: Any = None
@@ -230,3 +234,9 @@ class HFTranslator(GeneratorBackend, Translator):
             template = resolve_template(self._template_setting, self._tokenizer)
             self._generator = LMGenerator(self._model, self._tokenizer, template, **self._options)
         return self._generator
+
+    def _sibling(self, template: Any) -> Any:
+        from routelmt.generation import LMGenerator
+
+        self._build()
+        return LMGenerator(self._model, self._tokenizer, template, **self._options)

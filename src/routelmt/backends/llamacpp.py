@@ -19,6 +19,7 @@ from routelmt.backends.base import BACKENDS, GeneratorBackend, Translator, threa
 from routelmt.errors import ConfigError
 from routelmt.models import DEFAULT_MODEL, gguf_path, resolve_model
 from routelmt.records import Segment
+from routelmt.repair import DEFAULT_REPAIR, check_repair_setting
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
         max_rows: int = 128,
         n_ctx: int = 16384,
         prefix_cache: bool = True,
+        repair: str | None = DEFAULT_REPAIR,
         name: str | None = None,
     ) -> None:
         self.spec = spec
@@ -77,21 +79,31 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
             "n_ctx": int(n_ctx),
             "prefix_cache": bool(prefix_cache),
         }
+        self._repair_setting = check_repair_setting(repair)
         self._generator: Any = None
+        self._parts: tuple[Any, Any, int] | None = None  # gguf, tokenizer, layers
 
-    def _build(self) -> Any:
-        if self._generator is None:
+    def _load_parts(self) -> tuple[Any, Any, int]:
+        """The GGUF file, the tokenizer (the hf backend's) and the layer count."""
+        if self._parts is None:
             from transformers import AutoConfig, AutoTokenizer
 
-            from routelmt.llama_engine import LlamaGenerator, import_llama_cpp
-            from routelmt.prompts import resolve_template
+            from routelmt.llama_engine import import_llama_cpp
 
             import_llama_cpp()  # a clear error before converting anything
             gguf = gguf_path(self.spec)
             folder = resolve_model(self.spec).folder  # the same tokenizer as the hf backend
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
-            layers = int(config.get_text_config().num_hidden_layers)
+            self._parts = (gguf, tokenizer, int(config.get_text_config().num_hidden_layers))
+        return self._parts
+
+    def _build(self) -> Any:
+        if self._generator is None:
+            from routelmt.llama_engine import LlamaGenerator
+            from routelmt.prompts import resolve_template
+
+            gguf, tokenizer, layers = self._load_parts()
             template = resolve_template(self._template_setting, tokenizer)
             self._generator = LlamaGenerator(
                 gguf, tokenizer, template, num_layers=layers, **self._options
@@ -99,7 +111,34 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
             log.info("llama.cpp: %s, %d threads", gguf, self._options["threads"])
         return self._generator
 
+    def _sibling(self, template: Any) -> Any:
+        """A second context on the same GGUF, sized for the few rows a repair decodes, without
+        the feature capture (a repair decode feeds no router)."""
+        from routelmt.llama_engine import LlamaGenerator
+
+        gguf, tokenizer, layers = self._load_parts()
+        options = {**self._options, "max_rows": self._options["batch_size"], "n_ctx": 4096}
+        return LlamaGenerator(
+            gguf, tokenizer, template, num_layers=layers, capture=False, **options
+        )
+
     def translate_iter(self, segments: Sequence[Segment]) -> Iterator[tuple[int, str]]:
         """``(index, text)`` as each segment finishes, the running batch refilled throughout
-        (``resumable.translate_resumable`` stores them as they come)."""
-        return self._build().translate_iter(segments)
+        (``resumable.translate_resumable`` stores them as they come). With repair, an output
+        that fails the checks is held back and repaired with the others at the end."""
+        generator = self._build()
+        repairer = self.repairer
+        if repairer is None:
+            yield from generator.translate_iter(segments)
+            return
+        held: dict[int, str] = {}
+        for i, text in generator.translate_iter(segments):
+            if repairer.failures([segments[i]], [text])[0] is None:
+                yield i, text
+            else:
+                held[i] = text
+        if held:
+            order = sorted(held)
+            fixed = repairer.repair([segments[i] for i in order], [held[i] for i in order])
+            generator.last_stats.add_repair(repairer.last_report)
+            yield from zip(order, fixed, strict=True)

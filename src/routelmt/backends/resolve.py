@@ -95,7 +95,36 @@ def make_translator(
         return ReplayTranslator.from_translations(Path(spec))
     if parsed.recorded:
         return BACKENDS.create("replay", system=parsed.argument, dataset=dataset, pairs=pairs)
-    return BACKENDS.create(parsed.kind, spec=parsed.argument, **options)
+    translator = BACKENDS.create(parsed.kind, spec=parsed.argument, **options)
+    if parsed.kind == "llamacpp" and not llama_cpp_available():  # options were checked above
+        return _hf_instead(parsed, options)
+    return translator
+
+
+#: llamacpp options the hf backend has no use for (dropped, with the reason logged)
+LLAMACPP_ONLY = ("threads", "max_rows", "n_ctx")
+
+
+def llama_cpp_available() -> bool:
+    """Whether ``llama_cpp`` (the optional ``llamacpp`` extra) can be imported here."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def _hf_instead(parsed: BackendSpec, options: Mapping[str, Any]) -> Translator:
+    """The fallback for ``llamacpp:MODEL`` where llama-cpp-python is missing: the same model,
+    prompts and stop rules through transformers (slower), with the reason logged."""
+    dropped = sorted(k for k in options if k in LLAMACPP_ONLY)
+    log.warning(
+        "llama-cpp-python is not installed (pip install 'routelmt[llamacpp]'): '%s' runs on "
+        "the hf backend instead (hf:%s, slower)%s",
+        parsed.text,
+        parsed.argument,
+        f"; ignoring its llama.cpp options {', '.join(dropped)}" if dropped else "",
+    )
+    kept = {k: v for k, v in options.items() if k not in LLAMACPP_ONLY}
+    return BACKENDS.create("hf", spec=parsed.argument, **kept)
 
 
 def make_backend(spec: str, options: Mapping[str, Any], data: Mapping[str, Any]) -> Translator:

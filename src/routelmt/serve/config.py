@@ -116,7 +116,7 @@ class ServeSettings:
 
     # first spec that loads is used: the live model when its backend exists, else a replay
     small: str | list[str] = key(
-        ["hf:gemma3-270m", "replay:Phi-3-Medium"], "small backends, the first that loads"
+        ["llamacpp:gemma3-270m", "replay:Phi-3-Medium"], "small backends, the first that loads"
     )
     small_options: dict[str, Any] = key({}, "the small backend's options", open=True)
     large: str = key("replay:GPT-4", "the large backend")

@@ -216,14 +216,18 @@ class TranslationService:
         """Route one segment and, if it stays small, translate it."""
         return await self._decode(await self._route_only(segment, policy, owner))
 
-    @staticmethod
-    async def _decode(staged: Staged) -> Routed:
-        """The routed segment, with its small translation once the continuous batch made it."""
+    async def _decode(self, staged: Staged) -> Routed:
+        """The routed segment, with its small translation once the continuous batch made it
+        (and the small backend's repair pass, if it has one, made off the event loop)."""
         routed = staged.routed
         if staged.decoding is None:
             return routed
         try:
             text = await asyncio.wrap_future(staged.decoding)
+            repair = getattr(self.hybrid.small, "repair", None)
+            if callable(repair):
+                loop = asyncio.get_running_loop()
+                text = (await loop.run_in_executor(None, repair, [routed.segment], [text]))[0]
         except Exception as exc:
             return dataclasses.replace(routed, error=f"{type(exc).__name__}: {exc}")
         return dataclasses.replace(
