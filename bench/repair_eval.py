@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from routelmt.budget.allocation import allocate_top_p
 from routelmt.evaluation.bootstrap import group_index, percentile_interval, weight_chunks
-from routelmt.evaluation.ranking import budget_k
 from routelmt.metrics.base import get_metric
 from routelmt.prompts import get_template
 from routelmt.records import Segment, Translation, read_records
@@ -112,12 +112,8 @@ def chrf(segments: list[Segment], texts: list[str]) -> np.ndarray:
 
 
 def routed_mask(scores: np.ndarray, p: float) -> np.ndarray:
-    """The top ``round(p N)`` by score (ties: first in order) go large."""
-    k = int(budget_k(p, scores.size))
-    order = np.argsort(-scores, kind="stable")
-    mask = np.zeros(scores.size, bool)
-    mask[order[:k]] = True
-    return mask
+    """The library's top-p allocation: exactly floor(pN + 0.5) large, ties by its seeded rule."""
+    return allocate_top_p(scores, p)
 
 
 def paired(diff: np.ndarray, groups: list[str], n_boot: int = 1000) -> tuple[float, float]:

@@ -17,10 +17,9 @@ from loopback_llm import LoopbackLLM
 from serve_fixtures import closed_port_url
 
 import routelmt
-from routelmt.budget.allocation import allocate_top_p, budget_count
+from routelmt.budget.allocation import allocate_top_p, budget_count, descending_order, tie_keys
 from routelmt.budget.tiers import allocate_tiers
 from routelmt.cli import main
-from routelmt.evaluation.ranking import budget_k, descending_order, tie_keys
 
 WORDS = [
     "the",
@@ -78,7 +77,7 @@ def _evaluator_top_k(scores: np.ndarray, p: float) -> np.ndarray:
     """What the bench evaluator routes: its k, its seeded tie keys (evaluate_arrays, seed 0)."""
     keys = tie_keys(scores.size, np.random.SeedSequence(0).spawn(2)[0])
     mask = np.zeros(scores.size, dtype=bool)
-    mask[descending_order(scores, keys)[: int(budget_k(p, scores.size))]] = True
+    mask[descending_order(scores, keys)[: int(budget_count(scores.size, p))]] = True
     return mask
 
 

@@ -57,6 +57,8 @@ HELP_ONLY = {
     "reffree_labels.py": "the QE encoder on a bench run's translations (test_reffree)",
     "router_latency.py": "times Gemma-3-270M in the serving path",
     "score_distribution.py": "a bench run's out-of-fold scores (test_pacer_prior)",
+    "repair_eval.py": "re-decodes flagged segments with Gemma-3-270M (repair: test_repair)",
+    "llama_step_profile.py": "profiles Gemma-3-270M's decode steps in llama.cpp",
 }
 TINY_RUN = {  # scripts a test below runs on tiny data
     "ablation_report.py",
