@@ -34,11 +34,12 @@ def test_default_config_end_to_end_then_cached(wmt_root, tmp_path, monkeypatch):
         json.loads(line)
         for line in (tmp_path / "run/translate/llamacpp-gemma3-270m/translations.jsonl").open()
     ]
-    assert [r["segment_id"] for r in rows] == [
-        "wmt24/en-es/0",
-        "wmt24/en-es/1",
+    # llama.cpp's running batch stores each row as it finishes: every segment once, any order
+    assert sorted(r["segment_id"] for r in rows) == [
         "wmt24/en-de/0",
         "wmt24/en-de/1",
+        "wmt24/en-es/0",
+        "wmt24/en-es/1",
     ]
     assert all(r["system"] == "llamacpp:gemma3-270m" and r["text"].strip() for r in rows)
     for result in first.results.values():
