@@ -4,9 +4,9 @@ exact share, and reproduce the evaluator's hybrid chrF?
 
 Both sides get the same router scores: the batch scores the segments itself (``routelmt.batch``)
 and this script scores the labelled examples independently with the same router (a model-free
-one, or an artifact), then checks the two score vectors agree. The evaluator breaks ties in
-scores by a seeded permutation, the batch by input order (``budget.allocation``), so segments
-tied at the k-th score may differ; the table counts them.
+one, or an artifact), then checks the two score vectors agree. Both break ties in scores by the
+library's seeded permutation; the table counts the segments tied at the k-th score, where the
+rule decides.
 
     python bench/batch_vs_evaluator.py --pairs en-es,en-de,en-zh --router length
     python bench/batch_vs_evaluator.py --router shipped:routelmt --small runs/in-model/...jsonl
@@ -64,7 +64,7 @@ def compare(args: argparse.Namespace) -> dict:
             small=args.small,
             tiers=[Tier("large", args.large)],
             router=args.router,
-            budget=BatchBudget(share=args.budget, per_direction=per_direction, ties=args.ties),
+            budget=BatchBudget(share=args.budget, per_direction=per_direction),
             output=Path(args.output) / f"hybrid-{mode}.jsonl",
             dataset=dataset,
             pairs=pairs,
@@ -107,17 +107,13 @@ def main() -> None:
     parser.add_argument("--router", default="length", help="model-free router or artifact")
     parser.add_argument("--budget", type=float, default=0.3)
     parser.add_argument("--limit", type=int, help="first N segments of each pair")
-    parser.add_argument("--ties", default="seeded", choices=("seeded", "input-order"))
     parser.add_argument("--wmt-root", type=Path)
     parser.add_argument("-o", "--output", default="runs/owndata/batch_vs_evaluator")
     args = parser.parse_args()
     rows = compare(args)
     head = ["n", "k", "batch_large", "batch_share", "batch_chrf", "evaluator_chrf"]
     head += ["segments_differing", "ties_at_kth_score", "max_score_diff"]
-    print(
-        f"router {args.router}, small {args.small}, large {args.large}, p = {args.budget}, "
-        f"ties {args.ties}"
-    )
+    print(f"router {args.router}, small {args.small}, large {args.large}, p = {args.budget}")
     print("| routing | " + " | ".join(head) + " |")
     print("|---" * (len(head) + 1) + "|")
     for name, row in rows.items():

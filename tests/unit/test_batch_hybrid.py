@@ -17,7 +17,7 @@ from loopback_llm import LoopbackLLM
 from serve_fixtures import closed_port_url
 
 import routelmt
-from routelmt.budget.allocation import allocate_top_p, budget_count, descending_order, tie_keys
+from routelmt.budget.allocation import budget_count, descending_order, tie_keys
 from routelmt.budget.tiers import allocate_tiers
 from routelmt.cli import main
 
@@ -81,30 +81,25 @@ def _evaluator_top_k(scores: np.ndarray, p: float) -> np.ndarray:
     return mask
 
 
-@pytest.mark.parametrize("ties", ["seeded", "input-order"])
 @pytest.mark.parametrize("per_direction", [False, True])
-def test_exact_share_and_the_library_top_k(tmp_path, capsys, per_direction, ties):
+def test_exact_share_and_the_library_top_k(tmp_path, capsys, per_direction):
     segments, small, rows = _corpus(tmp_path)
     out = tmp_path / "out.jsonl"
-    flags = ["--budget", "0.3", "--ties", ties] + (["--per-direction"] if per_direction else [])
+    flags = ["--budget", "0.3"] + (["--per-direction"] if per_direction else [])
     with LoopbackLLM() as llm:
         assert main(_argv(segments, small, llm.spec, out, *flags)) == 0
     summary = json.loads(capsys.readouterr().out)
     lengths = np.array([len(r["source"]) for r in rows], dtype=float)
     assert len(set(lengths)) < len(lengths)  # ties exist, so the rule matters
-    if ties == "seeded":  # the evaluator's pooled keys, restricted to a direction
-        keys = tie_keys(lengths.size, np.random.SeedSequence(0).spawn(2)[0])
-    else:  # budget.allocation's rule: the earlier line first
-        keys = np.arange(lengths.size)
+    # the evaluator's pooled keys, restricted to a direction
+    keys = tie_keys(lengths.size, np.random.SeedSequence(0).spawn(2)[0])
     expected = np.zeros(len(rows), dtype=bool)
     groups = [[i for i, r in enumerate(rows) if r["direction"] == d] for d in ("en-es", "en-de")]
     for idx in groups if per_direction else [list(range(len(rows)))]:
         order = descending_order(lengths[idx], keys[idx])[: budget_count(len(idx), 0.3)]
         expected[np.array(idx)[order]] = True
-    if not per_direction and ties == "seeded":
+    if not per_direction:
         assert (expected == _evaluator_top_k(lengths, 0.3)).all()
-    if not per_direction and ties == "input-order":
-        assert (expected == allocate_top_p(lengths, 0.3)).all()
     k = sum(budget_count(len(idx), 0.3) for idx in (groups if per_direction else [rows]))
     records = _read(out)
     routed = np.array([r["tier"] == "large" for r in records])

@@ -2,7 +2,7 @@
 call, so an interrupted run resumes with exactly the same choice.
 
 A share budget routes exactly ``budget.allocation.budget_count`` segments (k = floor(pN + 0.5)),
-the highest scores, equal scores ordered by one of the library's two tie rules (``TIE_RULES``);
+the highest scores, equal scores ordered by the library's one tie rule (a seeded permutation);
 a cost budget is ``budget.tiers.allocate_tiers`` (the multiple-choice knapsack). This module only
 applies them to a file.
 """
@@ -25,10 +25,6 @@ from routelmt.records import Segment
 from routelmt.storage import read_json, stable_hash, write_json
 
 PLAN_FORMAT = 1
-#: how equal scores are ordered at the k-th place of a share budget: ``seeded`` is the bench
-#: evaluator's rule (``evaluation.ranking.tie_keys``, so a batch picks the segments an evaluation
-#: of the same file scored), ``input-order`` is ``budget.allocation``'s (the earlier line first)
-TIE_RULES = ("seeded", "input-order")
 
 
 @dataclass(frozen=True)
@@ -52,7 +48,6 @@ class BatchBudget:
     cost: float | None = None
     per_direction: bool = False
     small_cost: float = 0.0
-    ties: str = "seeded"
     tie_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -62,8 +57,6 @@ class BatchBudget:
             object.__setattr__(self, "share", check_share(self.share, "--budget"))
         elif not _finite(self.cost) or float(self.cost) <= 0:  # type: ignore[arg-type]
             raise ConfigError(f"--cost-budget must be a cost > 0, got {self.cost!r}")
-        if self.ties not in TIE_RULES:
-            raise ConfigError(f"--ties must be one of {', '.join(TIE_RULES)}, got {self.ties!r}")
         if not _finite(self.small_cost) or self.small_cost < 0:
             raise ConfigError(f"--small-cost must be a cost >= 0, got {self.small_cost!r}")
 
@@ -98,9 +91,7 @@ def allocate(
     check_tiers(tiers, budget)
     scores = np.asarray(scores, dtype=float)
     if budget.share is not None:
-        keys = evaluation_tie_keys(scores.size, budget.tie_seed)
-        if budget.ties == "input-order":
-            keys = np.arange(scores.size)
+        keys = evaluation_tie_keys(scores.size, budget.tie_seed)  # the evaluator's own keys
         if not budget.per_direction:
             return _top_share(scores, keys, budget.share)
         chosen = np.zeros(scores.size, dtype=int)

@@ -99,13 +99,12 @@ def add_hybrid_args(parser: argparse.ArgumentParser) -> None:
         "--per-direction", action="store_true", help="apply the share per direction, not pooled"
     )
     group.add_argument(
-        "--ties",
-        choices=("seeded", "input-order"),
-        default="seeded",
-        help="equal scores at the k-th place: a seeded permutation (the bench evaluator's rule, "
-        "default) or the earlier input line first",
+        "--tie-seed",
+        type=int,
+        default=0,
+        help="equal scores at the k-th place are ordered by a seeded permutation (the bench "
+        "evaluator's rule); its seed",
     )
-    group.add_argument("--tie-seed", type=int, default=0, help="the seeded tie rule's seed")
     group.add_argument(
         "--dry-run", action="store_true", help="plan and print it; call no large model"
     )
@@ -198,7 +197,6 @@ def run_hybrid(args: argparse.Namespace) -> int:
         cost=args.cost_budget,
         per_direction=args.per_direction,
         small_cost=args.small_cost,
-        ties=args.ties,
         tie_seed=args.tie_seed,
     )
     n = len(args.large)
