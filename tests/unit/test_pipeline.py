@@ -177,7 +177,7 @@ def test_shipped_configs_load_by_name():
     assert load_bench_config(["default"])["data"]["limit"] > 0
     assert load_bench_config(["default"], full=True)["data"]["limit"] is None
     in_model = load_bench_config(["in-model"])
-    assert in_model["small"].startswith("hf:") and len(in_model["large"]) == 2
+    assert in_model["small"] == "llamacpp:gemma3-270m" and len(in_model["large"]) == 2
     assert load_bench_config(["paper-table"])["data"]["pairs"] == "all"
     assert in_model["guards"]["gain_router"] == "routelmt"  # the guard table's run
     with pytest.raises(ConfigError, match="'guards.quality_router'"):
