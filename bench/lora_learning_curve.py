@@ -170,6 +170,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where LoRA trains, e.g. cuda")
     parser.add_argument("--budget", type=float, default=0.3)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="NAME=SCORES_JSON",
+        help="another router's out-of-fold scores (a bench run's routers/<large>/<router>/"
+        "scores.json) to compare with, paired on the same segments; repeatable",
+    )
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/ablation/lora-curve"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -207,17 +215,19 @@ def main() -> None:
         probe_name: np.asarray(probe_scores),
         "length": np.asarray([len(ex.segment.source) for ex in tested], dtype=np.float64),
     }
+    versus = _versus_scores(args.versus, [ex.segment.id for ex in tested])
+    scores |= versus
     result = paired_table(
         np.asarray([ex.gain for ex in tested]),
         np.asarray([args.pair] * len(tested)),
         np.asarray([ex.segment.group for ex in tested]),
         scores,
-        baselines=("length", probe_name),
+        baselines=("length", probe_name, *versus),
         budget=args.budget,
         n_boot=args.bootstrap,
     )
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "folds": folds, "result": result}
-    text = _markdown(args, folds, result, len(tested), probe_name)
+    text = _markdown(args, folds, result, len(tested), ("length", probe_name, *versus))
     print(text, flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(args.output.with_suffix(".json")) as handle:
@@ -226,11 +236,27 @@ def main() -> None:
         handle.write(text)
 
 
+def _versus_scores(given: list[str], ids: list[str]) -> dict[str, np.ndarray]:
+    """``NAME=scores.json`` -> that router's scores in the order of ``ids`` (every id needed)."""
+    out = {}
+    for item in given:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--versus: expected NAME=SCORES_JSON, got {item!r}")
+        stored = json.loads(Path(path).read_text())
+        by_id = dict(zip(stored["ids"], stored["scores"], strict=True))
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise SystemExit(f"--versus {name}: {len(missing)} segments have no score in {path}")
+        out[name] = np.asarray([by_id[i] for i in ids], dtype=np.float64)
+    return out
+
+
 def _num(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _markdown(args, folds: dict, result: dict, n: int, probe_name: str) -> str:
+def _markdown(args, folds: dict, result: dict, n: int, baselines: tuple[str, ...]) -> str:
     first = next(iter(folds))
     lines = [f"### LoRA learning curves: {args.pair}, fold {first}, layer {args.layer}", ""]
     lines += ["| head lr | step | mean training loss since the last check | validation MSE | s |"]
@@ -257,14 +283,15 @@ def _markdown(args, folds: dict, result: dict, n: int, probe_name: str) -> str:
         )
     lines += [
         "",
-        f"| router (out of fold, n = {n}) | HC@{args.budget} [95% CI] | Spearman "
-        "| minus length (paired) | minus the probe (paired) |",
-        "|---|---|---|---|---|",
+        f"| router (out of fold, n = {n}) | HC@{args.budget} [95% CI] | Spearman | "
+        + " | ".join(f"minus {base} (paired)" for base in baselines)
+        + " |",
+        "|---|---|---" + "|---" * len(baselines) + "|",
     ]
     for name, row in result["directions"][args.pair]["routers"].items():
         cells = [name, f"{row['hc']:.1f} [{row['hc_ci'][0]:.1f}, {row['hc_ci'][1]:.1f}]"]
         cells.append(f"{row['spearman']:.3f}")
-        cells += [paired_cell(row["vs"].get(base)) for base in ("length", probe_name)]
+        cells += [paired_cell(row["vs"].get(base)) for base in baselines]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
