@@ -19,6 +19,7 @@ from routelmt.errors import BackendError, ConfigError
 from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed, SecondStage, Tier
 from routelmt.languages import parse_direction
 from routelmt.records import Segment
+from routelmt.routers.base import SharedQERouter, stages
 from routelmt.serve.batcher import ContinuousDecoder, MicroBatcher
 from routelmt.serve.breaker import BreakerTranslator, CircuitBreaker, breakers_of
 from routelmt.serve.log import DecisionLog, resolve_log_path, without_text
@@ -466,7 +467,7 @@ class TranslationService:
 def make_pacers(
     budget: dict[str, Any], router: Any, distributions: Any = None
 ) -> tuple[Any, Any | None]:
-    """The pacer, and for a two-stage router (``score_stage2``) a second one: stage 1 spends
+    """The pacer, and for a two-stage router (``SecondStageRouter``) a second one: stage 1 spends
     ``stage1_share`` of the budget right after the prefill (0: none, ``StageOff``: a forced
     request is charged to stage 2's pacer), stage 2 the rest after the small decode, so that
     together they route ``share`` of requests (``two_stage.split_budget``). The hard cap is not
@@ -475,7 +476,7 @@ def make_pacers(
     when ``budget.prior`` is on."""
     from routelmt.budget.pacer import StageOff
 
-    two_stage = hasattr(router, "score_stage2")
+    two_stage = stages(router) == 2
     priors = {"stage1": None, "stage2": None}
     if distributions is not None and budget.get("prior", True):
         priors = {s: distributions.get(s) for s in priors}
@@ -587,7 +588,7 @@ def make_tier_pacer(budget: dict[str, Any], tiers: list[Tier], router: Any) -> A
     """A ``TierPacer``: ``budget.share`` of what all requests on the top tier would cost extra."""
     from routelmt.budget.tiers import TierPacer
 
-    if hasattr(router, "score_stage2"):
+    if stages(router) == 2:
         raise ConfigError(
             "tiers need a one-stage router (e.g. router: {path: shipped:routelmt} or "
             "{name: length}); the two-stage router splits a two-tier budget"
@@ -614,7 +615,7 @@ def make_service_guard(guard: dict[str, Any], router: Any) -> Any:
         return None
     if guard["name"] == "quality-hypo":
         qe: Any = guard["qe"]
-        if hasattr(router, "qe_metric") and getattr(router, "qe", None) == qe:
+        if isinstance(router, SharedQERouter) and router.qe == qe:
             qe = router.qe_metric()
         return make_guard("quality-hypo", guard["threshold"], qe=qe)
     return make_guard("quality-predict", guard["threshold"], router=guard["router"])
