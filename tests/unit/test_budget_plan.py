@@ -133,3 +133,19 @@ def test_stage_2_has_its_own_store():
     assert stage_store("b.sqlite", 1) == "b.sqlite"
     assert stage_store("b.sqlite", 2) == "b.sqlite.stage2"
     assert stage_store(None, 2) is None and stage_store("", 1) is None
+
+
+def test_the_batch_budget_uses_the_same_field_checks():
+    from routelmt.batch.plan import BatchBudget, Tier, check_tiers
+
+    with pytest.raises(ConfigError, match="--budget must be a share strictly between 0 and 1"):
+        BatchBudget(share=1.0)
+    for bad in (0, -1, float("inf"), True):
+        with pytest.raises(ConfigError, match="--cost-budget must be a"):
+            BatchBudget(cost=bad)
+    with pytest.raises(ConfigError, match="--small-cost must be a finite number >= 0"):
+        BatchBudget(share=0.3, small_cost=-1)
+    assert BatchBudget(cost=10).cost == 10 and BatchBudget(share=0.3, small_cost=0).small_cost == 0
+    assert type(BatchBudget(cost=10).cost) is int  # as given: the plan's fingerprint hashes it
+    with pytest.raises(ConfigError, match="tier 'big': gain_scale must be a finite number > 0"):
+        check_tiers([Tier("big", "x", 1.0, 0.0)], BatchBudget(share=0.3))

@@ -16,6 +16,11 @@ service again once the router is known. The plan holds
 - the pacer options: warm-up, gain, initial threshold, decision rule, and the prior (the router
   artifact's score distribution of each stage, when ``prior`` is on).
 
+The checks of single fields are three functions, one per kind of field, that every budget in
+the library uses (``BudgetSpec``, ``TierPacer``, the batch path's ``BatchBudget``):
+``check_share`` (a share strictly inside (0, 1)), ``check_positive`` (a cost, cap or rate > 0,
+or >= 0) and ``check_stage1_share`` ([0, 1)).
+
 ``build`` assembles the pacers from a factory for one pacer (the service's, which knows the
 SQLite and Ray stores), applying ``StageOff`` and ``JointCap`` here.
 """
@@ -31,13 +36,15 @@ import numpy as np
 
 from routelmt.budget.allocation import check_share
 from routelmt.budget.joint_cap import JointCap
-from routelmt.budget.pacer import RULES, BudgetSpec, StageOff, _positive
+from routelmt.budget.pacer import RULES, BudgetSpec, StageOff, check_positive
 from routelmt.errors import ConfigError
 
 __all__ = [
     "STAGE2_SUFFIX",
     "BudgetPlan",
     "StagePlan",
+    "check_positive",
+    "check_share",
     "check_stage1_share",
     "split_budget",
     "stage_store",
@@ -190,7 +197,7 @@ class BudgetPlan:
         rule = budget.get("rule", "integral")
         if rule not in RULES:
             raise ConfigError(f"'budget.rule' must be one of {', '.join(RULES)}, got {rule!r:.40}")
-        gain = _positive(budget["gain"], "'budget.gain'")
+        gain = check_positive(budget["gain"], "'budget.gain'")
         _check_stages(budget, stages, tier_costs is not None)
         _check_hard_cap(budget, tier_costs)
         store = budget["store"]
