@@ -185,7 +185,7 @@ def _finite(x: float) -> float | None:
 class SecondStage:
     """Decode-then-route (``routers.two_stage``): after the small decode, ``router`` scores the
     small translation (``score_stage2``) and ``pacer`` decides with its own share, so that the
-    two stages together spend the budget (``routers.two_stage.split_budget``)."""
+    two stages together spend the budget (``budget.plan.split_budget``)."""
 
     router: Any
     pacer: BudgetPacer

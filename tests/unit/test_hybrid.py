@@ -194,8 +194,8 @@ class Copier(Translator):
 
 
 def _two_stage(large: Translator | None = None, stage1_share: float = 0.0, p: float = 0.3):
+    from routelmt.budget.plan import split_budget
     from routelmt.hybrid import SecondStage
-    from routelmt.routers.two_stage import split_budget
 
     first, second = split_budget(p, stage1_share)
     pacer1 = Pacer(BudgetSpec(share=max(first, 1e-6)), warmup=20)

@@ -24,7 +24,7 @@ EXPECTED = {
     "quality-oracle": set(),
     "random": set(),
     "routelmt": {"score_features", "save", "load"},
-    "routelmt-2stage": {"score_features", "second_stage", "save", "load"},
+    "routelmt-2stage": {"score_features", "second_stage", "shared_qe", "save", "load"},
     "routelmt-lora": {"save", "load"},
     "routelmt-q": {"score_features", "save", "load"},
 }

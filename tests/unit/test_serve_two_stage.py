@@ -9,9 +9,9 @@ from serve_fixtures import Reverse, serve
 from test_hybrid import Copier, CopyDetector
 
 from routelmt.budget import BudgetSpec, Pacer
+from routelmt.budget.plan import split_budget
 from routelmt.hybrid import HybridTranslator, SecondStage
 from routelmt.routers import get_router
-from routelmt.routers.two_stage import split_budget
 from routelmt.serve.service import TranslationService
 
 

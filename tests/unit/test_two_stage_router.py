@@ -20,7 +20,7 @@ from routelmt.output_features import (  # noqa: E402
 )
 from routelmt.records import ScoredExample, Segment  # noqa: E402
 from routelmt.routers.artifacts import load_router  # noqa: E402
-from routelmt.routers.two_stage import TwoStageRouter, split_budget  # noqa: E402
+from routelmt.routers.two_stage import TwoStageRouter  # noqa: E402
 
 
 class LengthQE(Metric):
@@ -109,17 +109,6 @@ def test_two_stage_saves_loads_and_refuses_another_model(tmp_path):
     from routelmt.routers.base import ROUTERS
 
     assert "routelmt-2stage" in ROUTERS
-
-
-def test_split_budget_keeps_the_total_share():
-    for p in (0.1, 0.3, 0.5):
-        for alpha in (0.0, 0.25, 0.5, 1.0):
-            first, second = split_budget(p, alpha)
-            assert first + (1 - first) * second == pytest.approx(p)
-    with pytest.raises(ConfigError):
-        split_budget(0.3, 1.5)
-    with pytest.raises(ConfigError):
-        split_budget(0.0, 0.5)
 
 
 def test_two_stage_artifact_records_its_training_sources(tmp_path):

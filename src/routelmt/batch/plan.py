@@ -9,7 +9,6 @@ applies them to a file.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from routelmt.budget.allocation import as_scores, budget_count, check_share
+from routelmt.budget.allocation import as_scores, budget_count
+from routelmt.budget.plan import check_positive, check_share
 from routelmt.budget.tiers import allocate_tiers
 from routelmt.errors import ConfigError, InputError
 from routelmt.evaluation.ranking import descending_order, tie_keys
@@ -55,14 +55,9 @@ class BatchBudget:
             raise ConfigError("give exactly one of --budget (a share) or --cost-budget (a cost)")
         if self.share is not None:
             object.__setattr__(self, "share", check_share(self.share, "--budget"))
-        elif not _finite(self.cost) or float(self.cost) <= 0:  # type: ignore[arg-type]
-            raise ConfigError(f"--cost-budget must be a cost > 0, got {self.cost!r}")
-        if not _finite(self.small_cost) or self.small_cost < 0:
-            raise ConfigError(f"--small-cost must be a cost >= 0, got {self.small_cost!r}")
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:  # checked, not converted: the plan's fingerprint hashes the values as given
+            check_positive(self.cost, "--cost-budget")
+        check_positive(self.small_cost, "--small-cost", allow_zero=True)
 
 
 def check_tiers(tiers: Sequence[Tier], budget: BatchBudget) -> None:
@@ -75,9 +70,7 @@ def check_tiers(tiers: Sequence[Tier], budget: BatchBudget) -> None:
         raise ConfigError(f"tier names must differ, got {names}")
     for tier in tiers:
         for key in ("cost", "gain_scale"):
-            value = getattr(tier, key)
-            if not _finite(value) or value <= 0:
-                raise ConfigError(f"tier '{tier.name}': {key} must be a number > 0, got {value!r}")
+            check_positive(getattr(tier, key), f"tier '{tier.name}': {key}")
     if budget.share is not None and len(tiers) > 1:
         raise ConfigError("several large tiers need a cost budget (--cost-budget), not --budget")
     if budget.cost is not None and budget.per_direction:

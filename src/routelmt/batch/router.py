@@ -15,7 +15,7 @@ from routelmt.backends.resolve import parse_spec
 from routelmt.budget.allocation import as_scores
 from routelmt.errors import ConfigError
 from routelmt.records import Segment
-from routelmt.routers.base import Router
+from routelmt.routers.base import Router, stages
 from routelmt.storage import file_hash, stable_hash
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ def router_identity(location: str, args: dict[str, Any] | None) -> str:
 
 
 def two_stage(router: Router) -> bool:
-    """Scores a second time after the small model has translated."""
-    return callable(getattr(router, "score_stage2", None))
+    """Scores a second time after the small model has translated (``SecondStageRouter``)."""
+    return stages(router) == 2
 
 
 def hidden_state_model(location: str, router: Router | None = None) -> str | None:
@@ -124,7 +124,8 @@ def score_segments(
     for the small translation of every segment before its second score."""
     if not two_stage(router):
         return as_scores(router.score(list(segments)), "router scores"), None
-    stage1 = as_scores(router.score_stage1(list(segments)), "stage-1 scores")  # type: ignore[attr-defined]
+    # stage 1 is the router's ``score`` of plain segments (routers.base.SecondStageRouter)
+    stage1 = as_scores(router.score(list(segments)), "stage-1 scores")
     texts = small_texts()
     final = router.score_stage2(list(segments), texts, stage1)  # type: ignore[attr-defined]
     return as_scores(final, "stage-2 scores"), stage1

@@ -60,7 +60,15 @@ from routelmt.budget.allocation import check_share
 from routelmt.budget.score_distribution import ScoreDistribution
 from routelmt.errors import ConfigError, InputError
 
-__all__ = ["BudgetSpec", "Decision", "Pacer", "REFUND_HORIZON", "RULES", "StageOff"]
+__all__ = [
+    "BudgetSpec",
+    "Decision",
+    "Pacer",
+    "REFUND_HORIZON",
+    "RULES",
+    "StageOff",
+    "check_positive",
+]
 
 RULES = ("quantile", "integral")
 """``quantile``: the threshold is the (1 - p) quantile of a window of recent scores plus a small
@@ -79,7 +87,9 @@ STATE_VERSION = 1
 _REFUND_BYTES = 2 * REFUND_HORIZON // 8
 
 
-def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """A cost, cap or rate: a finite number > 0 (>= 0 with ``allow_zero``); the error names
+    ``name`` and the bad value. One check for every such budget field (``budget.plan``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ConfigError(f"{name} must be a number, got {value!r}")
     x = float(value)
@@ -123,8 +133,8 @@ class BudgetSpec:
             object.__setattr__(
                 self, "cost_share", check_share(self.cost_share, "budget cost_share")
             )
-            small = _positive(self.cost_small, "cost_small", allow_zero=True)
-            large = _positive(self.cost_large, "cost_large")
+            small = check_positive(self.cost_small, "cost_small", allow_zero=True)
+            large = check_positive(self.cost_large, "cost_large")
             if not large > small:
                 raise ConfigError(
                     f"cost_large ({self.cost_large!r}) must be greater than cost_small "
@@ -133,7 +143,7 @@ class BudgetSpec:
             object.__setattr__(self, "cost_small", small)
             object.__setattr__(self, "cost_large", large)
         if self.hard_cap is not None:
-            object.__setattr__(self, "hard_cap", _positive(self.hard_cap, "hard_cap"))
+            object.__setattr__(self, "hard_cap", check_positive(self.hard_cap, "hard_cap"))
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
             raise ConfigError(f"window must be a positive integer, got {self.window!r}")
 
@@ -152,7 +162,7 @@ class BudgetSpec:
             return 1.0
         if cost is None:
             return self.cost_large - self.cost_small
-        return _positive(cost, "cost")
+        return check_positive(cost, "cost")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "target": self.target, "window": self.window}
@@ -286,13 +296,13 @@ class Pacer:
         self.expected_threshold = None if prior is None else prior.threshold_for(self.p)
         if history is None and prior is not None:
             history = prior.sample(prior_weight)
-        self.gain = _positive(gain, "gain")
-        self.margin = None if margin is None else _positive(margin, "margin")
+        self.gain = check_positive(gain, "gain")
+        self.margin = None if margin is None else check_positive(margin, "margin")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}")
         if isinstance(scale_window, bool) or not isinstance(scale_window, int) or scale_window < 2:
             raise ConfigError(f"scale_window must be an integer >= 2, got {scale_window!r}")
-        self._fixed_scale = None if scale is None else _positive(scale, "scale")
+        self._fixed_scale = None if scale is None else check_positive(scale, "scale")
         self._id = next(_pacer_ids)
         self._lock = threading.Lock()
         self._scores: deque[float] = deque(maxlen=scale_window)

@@ -8,9 +8,11 @@ from routelmt.routers.base import (
     Router,
     SavableRouter,
     SecondStageRouter,
+    SharedQERouter,
     capabilities,
     get_router,
     require,
+    stages,
 )
 
 __all__ = [
@@ -21,7 +23,9 @@ __all__ = [
     "Router",
     "SavableRouter",
     "SecondStageRouter",
+    "SharedQERouter",
     "capabilities",
     "get_router",
     "require",
+    "stages",
 ]

@@ -8,8 +8,10 @@ that lacks one is refused with a message naming what is missing, where it is cho
 
 - ``FeatureRouter``: ``layer`` and ``score_features`` (scores the small model's own prefill
   features: the service's shared-prefill path, and the quality-predict guard's free path);
-- ``SecondStageRouter``: ``score_stage1`` / ``score_stage2`` (a second look after the small
-  decode: the service gives it a second pacer) and ``qe_metric`` (its QE scorer, which the
+- ``SecondStageRouter``: ``score_stage2`` (a second look after the small decode; its stage 1
+  is ``score``, or ``score_features`` on the shared prefill): the service gives it a second
+  pacer, the batch path scores every small translation with it (``stages`` says 1 or 2);
+- ``SharedQERouter``: ``qe`` and ``qe_metric`` (the QE scorer it reads, which the
   quality-hypo guard reuses instead of loading a second one);
 - ``SavableRouter`` (``save``) and ``LoadableRouter`` (a ``load`` classmethod): a trained
   artifact (``routelmt train`` writes it, ``router: {path: ...}`` serves it).
@@ -71,11 +73,9 @@ class FeatureRouter(Protocol):
 
 @runtime_checkable
 class SecondStageRouter(Protocol):
-    """Decides twice: on the request (stage 1) and again on the small model's own translation."""
-
-    def score_stage1(self, batch: Sequence[Segment | ScoredExample]) -> np.ndarray:
-        """The stage-1 score of requests, before any decoding."""
-        ...
+    """Decides twice: on the request (stage 1: its ``score``, or ``score_features`` on the
+    shared prefill) and again on the small model's own translation (stage 2). Only stage 2 is
+    asked for here: it is what every two-stage path calls beyond a one-stage router's methods."""
 
     def score_stage2(
         self, segments: Sequence[Segment], texts: Sequence[str], stage1: np.ndarray
@@ -83,8 +83,16 @@ class SecondStageRouter(Protocol):
         """The stage-2 score of the small translations ``texts`` given their stage-1 scores."""
         ...
 
+
+@runtime_checkable
+class SharedQERouter(Protocol):
+    """Reads a reference-free QE scorer (``qe``: its registered name) that it builds once; a
+    quality-hypo guard naming the same scorer reuses it (one sentence encoder loaded)."""
+
+    qe: Any
+
     def qe_metric(self) -> Any:
-        """The reference-free QE scorer stage 2 reads (built once; a guard may share it)."""
+        """The QE scorer, built once."""
         ...
 
 
@@ -109,7 +117,8 @@ class LoadableRouter(Protocol):
 #: capability name -> (the Protocol, what it is for); the names ``capabilities`` returns
 CAPABILITIES: dict[str, tuple[type, str]] = {
     "score_features": (FeatureRouter, "the shared prefill (score_features and layer)"),
-    "second_stage": (SecondStageRouter, "a second look at the small translation"),
+    "second_stage": (SecondStageRouter, "a second look at the small translation (score_stage2)"),
+    "shared_qe": (SharedQERouter, "a QE scorer to share (qe and qe_metric)"),
     "save": (SavableRouter, "saving a trained artifact (save)"),
     "load": (LoadableRouter, "loading a trained artifact (a load classmethod)"),
 }
@@ -119,6 +128,12 @@ def capabilities(router: Router | type[Router]) -> frozenset[str]:
     """The declared capabilities a router has (given a class: only ``save`` and ``load`` can
     show, the others need the instance's attributes)."""
     return frozenset(name for name, (proto, _) in CAPABILITIES.items() if isinstance(router, proto))
+
+
+def stages(router: Any) -> int:
+    """How many routing stages ``router`` declares: 2 for a ``SecondStageRouter`` (the budget
+    plan gives it two pacers), else 1."""
+    return 2 if isinstance(router, SecondStageRouter) else 1
 
 
 def require(router: Router | type[Router], capability: str, purpose: str) -> None:

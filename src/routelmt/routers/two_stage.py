@@ -16,7 +16,6 @@ each ``ScoredExample``; the service calls ``score_stage1`` on the prefill featur
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -289,16 +288,3 @@ class TwoStageRouter(Router):
         router.train_sources = read_training_sources(directory)
         router.adapted = config.get("adapted")
         return router
-
-
-def split_budget(p: float, stage1_share: float) -> tuple[float, float]:
-    """The large-model shares of the two stages for a total budget ``p``: stage 1 sends
-    ``stage1_share * p`` of all requests right after the prefill; stage 2 sends the rest of the
-    budget as a share of the requests that reach it, so the total stays ``p``."""
-    if not 0.0 < p < 1.0 or not math.isfinite(p):
-        raise ConfigError(f"budget must be in (0, 1), got {p}")
-    if not 0.0 <= stage1_share <= 1.0:
-        raise ConfigError(f"stage1_share must be in [0, 1], got {stage1_share}")
-    first = stage1_share * p
-    second = (p - first) / (1.0 - first)
-    return first, second

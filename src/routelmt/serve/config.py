@@ -29,6 +29,10 @@ class DataSettings:
 
 @dataclass
 class BudgetSettings:
+    """The routing budget. Its checks beyond a type and a closed range (a share strictly inside
+    (0, 1), ``stage1_share`` in [0, 1), the hard cap, the keys that tiers or a two-stage router
+    refuse) are ``budget.plan.BudgetPlan``'s, the one place for them."""
+
     share: float | None = key(0.3, "share of requests sent to the large model")
     cost_share: float | None = key(None, "or: share of the all-large cost (with cost_small/large)")
     cost_small: float = key(0.0, "cost of one small translation (cost_share)")
@@ -47,7 +51,7 @@ class BudgetSettings:
     # small decode wasted); the rest goes after the small decode. 0 by default: measured in
     # docs/benchmarks.md section 14, a weaker prefill score given a share costs the live routing
     stage1_share: float = key(
-        0.0, "two-stage routers: the budget spent after the prefill, in [0, 1)", range=(0, 1)
+        0.0, "two-stage routers: the budget spent after the prefill, in [0, 1)"
     )
     rule: str = key("quantile", "the pacer's decision rule: quantile or integral")
     prior: bool = key(True, "start from the router artifact's shipped score distribution")
@@ -168,30 +172,19 @@ def _check_guard(guard: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: 'guard.router' (a trained quality router) is needed")
 
 
-def _check_budget(budget: dict[str, Any], where: str) -> None:
-    """What ``make_pacers`` would refuse after the models load, refused here instead."""
-    from routelmt.budget.pacer import RULES, BudgetSpec
+def _check_budget(config: dict[str, Any], where: str) -> None:
+    """The budget plan's checks (``budget.plan.BudgetPlan``), made here before any model loads
+    so that ``--print-config`` and a bad deploy fail at once; the router's stages are known
+    only once it loads, so what depends on them is checked again then."""
+    from routelmt.budget.plan import BudgetPlan
 
-    try:  # the same checks the pacer makes once the models have loaded
-        BudgetSpec(
-            share=budget["share"] if budget["cost_share"] is None else None,
-            cost_share=budget["cost_share"],
-            cost_small=budget["cost_small"],
-            cost_large=budget["cost_large"],
-            hard_cap=budget["hard_cap"],
-            window=budget["window"],
+    tiers = config["tiers"]
+    try:
+        BudgetPlan.from_settings(
+            config["budget"], tier_costs=[t["cost"] for t in tiers] if tiers else None
         )
     except ConfigError as exc:
-        raise ConfigError(f"{where}: budget: {exc}") from None
-    if not budget["stage1_share"] < 1.0:
-        raise ConfigError(
-            f"{where}: 'budget.stage1_share' must be in [0, 1) (0: stage 2 spends the whole "
-            f"budget), got {budget['stage1_share']!r}"
-        )
-    if budget["rule"] not in RULES:
-        raise ConfigError(
-            f"{where}: 'budget.rule' must be one of {', '.join(RULES)}, got {budget['rule']!r:.40}"
-        )
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _check_tiers(tiers: list[Any], where: str) -> None:
@@ -218,34 +211,6 @@ def _check_tiers(tiers: list[Any], where: str) -> None:
         names.add(tier["name"])
 
 
-def _check_hard_cap(config: dict[str, Any], where: str) -> None:
-    """``budget.hard_cap`` counts large requests (or cost units): a fraction like 0.35 is a
-    share given in the wrong place, and would let no large call through; refuse it."""
-    budget = config["budget"]
-    cap = budget["hard_cap"]
-    if cap is None:
-        return
-    hint = "it is an absolute count, not a share (for a share: budget.share, --budget)"
-    if config["tiers"]:
-        cheapest = min(float(t["cost"]) for t in config["tiers"])
-        if not cap >= cheapest:
-            raise ConfigError(
-                f"{where}: 'budget.hard_cap' is {cap!r}, below the cheapest tier's cost "
-                f"({cheapest:g}), so no request could ever go above the small model; {hint}"
-            )
-    elif budget["cost_share"] is not None:
-        if not cap >= budget["cost_large"]:
-            raise ConfigError(
-                f"{where}: 'budget.hard_cap' is {cap!r} cost units, below one large call "
-                f"(cost_large {budget['cost_large']:g}): no large call could ever be made; {hint}"
-            )
-    elif not (cap >= 1 and float(cap).is_integer()):
-        raise ConfigError(
-            f"{where}: 'budget.hard_cap' must be a whole number of large-model requests "
-            f"(at least 1), got {cap!r}; {hint}"
-        )
-
-
 def _check_values(config: dict[str, Any], where: str) -> None:
     """What the types and ranges alone do not say."""
     for dotted in ("server.api_keys", "server.allowed_hosts"):
@@ -253,10 +218,9 @@ def _check_values(config: dict[str, Any], where: str) -> None:
         values = config[section_name][name] or []
         if not all(isinstance(v, str) and v for v in values):
             raise ConfigError(f"{where}: '{dotted}' must be a list of non-empty strings")
-    _check_budget(config["budget"], where)
+    _check_tiers(config["tiers"], where)  # before the budget, which reads the tiers' costs
+    _check_budget(config, where)
     _check_guard(config["guard"], where)
-    _check_tiers(config["tiers"], where)
-    _check_hard_cap(config, where)
     if "name" not in config["router"] and "path" not in config["router"]:
         raise ConfigError(
             f"{where}: 'router' needs 'name' (e.g. length, random) or 'path' (a trained router)"

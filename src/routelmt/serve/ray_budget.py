@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from routelmt.budget.pacer import BudgetSpec, Decision, Pacer, batch_inputs
+from routelmt.budget.plan import STAGE2_SUFFIX
 from routelmt.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -224,11 +225,11 @@ class RayPacer:
 def parse_store(store: str) -> tuple[str, str | None]:
     """``ray:NAME`` or ``ray:NAME|PATH`` (the actor persists to the SQLite file PATH on its
     host) -> (NAME, PATH). The two-stage router's second pacer appends ``.stage2`` to the whole
-    store string: it gets its own actor and its own file."""
+    store string (``budget.plan.stage_store``): it gets its own actor and its own file."""
     body = store.removeprefix("ray:")
     name, _, persist = body.partition("|")
-    if persist.endswith(".stage2") and not name.endswith(".stage2"):
-        name += ".stage2"
+    if persist.endswith(STAGE2_SUFFIX) and not name.endswith(STAGE2_SUFFIX):
+        name += STAGE2_SUFFIX
     if not name or "/" in name:
         raise ConfigError(f"budget.store: expected ray:NAME or ray:NAME|PATH, got {store!r}")
     return name, persist or None

@@ -18,6 +18,7 @@ import signal
 import threading
 from typing import Any
 
+from routelmt.budget.plan import STAGE2_SUFFIX
 from routelmt.serve.ray_budget import NAMESPACE
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def shutdown(actor: str = BUDGET_ACTOR, *, keep_budget: bool = False) -> None:
     serve.delete(APP)
     if keep_budget:
         return
-    for name in (actor, f"{actor}.stage2"):
+    for name in (actor, actor + STAGE2_SUFFIX):  # budget.plan.stage_store's names
         # ValueError: never created (a one-stage router has no second budget)
         with contextlib.suppress(ValueError):
             ray.kill(ray.get_actor(name, namespace=NAMESPACE))

@@ -14,11 +14,13 @@ from typing import Any
 
 from routelmt.backends.base import Translator
 from routelmt.backends.resolve import first_backend, make_backend
-from routelmt.budget.pacer import BudgetSpec, Pacer
+from routelmt.budget.pacer import Pacer
+from routelmt.budget.plan import BudgetPlan, StagePlan
 from routelmt.errors import BackendError, ConfigError
 from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed, SecondStage, Tier
 from routelmt.languages import parse_direction
 from routelmt.records import Segment
+from routelmt.routers.base import SharedQERouter, stages
 from routelmt.serve.batcher import ContinuousDecoder, MicroBatcher
 from routelmt.serve.breaker import BreakerTranslator, CircuitBreaker, breakers_of
 from routelmt.serve.log import DecisionLog, resolve_log_path, without_text
@@ -466,74 +468,29 @@ class TranslationService:
 def make_pacers(
     budget: dict[str, Any], router: Any, distributions: Any = None
 ) -> tuple[Any, Any | None]:
-    """The pacer, and for a two-stage router (``score_stage2``) a second one: stage 1 spends
-    ``stage1_share`` of the budget right after the prefill (0: none, ``StageOff``: a forced
-    request is charged to stage 2's pacer), stage 2 the rest after the small decode, so that
-    together they route ``share`` of requests (``two_stage.split_budget``). The hard cap is not
-    split: both stages, forced requests included, spend one cap (``budget.joint_cap``).
-    ``distributions`` (the router artifact's ``StageDistributions``) give each pacer its prior
-    when ``budget.prior`` is on."""
-    from routelmt.budget.pacer import StageOff
-
-    two_stage = hasattr(router, "score_stage2")
-    priors = {"stage1": None, "stage2": None}
-    if distributions is not None and budget.get("prior", True):
-        priors = {s: distributions.get(s) for s in priors}
-    if not two_stage:
-        return make_pacer(budget, priors["stage1"]), None
-    from routelmt.routers.two_stage import split_budget
-
-    if budget["cost_share"] is not None:
-        raise ConfigError(
-            "a two-stage router needs budget.share (a share of requests), not cost_share"
-        )
-    alpha = float(budget["stage1_share"])
-    if not 0.0 <= alpha < 1.0:
-        raise ConfigError(f"budget.stage1_share must be in [0, 1) (0: stage 2 only), got {alpha}")
-    first, second = split_budget(float(budget["share"]), alpha)
-    stage1 = {**budget, "share": first}
-    stage2 = {**budget, "share": second}
-    if budget["store"]:
-        stage2["store"] = f"{budget['store']}.stage2"
-    pacer2 = make_pacer(stage2, priors["stage2"])
-    if alpha == 0.0:  # one pacer holds the whole budget and the whole cap
-        return StageOff(pacer2), pacer2
-    pacer1 = make_pacer(stage1, priors["stage1"])
-    if budget["hard_cap"] is None:
-        return pacer1, pacer2
-    # one cap for both stages: a forced-large request (stage 1) may use all of it
-    from routelmt.budget.joint_cap import JointCap
-
-    joint = JointCap(budget["hard_cap"])
-    return joint.stage(pacer1), joint.stage(pacer2)
+    """The pacer, and for a two-stage router (``SecondStageRouter``) a second one, as the
+    budget plan (``budget.plan.BudgetPlan``) lays them out from the ``budget`` settings:
+    the split of the share, ``StageOff`` for ``stage1_share: 0``, one hard cap over both
+    stages, stage 2's store name and each stage's prior from ``distributions`` (the router
+    artifact's ``StageDistributions``)."""
+    plan = BudgetPlan.from_settings(budget, stages=stages(router))
+    return plan.build(make_pacer, distributions)
 
 
-def make_pacer(budget: dict[str, Any], prior: Any = None) -> Any:
-    spec = BudgetSpec(
-        share=budget["share"] if budget["cost_share"] is None else None,
-        cost_share=budget["cost_share"],
-        cost_small=budget["cost_small"],
-        cost_large=budget["cost_large"],
-        hard_cap=budget["hard_cap"],
-        window=budget["window"],
-    )
-    options = {
-        "gain": budget["gain"],
-        "warmup": budget["warmup"],
-        "initial_threshold": budget["initial_threshold"],
-        "rule": budget.get("rule", "integral"),
-        "prior": prior,
-    }
-    if budget["store"] and str(budget["store"]).startswith("ray:"):  # one actor, many hosts
+def make_pacer(stage: StagePlan, options: dict[str, Any]) -> Any:
+    """One stage's pacer on its store: in memory, a SQLite file shared by the processes of a
+    host, or a Ray actor shared by every replica (``ray:NAME``)."""
+    assert stage.spec is not None  # a stage given no share has no pacer (``StageOff``)
+    if stage.store and stage.store.startswith("ray:"):  # one actor, many hosts
         from routelmt.serve.ray_budget import RayPacer, parse_store
 
-        name, persist = parse_store(str(budget["store"]))
-        return RayPacer(spec, name, persist=persist, **options)
-    if budget["store"]:
+        name, persist = parse_store(stage.store)
+        return RayPacer(stage.spec, name, persist=persist, **options)
+    if stage.store:
         from routelmt.serve.shared_pacer import SQLitePacer
 
-        return SQLitePacer(spec, budget["store"], **options)
-    return Pacer(spec, **options)
+        return SQLitePacer(stage.spec, stage.store, **options)
+    return Pacer(stage.spec, **options)
 
 
 def router_distributions(options: dict[str, Any]) -> Any:
@@ -584,24 +541,20 @@ def make_tiers(config: dict[str, Any], given: dict[str, Translator]) -> list[Tie
 
 
 def make_tier_pacer(budget: dict[str, Any], tiers: list[Tier], router: Any) -> Any:
-    """A ``TierPacer``: ``budget.share`` of what all requests on the top tier would cost extra."""
+    """A ``TierPacer``: ``budget.share`` of what all requests on the top tier would cost extra
+    (the budget plan refuses what tiers cannot spend)."""
     from routelmt.budget.tiers import TierPacer
 
-    if hasattr(router, "score_stage2"):
-        raise ConfigError(
-            "tiers need a one-stage router (e.g. router: {path: shipped:routelmt} or "
-            "{name: length}); the two-stage router splits a two-tier budget"
-        )
-    for key in ("cost_share", "store", "initial_threshold"):
-        if budget[key] is not None:
-            raise ConfigError(f"budget.{key} is not supported with tiers; use budget.share")
+    plan = BudgetPlan.from_settings(
+        budget, stages=stages(router), tier_costs=[t.spec.cost for t in tiers]
+    )
     return TierPacer(
         [t.spec for t in tiers],
-        float(budget["share"]),
-        gain=float(budget["gain"]),
-        warmup=int(budget["warmup"]),
-        window=int(budget["window"]),
-        hard_cap=budget["hard_cap"],
+        float(plan.spec.target),
+        gain=plan.gain,
+        warmup=int(plan.warmup),
+        window=plan.spec.window,
+        hard_cap=plan.spec.hard_cap,
     )
 
 
@@ -614,7 +567,7 @@ def make_service_guard(guard: dict[str, Any], router: Any) -> Any:
         return None
     if guard["name"] == "quality-hypo":
         qe: Any = guard["qe"]
-        if hasattr(router, "qe_metric") and getattr(router, "qe", None) == qe:
+        if isinstance(router, SharedQERouter) and router.qe == qe:
             qe = router.qe_metric()
         return make_guard("quality-hypo", guard["threshold"], qe=qe)
     return make_guard("quality-predict", guard["threshold"], router=guard["router"])
