@@ -14,6 +14,15 @@ and the first 100 requests' overspend. Logic: ``routelmt.serve.live_replay``.
 
 ``--recorded`` needs no model (recorded systems, model-free scores): for developing the decision
 path on directions the reported figures do not use.
+
+``--live-small`` runs the small model live in the service (``TranslationService`` built from a
+serve config, ``--live-router`` scoring live, the large model replayed from the run) and labels
+what it served afterwards with the run's metric; variants may set server keys too
+(``batching=false``: one request at a time). Logic: ``routelmt.serve.live_model``.
+
+    python bench/live_replay.py --run runs/in-model --large GPT-4 --live-small \
+        llamacpp:gemma3-270m --pairs en-es --arrival documents --limit 300 --orders 2 \
+        --concurrency 8 --variant "batched:batching=true" --variant "one at a time:batching=false"
 """
 
 from __future__ import annotations
@@ -25,9 +34,16 @@ import time
 
 from routelmt.errors import RouteLMTError
 from routelmt.serve.config import DEFAULTS
+from routelmt.serve.live_model import (
+    bench_metric,
+    format_live_rows,
+    parse_live_variant,
+    run_live_variants,
+)
 from routelmt.serve.live_replay import (
     format_rows,
     load_bench_run,
+    parse_value,
     parse_variant,
     recorded_streams,
     run_variants,
@@ -40,6 +56,7 @@ VARIANTS = (
     "+ stage1_share 0.1:rule=quantile,prior=true,stage1_share=0.1",
     "+ stage1_share 0:rule=quantile,prior=true,stage1_share=0",
 )
+LIVE_VARIANTS = ("batched:batching=true", "one at a time:batching=false")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,8 +86,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "TranslationService with concurrent clients (its batcher's timing)",
     )
     ap.add_argument("--share", type=float, default=0.3, help="the budget")
-    ap.add_argument("--variant", action="append", help="NAME:key=value,... (budget keys)")
-    ap.add_argument("--prior", default="other-directions", help="other-directions|artifact:P|none")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        help="NAME:key=value,... (budget keys; with --live-small also server keys, e.g. "
+        "batching=false)",
+    )
+    ap.add_argument(
+        "--prior",
+        default="other-directions",
+        help="other-directions|artifact:P|none (replayed scores; a live service reads its "
+        "router artifact's)",
+    )
+    live = ap.add_argument_group("the small model live (with --run)")
+    live.add_argument(
+        "--live-small",
+        metavar="SPEC",
+        help="the small backend the service runs, e.g. llamacpp:gemma3-270m (always through "
+        "TranslationService: --path and --prior do not apply; default variants: batched and one "
+        "at a time)",
+    )
+    live.add_argument(
+        "--live-router", default="shipped:routelmt-2stage", help="the service's router artifact"
+    )
+    live.add_argument(
+        "--small-option", action="append", metavar="KEY=VALUE", help="a small backend option"
+    )
+    live.add_argument("--serve-config", default=None, help="a serve config under the settings")
     ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--output", default=None, help="write the rows as JSON here")
@@ -94,33 +136,65 @@ def load_streams(args: argparse.Namespace) -> dict:
     )
 
 
+def small_options(args: argparse.Namespace) -> dict:
+    out = {}
+    for item in args.small_option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--small-option expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def run(args: argparse.Namespace, streams: dict) -> tuple[list, str]:
+    base = {**DEFAULTS["budget"], "share": args.share}
+    common = {
+        "concurrency": [int(c) for c in args.concurrency.split(",")],
+        "arrivals": args.arrival.split(","),
+        "orders": args.orders,
+        "limit": args.limit,
+        "n_boot": args.boot,
+        "seed": args.seed,
+    }
+    if not args.live_small:
+        variants = dict(parse_variant(v, base) for v in (args.variant or VARIANTS))
+        rows = run_variants(streams, variants, prior=args.prior, path=args.path, **common)
+        return rows, format_rows(rows)
+    if not args.run:
+        raise ValueError("--live-small needs --run (the bench run's labels and large outputs)")
+    server = DEFAULTS["server"]
+    variants = dict(parse_live_variant(v, base, server) for v in (args.variant or LIVE_VARIANTS))
+    rows = run_live_variants(
+        streams,
+        variants,
+        bench_metric(args.run, args.large, args.small),
+        small=args.live_small,
+        router=args.live_router,
+        small_options=small_options(args),
+        config=args.serve_config,
+        **common,
+    )
+    return rows, format_live_rows(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         streams = load_streams(args)
-        base = {**DEFAULTS["budget"], "share": args.share}
-        variants = dict(parse_variant(v, base) for v in (args.variant or VARIANTS))
         t0 = time.perf_counter()
-        rows = run_variants(
-            streams,
-            variants,
-            concurrency=[int(c) for c in args.concurrency.split(",")],
-            arrivals=args.arrival.split(","),
-            prior=args.prior,
-            orders=args.orders,
-            limit=args.limit,
-            path=args.path,
-            n_boot=args.boot,
-            seed=args.seed,
-        )
+        rows, table = run(args, streams)
     except (RouteLMTError, ValueError, OSError) as exc:
         print(f"live_replay: error: {exc}", file=sys.stderr)
         return 2
-    print(format_rows(rows))
+    print(table)
+    how = (
+        f"live small {args.live_small}, router {args.live_router}"
+        if args.live_small
+        else (f"path {args.path}, prior {args.prior}")
+    )
     print(
         f"\n{len(streams)} directions x {args.orders} orders x arrivals {args.arrival}, "
-        f"path {args.path}, prior {args.prior}, "
-        f"{time.perf_counter() - t0:.0f} s"
+        f"{how}, {time.perf_counter() - t0:.0f} s"
     )
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:

@@ -154,6 +154,30 @@ def replay_order(hybrid: HybridTranslator, segments: Sequence[Segment], concurre
     return {"large": large, "stage": stage}
 
 
+def drive_clients(service: Any, segments: Sequence[Segment], concurrency: int) -> list[Any]:
+    """``concurrency`` closed-loop clients sending ``segments`` through ``service`` (a
+    ``TranslationService``), one segment per request, each client taking the next segment when
+    its answer came; the ``HybridResult`` of each segment, by position."""
+    import asyncio
+
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    results: list[Any] = [None] * len(segments)
+    todo = iter(range(len(segments)))
+
+    async def client(name: str) -> None:
+        for i in todo:
+            (results[i],) = await service.translate(
+                [segments[i]], "auto", request_id=f"{name}-{i}", endpoint="replay"
+            )
+
+    async def run() -> None:
+        await asyncio.gather(*(client(f"c{c}") for c in range(concurrency)))
+
+    asyncio.run(run())
+    return results
+
+
 def replay_service(
     hybrid: HybridTranslator, segments: Sequence[Segment], concurrency: int
 ) -> dict[str, np.ndarray]:
@@ -161,32 +185,17 @@ def replay_service(
     each sending one segment per request, the service's micro-batcher taking them (up to
     ``concurrency`` per batch), its second look and its large calls. Which request a batch holds
     depends on thread timing, so two runs of one order may differ slightly."""
-    import asyncio
-
     from routelmt.serve.service import TranslationService
 
     service = TranslationService(
         hybrid, log_path=None, max_batch_size=concurrency, directions=None, max_items=1
     )
-    large = np.zeros(len(segments), dtype=bool)
-    stage = np.zeros(len(segments), dtype=np.int8)
-    todo = iter(range(len(segments)))
-
-    async def client(name: str) -> None:
-        for i in todo:
-            (r,) = await service.translate(
-                [segments[i]], "auto", request_id=f"{name}-{i}", endpoint="replay"
-            )
-            large[i] = r.tier != "small"
-            stage[i] = r.stage if large[i] else 0
-
-    async def run() -> None:
-        await asyncio.gather(*(client(f"c{c}") for c in range(concurrency)))
-
     try:
-        asyncio.run(run())
+        results = drive_clients(service, segments, concurrency)
     finally:
         service.close()
+    large = np.asarray([r.tier != "small" for r in results], dtype=bool)
+    stage = np.asarray([r.stage if r.tier != "small" else 0 for r in results], dtype=np.int8)
     return {"large": large, "stage": stage}
 
 
@@ -411,27 +420,41 @@ def load_bench_run(
 # -- the bench: variants x directions x concurrency ------------------------------------------
 
 
-def parse_variant(text: str, base: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``NAME:key=value,key=value`` over the serve config's ``budget`` section (numbers, true,
-    false, words); an unknown key is an error naming it."""
+def parse_value(raw: str) -> Any:
+    """A variant's value: a number, true/false, null/none, or else the word itself."""
+    value: Any = raw.strip()
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none"):
+        return None
+    with contextlib.suppress(ValueError):  # a word stays a word
+        value = float(value) if "." in value or "e" in lowered else int(value)
+    return value
+
+
+def variant_items(text: str) -> tuple[str, list[tuple[str, Any]]]:
+    """``NAME:key=value,key=value`` as its name and its (key, value) pairs, in order."""
     name, _, body = text.partition(":")
     if not name or not body:
         raise ConfigError(f"variant {text!r:.60}: expected NAME:key=value,...")
-    out = dict(base)
+    items = []
     for item in body.split(","):
         key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or key not in base:
+        if not sep:
+            raise ConfigError(f"variant {name}: expected key=value, got {item.strip()!r:.40}")
+        items.append((key.strip(), parse_value(raw)))
+    return name, items
+
+
+def parse_variant(text: str, base: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``NAME:key=value,key=value`` over the serve config's ``budget`` section (numbers, true,
+    false, words); an unknown key is an error naming it."""
+    name, items = variant_items(text)
+    out = dict(base)
+    for key, value in items:
+        if key not in base:
             raise ConfigError(f"variant {name}: unknown budget key {key!r:.40}")
-        value: Any = raw.strip()
-        lowered = value.lower()
-        if lowered in ("true", "false"):
-            value = lowered == "true"
-        elif lowered in ("null", "none"):
-            value = None
-        else:
-            with contextlib.suppress(ValueError):  # a word stays a word
-                value = float(value) if "." in value or "e" in lowered else int(value)
         out[key] = value
     return name, out
 
@@ -480,7 +503,7 @@ def run_variants(
     return rows
 
 
-def _cell(s: Mapping[str, Any], signed: bool = False) -> str:
+def format_cell(s: Mapping[str, Any], signed: bool = False) -> str:
     if s["value"] is None:
         return "n/a"
     fmt = "{:+.1f}" if signed else "{:.1f}"
@@ -502,9 +525,10 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
         over = r["head_overspend"]
         lines.append(
             f"| {r['variant']} | {r['direction']} | {r['arrival']} | {r['concurrency']} | "
-            f"{r['realised_share']:.3f} | {_cell(r['online'])} | {_cell(r['offline'])} | "
-            f"{_cell(r['length'])} | {_cell(r['online-offline'], True)} | "
-            f"{_cell(r['online-length'], True)} | "
+            f"{r['realised_share']:.3f} | {format_cell(r['online'])} | "
+            f"{format_cell(r['offline'])} | {format_cell(r['length'])} | "
+            f"{format_cell(r['online-offline'], True)} | "
+            f"{format_cell(r['online-length'], True)} | "
             f"{100 * over['mean']:+.1f} / {100 * over['max']:+.1f} |"
         )
     return "\n".join(lines)
