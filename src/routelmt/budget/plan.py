@@ -36,7 +36,7 @@ import numpy as np
 
 from routelmt.budget.allocation import check_share
 from routelmt.budget.joint_cap import JointCap
-from routelmt.budget.pacer import RULES, BudgetSpec, StageOff, check_positive
+from routelmt.budget.pacer import DEFAULT_GAIN, RULES, BudgetSpec, StageOff, check_positive
 from routelmt.errors import ConfigError
 
 __all__ = [
@@ -197,7 +197,8 @@ class BudgetPlan:
         rule = budget.get("rule", "integral")
         if rule not in RULES:
             raise ConfigError(f"'budget.rule' must be one of {', '.join(RULES)}, got {rule!r:.40}")
-        gain = check_positive(budget["gain"], "'budget.gain'")
+        given = budget.get("gain")
+        gain = DEFAULT_GAIN[rule] if given is None else check_positive(given, "'budget.gain'")
         _check_stages(budget, stages, tier_costs is not None)
         _check_hard_cap(budget, tier_costs)
         store = budget["store"]

@@ -43,7 +43,11 @@ class BudgetSettings:
         "cost_share or tiers, cost units) ever spent, on any path",
     )
     window: int = key(1000, "requests in the pacer's recent-score window", range=(1, 10_000_000))
-    gain: float = key(0.2, "how fast the threshold follows the spent share")
+    gain: float | None = key(
+        None,
+        "how fast the threshold follows the spent share (null: the rule's own, quantile 0.1, "
+        "integral 0.2)",
+    )
     warmup: int = key(50, "requests before the threshold adapts", range=(0, 10_000_000))
     initial_threshold: float | None = key(None, "a calibrated starting threshold")
     store: str | None = key(None, "shared budget store (SQLite path) for several processes")

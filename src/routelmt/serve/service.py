@@ -543,6 +543,7 @@ def make_tiers(config: dict[str, Any], given: dict[str, Translator]) -> list[Tie
 def make_tier_pacer(budget: dict[str, Any], tiers: list[Tier], router: Any) -> Any:
     """A ``TierPacer``: ``budget.share`` of what all requests on the top tier would cost extra
     (the budget plan refuses what tiers cannot spend)."""
+    from routelmt.budget.pacer import DEFAULT_GAIN
     from routelmt.budget.tiers import TierPacer
 
     plan = BudgetPlan.from_settings(
@@ -551,7 +552,8 @@ def make_tier_pacer(budget: dict[str, Any], tiers: list[Tier], router: Any) -> A
     return TierPacer(
         [t.spec for t in tiers],
         float(plan.spec.target),
-        gain=plan.gain,
+        # the tier pacer is an integral controller: its gain when none is set is the integral one
+        gain=DEFAULT_GAIN["integral"] if budget.get("gain") is None else plan.gain,
         warmup=int(plan.warmup),
         window=plan.spec.window,
         hard_cap=plan.spec.hard_cap,
