@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from routelmt.adaptation import DEFAULT_SELECTION, SELECTIONS
 from routelmt.evaluation.learning_curve import (
     ALL_LABELS,
     CurveData,
@@ -65,13 +66,13 @@ def build(args: argparse.Namespace) -> tuple[CurveData, dict]:
         fixed["shipped (saw these sources)"] = shipped.score(feats[shipped.layer], rest)
     if layers is not None and args.layers != "auto":
         feats = {k: feats[k] for k in (int(x) for x in args.layers.split(","))}
-    data = CurveData(
-        arrays.directions, arrays.groups, arrays.q_large - arrays.q_small, feats, rest, fixed
-    )
+    gain = arrays.q_large - arrays.q_small
+    data = CurveData(arrays.directions, arrays.groups, gain, feats, rest, fixed, args.selection)
     info = {
         "n": len(arrays.segments),
         "layers": sorted(feats),
         "mean_gain": float(data.gain.mean()),
+        "selection": args.selection,
     }
     return data, info
 
@@ -106,6 +107,12 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--per-direction", type=int, default=None, help="first N per direction")
     parser.add_argument("--union", action="store_true", help="also retrain on other dirs + n")
+    parser.add_argument(
+        "--selection",
+        choices=SELECTIONS,
+        default=DEFAULT_SELECTION,
+        help="how adaptation's cross-validation picks its strength and centre",
+    )
     parser.add_argument(
         "--cached-only",
         action="store_true",

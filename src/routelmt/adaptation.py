@@ -14,9 +14,13 @@ least-squares slope of the new labels on the init's score (labels on another sca
 small model's or metric's gains, keep the init's direction but not its size); and c = 0, a
 plain ridge on the same inputs ("from scratch"). The strength and centre are chosen by grouped
 k-fold cross-validation on the new labels only (mean squared error), so a user's test data never
-tunes them. The layer, the standardisations, the stage-2 input set and the QE scorer are the
-init's and are not refit; the stage-2 head learns from inner out-of-fold scores of the adapted
-stage 1, as in training from scratch.
+tunes them (``selection="min"``, the default). ``selection="1se"`` is the
+one-standard-error rule (Breiman et al., 1984): the candidate closest to the init (centre c = 1,
+the largest strength) whose CV error is within one standard error of the best; it did not route
+better than the minimum on the development streams (docs/benchmarks.md section 15), so it is an
+option, not the default. The layer, the standardisations, the stage-2 input set and the QE
+scorer are the init's and are not refit; the stage-2 head learns from inner out-of-fold
+scores of the adapted stage 1, as in training from scratch.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from routelmt.routers.two_stage import TwoStageHeads
 from routelmt.splits import fold_ids
 
 log = logging.getLogger(__name__)
+
+#: how the CV picks a candidate: "1se" (the one-standard-error rule toward the init) or "min"
+SELECTIONS = ("1se", "min")
+DEFAULT_SELECTION = "min"
 
 #: prior strengths tried by cross-validation; inf keeps the init's weights
 DEFAULT_STRENGTHS: tuple[float, ...] = (*(float(a) for a in np.logspace(-2, 6, 17)), math.inf)
@@ -90,16 +98,28 @@ def _cv_errors(
     centers: list[tuple[str, Center]],
     strengths: Sequence[float],
 ) -> np.ndarray:
-    """Mean squared CV error, shape (centres, strengths)."""
-    errors = np.zeros((len(centers), len(strengths)))
-    for f in np.unique(folds):
+    """Squared CV error of each fold, shape (folds, centres, strengths), per test row."""
+    errors = np.zeros((len(np.unique(folds)), len(centers), len(strengths)))
+    for i, f in enumerate(np.unique(folds)):
         test, train = folds == f, folds != f
         for c, (_, center) in enumerate(centers):
             w = center(Z[train], y[train])
             coefs, intercepts = _paths(Z[train], y[train], w, strengths)
             pred = Z[test] @ coefs.T + intercepts[None, :]
-            errors[c] += ((pred - y[test, None]) ** 2).sum(axis=0)
-    return errors / len(y)
+            errors[i, c] = ((pred - y[test, None]) ** 2).mean(axis=0)
+    return errors
+
+
+def _choose(errors: np.ndarray, strengths: Sequence[float], selection: str) -> tuple[int, int]:
+    """(centre, strength) indices: the CV minimum, or the one-standard-error rule's candidate
+    nearest the init (centre 0 = the init's weights; a larger strength is nearer)."""
+    mean = errors.mean(axis=0)
+    c, s = np.unravel_index(int(np.argmin(mean)), mean.shape)
+    if selection == "min" or errors.shape[0] < 2:
+        return int(c), int(s)
+    se = float(errors[:, c, s].std(ddof=1)) / math.sqrt(errors.shape[0])
+    near = [j for j in np.argsort(strengths)[::-1] if mean[0, j] <= mean[c, s] + se]
+    return (0, int(near[0])) if near else (int(c), int(s))
 
 
 def adapt_head(
@@ -113,13 +133,17 @@ def adapt_head(
     rescale: bool = True,
     n_folds: int = 5,
     seed: int = 0,
+    selection: str = DEFAULT_SELECTION,
 ) -> RidgeHead:
     """A new head refit on (X, y) toward ``prior``'s weights (see the module docstring).
 
     ``scratch``: ridge toward zero competes; ``rescale``: toward the init's weights times the
-    slope of y on the init's score. One strength and one centre skip the cross-validation. The
-    choice and its CV errors are recorded in the head's ``prior_`` (saved in ``head.json``).
+    slope of y on the init's score. One strength and one centre skip the cross-validation;
+    ``selection`` is how the CV chooses (``SELECTIONS``). The choice and its CV errors are
+    recorded in the head's ``prior_`` (saved in ``head.json``).
     """
+    if selection not in SELECTIONS:
+        raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     if not prior.fitted or prior.mean_ is None or prior.scale_ is None:
         raise ConfigError("the init head is not fitted")
     X = _as_matrix(X)
@@ -141,9 +165,10 @@ def adapt_head(
         k = min(int(n_folds), len(np.unique(groups_arr)))
         if k < 2:
             raise InputError("choosing the prior strength needs at least 2 source groups")
-        errors = _cv_errors(Z, y, fold_ids(groups_arr, k, seed), centers, strengths)
-        c, s = np.unravel_index(int(np.argmin(errors)), errors.shape)
-        record["cv_folds"] = k
+        per_fold = _cv_errors(Z, y, fold_ids(groups_arr, k, seed), centers, strengths)
+        c, s = _choose(per_fold, strengths, selection)
+        errors = per_fold.mean(axis=0)
+        record["cv_folds"], record["selection"] = k, selection
         record["cv_mse"] = {name: errors[i].tolist() for i, (name, _) in enumerate(centers)}
         record["cv_mse_keep"] = float(errors[0, -1]) if math.isinf(strengths[-1]) else None
     w_center = centers[c][1](Z, y)
@@ -177,6 +202,7 @@ def adapt_two_stage_heads(
     strengths: Sequence[float] = DEFAULT_STRENGTHS,
     scratch: bool = True,
     rescale: bool = True,
+    selection: str = DEFAULT_SELECTION,
 ) -> TwoStageHeads:
     """Both heads of a two-stage router refit toward ``init``'s: stage 1 on the init's layer;
     stage 2 on inner out-of-fold scores of the adapted stage 1 (so it learns how far to trust
@@ -187,7 +213,12 @@ def adapt_two_stage_heads(
     if folds < 2 or len(np.unique(groups)) < 3:
         raise InputError("adapting a two-stage router needs labels from at least 3 sources")
     inner = fold_ids(groups, folds, seed)
-    options = {"strengths": strengths, "scratch": scratch, "rescale": rescale}
+    options = {
+        "strengths": strengths,
+        "scratch": scratch,
+        "rescale": rescale,
+        "selection": selection,
+    }
     oof = np.zeros(len(y))
     for f in range(folds):
         part = inner != f

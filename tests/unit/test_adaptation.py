@@ -132,3 +132,30 @@ def test_labels_on_another_scale_keep_the_inits_direction():
     assert err < 0.1 * np.var(y_test)
     fixed = adapt_head(prior, X, y - 20.0, np.arange(40), rescale=False, scratch=False)
     assert fixed.prior_["center"] == "init"
+
+
+def test_one_standard_error_rule_stays_nearer_the_init_than_the_minimum():
+    rng = np.random.default_rng(5)
+    w0 = rng.normal(size=40)
+    prior = RidgeHead().fit(*_task(rng, w0, 3000))
+    X, y = _task(rng, w0, 25, noise=6.0)  # a few noisy labels of the init's own task
+    groups = np.arange(25)
+    chosen = adapt_head(prior, X, y, groups, selection="1se")
+    minimum = adapt_head(prior, X, y, groups)
+    assert chosen.prior_["selection"] == "1se" and minimum.prior_["selection"] == "min"
+    assert chosen.prior_["center"] == "init"
+    strength = chosen.prior_["strength"]
+    low = minimum.prior_["strength"]
+    # never further from the init than the minimum's candidate (keep is the nearest)
+    if minimum.prior_["center"] == "init" and low != "keep":
+        assert strength == "keep" or strength >= low
+    X_test, y_test = _task(rng, w0, 2000, noise=0.0)
+    assert _corr(chosen.predict(X_test), y_test) > 0.95
+
+
+def test_unknown_selection_is_refused():
+    rng = np.random.default_rng(6)
+    prior = RidgeHead().fit(*_task(rng, rng.normal(size=5), 200))
+    X, y = _task(rng, rng.normal(size=5), 20)
+    with pytest.raises(ConfigError, match="selection"):
+        adapt_head(prior, X, y, np.arange(20), selection="best")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from routelmt.adaptation import adapt_head, adapt_two_stage_heads
+from routelmt.adaptation import DEFAULT_SELECTION, adapt_head, adapt_two_stage_heads
 from routelmt.errors import InputError
 from routelmt.evaluation.hc_bootstrap import HCBootstrap, paired, summary
 from routelmt.heads import RidgeHead
@@ -60,6 +60,7 @@ class CurveData:
     layers: dict[int, np.ndarray]
     rest: np.ndarray | None
     fixed: dict[str, np.ndarray] = field(default_factory=dict)
+    selection: str = DEFAULT_SELECTION  # how adaptation's CV picks (adaptation.SELECTIONS)
 
     def __post_init__(self) -> None:
         n = len(self.gain)
@@ -83,9 +84,9 @@ class CurveData:
         """``init`` refit toward its own weights on the gains of ``rows``."""
         X, y, g = self.layers[init.layer][rows], self.gain[rows], self.groups[rows]
         if isinstance(init, ProbeHead):
-            return ProbeHead(init.layer, adapt_head(init.head, X, y, g))
+            return ProbeHead(init.layer, adapt_head(init.head, X, y, g, selection=self.selection))
         assert self.rest is not None
-        return adapt_two_stage_heads(init, X, self.rest[rows], y, g)
+        return adapt_two_stage_heads(init, X, self.rest[rows], y, g, selection=self.selection)
 
     def score(self, heads: Heads, rows: np.ndarray) -> np.ndarray:
         rest = None if self.rest is None else self.rest[rows]
