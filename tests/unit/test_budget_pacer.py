@@ -263,3 +263,29 @@ def test_refunds_older_than_the_horizon_are_refused() -> None:
     for _ in range(REFUND_HORIZON):
         pacer.decide(-1.0)
     assert pacer.refund(first) is False and pacer.state()["refunds"] == 0
+
+
+@pytest.mark.parametrize("rule", ["quantile", "integral"])
+def test_max_lead_keeps_the_spend_within_a_few_requests_of_the_share(rule: str) -> None:
+    # a threshold far too low: every request wants the large model
+    def run(max_lead: float | None) -> list[int]:
+        pacer = Pacer(BudgetSpec(share=0.3), initial_threshold=-100.0, rule=rule, max_lead=max_lead)
+        routed, out = 0, []
+        for i, s in enumerate(np.random.default_rng(0).normal(size=200)):
+            d = pacer.decide(float(s))
+            routed += d.large
+            out.append(routed)
+            if max_lead is not None:
+                assert routed <= 0.3 * (i + 1) + max_lead + 1e-9
+                assert d.large or d.reason in ("ahead_of_budget", "below_threshold", "warmup")
+        return out
+
+    limited, free = run(2.0), run(None)
+    assert limited[99] <= 32 < free[99]
+
+
+def test_max_lead_never_stops_a_forced_request_and_is_checked() -> None:
+    pacer = Pacer(BudgetSpec(share=0.1), initial_threshold=-100.0, max_lead=1.0)
+    assert all(pacer.decide(1.0, force=True).large for _ in range(5))
+    with pytest.raises(ConfigError, match="max_lead"):
+        Pacer(BudgetSpec(share=0.3), max_lead=0.0)

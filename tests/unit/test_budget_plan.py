@@ -111,6 +111,7 @@ def test_the_prior_is_given_per_stage_only_when_on():
         ({"hard_cap": 0.35}, {}, "must be a whole number of large-model requests"),
         ({"rule": "nope"}, {}, r"'budget\.rule' must be one of quantile, integral"),
         ({"gain": 0}, {}, r"'budget\.gain' must be a finite number > 0"),
+        ({"max_lead": -1}, {}, r"'budget\.max_lead' must be a finite number > 0"),
         ({"share": 0}, {}, "budget: budget share must be a share strictly between 0 and 1"),
     ],
 )
@@ -149,3 +150,12 @@ def test_the_batch_budget_uses_the_same_field_checks():
     assert type(BatchBudget(cost=10).cost) is int  # as given: the plan's fingerprint hashes it
     with pytest.raises(ConfigError, match="tier 'big': gain_scale must be a finite number > 0"):
         check_tiers([Tier("big", "x", 1.0, 0.0)], BatchBudget(share=0.3))
+
+
+def test_the_gain_and_lead_defaults_reach_the_pacer():
+    plan = BudgetPlan.from_settings(settings())
+    assert plan.gain == 0.1 and plan.max_lead == 2.0  # the quantile rule's gain, the service's lead
+    assert BudgetPlan.from_settings(settings(rule="integral")).gain == 0.2
+    assert BudgetPlan.from_settings(settings(max_lead=None)).options()["max_lead"] is None
+    pacer = plan.build(lambda stage, options: Pacer(stage.spec, **options))[0]
+    assert pacer.gain == 0.1 and pacer.max_lead == 2.0

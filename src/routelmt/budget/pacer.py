@@ -190,7 +190,7 @@ class Decision:
     threshold: float | None
     charged: float
     weight: float
-    reason: str  # "above_threshold" | "below_threshold" | "hard_cap" | "warmup" | "forced_large"
+    reason: str  # above_threshold, below_threshold, hard_cap, ahead_of_budget, warmup, forced_large
     pacer_id: int
     credit: float = 0.0  # how far routing this request moved the threshold (undone on refund)
     tier: int | None = None  # a multi-tier pacer's choice: 0 small, j the j-th tier above it
@@ -292,6 +292,7 @@ class Pacer:
         rule: str = "integral",
         prior: ScoreDistribution | None = None,
         prior_weight: int = PRIOR_WEIGHT,
+        max_lead: float | None = None,
     ) -> None:
         if not isinstance(spec, BudgetSpec):
             raise ConfigError(f"spec must be a BudgetSpec, got {type(spec).__name__}")
@@ -304,6 +305,7 @@ class Pacer:
         if history is None and prior is not None:
             history = prior.sample(prior_weight)
         self.gain = check_positive(DEFAULT_GAIN[rule] if gain is None else gain, "gain")
+        self.max_lead = None if max_lead is None else check_positive(max_lead, "max_lead")
         self.margin = None if margin is None else check_positive(margin, "margin")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}")
@@ -397,6 +399,14 @@ class Pacer:
             self._win_charged -= old_c
             self._win_w -= old_w
 
+    def _ahead(self, w: float) -> bool:
+        """Spending ``w`` now would put the spend more than ``max_lead`` mean requests ahead of
+        the share of what has been seen (the first requests of a stream cannot overspend)."""
+        if self.max_lead is None:
+            return False
+        allowed = self.p * self._seen_w + self.max_lead * (self._seen_w / self._n)
+        return self._spent + w > allowed * (1 + 1e-12)
+
     def _decide(self, s: float | None, w: float, force: bool) -> Decision:
         self._seq += 1
         self._advance_refunds()
@@ -412,6 +422,8 @@ class Pacer:
             if cap is not None and self._spent + w > cap * (1 + 1e-12):
                 reason = "hard_cap"
                 self._capped += 1
+            elif not force and self._ahead(w):
+                reason = "ahead_of_budget"
             else:
                 charged = w
                 self._spent += w

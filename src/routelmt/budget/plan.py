@@ -161,6 +161,10 @@ class StagePlan:
     store: str | None
 
 
+def _max_lead(value: Any) -> float | None:
+    return None if value is None else check_positive(value, "'budget.max_lead'")
+
+
 @dataclass(frozen=True)
 class BudgetPlan:
     """The checked budget of one service: the whole ``spec``, one ``StagePlan`` a routing
@@ -176,6 +180,7 @@ class BudgetPlan:
     initial_threshold: float | None
     rule: str
     prior: bool
+    max_lead: float | None = None
 
     @classmethod
     def from_settings(
@@ -221,6 +226,7 @@ class BudgetPlan:
             initial_threshold=budget["initial_threshold"],
             rule=rule,
             prior=bool(budget.get("prior", True)),
+            max_lead=_max_lead(budget.get("max_lead")),
         )
 
     def options(self, prior: Any = None) -> dict[str, Any]:
@@ -231,6 +237,7 @@ class BudgetPlan:
             "initial_threshold": self.initial_threshold,
             "rule": self.rule,
             "prior": prior,
+            "max_lead": self.max_lead,
         }
 
     def priors(self, distributions: Any = None) -> dict[str, Any]:

@@ -49,6 +49,13 @@ class BudgetSettings:
         "integral 0.2)",
     )
     warmup: int = key(50, "requests before the threshold adapts", range=(0, 10_000_000))
+    # 2: the first 100 requests overspend by at most 2 points of share, by construction, at
+    # -0.3 HC points of online routing on the recorded streams (docs/benchmarks.md section 14f)
+    max_lead: float | None = key(
+        2.0,
+        "the most mean requests the spend may run ahead of the share of those seen (null: no "
+        "limit)",
+    )
     initial_threshold: float | None = key(None, "a calibrated starting threshold")
     store: str | None = key(None, "shared budget store (SQLite path) for several processes")
     # with a two-stage router: the part of the budget spent right after the prefill (no
