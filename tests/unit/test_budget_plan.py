@@ -154,8 +154,8 @@ def test_the_batch_budget_uses_the_same_field_checks():
 
 def test_the_gain_and_lead_defaults_reach_the_pacer():
     plan = BudgetPlan.from_settings(settings())
-    assert plan.gain == 0.1 and plan.max_lead == 2.0  # the quantile rule's gain, the service's lead
+    assert plan.gain == 0.1 and plan.max_lead == 4.0  # the quantile rule's gain, the service's lead
     assert BudgetPlan.from_settings(settings(rule="integral")).gain == 0.2
     assert BudgetPlan.from_settings(settings(max_lead=None)).options()["max_lead"] is None
     pacer = plan.build(lambda stage, options: Pacer(stage.spec, **options))[0]
-    assert pacer.gain == 0.1 and pacer.max_lead == 2.0
+    assert pacer.gain == 0.1 and pacer.max_lead == 4.0
