@@ -47,6 +47,7 @@ from routelmt.serve.live_replay import (
     parse_variant,
     recorded_streams,
     run_variants,
+    summarise_variants,
 )
 
 VARIANTS = (
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace, streams: dict) -> tuple[list, str]:
     if not args.live_small:
         variants = dict(parse_variant(v, base) for v in (args.variant or VARIANTS))
         rows = run_variants(streams, variants, prior=args.prior, path=args.path, **common)
-        return rows, format_rows(rows)
+        return rows, format_rows(rows) + "\n\n" + summarise_variants(rows)
     if not args.run:
         raise ValueError("--live-small needs --run (the bench run's labels and large outputs)")
     server = DEFAULTS["server"]
