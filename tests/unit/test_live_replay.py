@@ -298,3 +298,23 @@ def test_the_same_stream_through_the_translation_service_and_its_batcher():
     out = replay_stream(stream, plan, None)
     assert out["path"] == "service" and abs(out["realised_share"] - 0.3) < 0.05
     assert out["online-length"]["value"] > 0
+
+
+def test_the_summary_line_takes_the_worst_row_of_each_variant():
+    from routelmt.serve.live_replay import summarise_variants
+
+    def row(variant, gap, over_mean, over_max, low):
+        return {
+            "variant": variant,
+            "online-offline": {"value": gap},
+            "head_overspend": {"mean": over_mean, "max": over_max},
+            "online-length": {"ci_low": low},
+        }
+
+    text = summarise_variants(
+        [row("a", -1.0, 0.01, 0.03, 5.0), row("a", -3.0, -0.02, 0.0, 2.0), row("b", 0.5, 0, 0, 1)]
+    )
+    first, second = text.splitlines()
+    assert first.startswith("a: online - offline mean -2.00, worst -3.00")
+    assert "largest mean +1.0, any order +3.0" in first and "smallest +2.0 (2 rows)" in first
+    assert second.startswith("b: ")
