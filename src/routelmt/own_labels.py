@@ -10,8 +10,10 @@ Labels (``label``):
 
 - ``reference``: ``metric`` (chrF by default) of each output against the segment's reference;
 - ``pseudo-reference``: the large output as the reference: q_large = metric(large, large),
-  q_small = metric(small, large). Cheap, but it measures how far the small output is from the
-  large one, not how much better the large one is;
+  q_small = metric(small, large). It measures how far the small output is from the large one;
+  the default without references, because a router trained on it routed as well as one trained
+  on reference labels (95-108% of its HC@0.3 on each in-model direction, docs/benchmarks.md
+  section 15), where QE labels reached 31-60%;
 - any registered metric that needs no reference (``qe-embed``, ``cometkiwi`` where installed):
   a quality estimate of each output from the source alone.
 """
@@ -41,9 +43,9 @@ log = logging.getLogger(__name__)
 
 REFERENCE = "reference"
 PSEUDO_REFERENCE = "pseudo-reference"
-DEFAULT_FREE_LABEL = "qe-embed"
+DEFAULT_FREE_LABEL = PSEUDO_REFERENCE
 #: other names of the same two labels (qe-gain: the gain is QE(large) - QE(small))
-ALIASES = {"qe-gain": DEFAULT_FREE_LABEL, "pseudo-ref": PSEUDO_REFERENCE}
+ALIASES = {"qe-gain": "qe-embed", "pseudo-ref": PSEUDO_REFERENCE}
 
 
 def stratified_sample(segments: Sequence[Segment], n: int, seed: int = 0) -> list[Segment]:
@@ -89,8 +91,8 @@ def check_label(label: str, segments: Sequence[Segment]) -> None:
             if missing:
                 raise InputError(
                     f"--label reference needs a reference for every segment; {len(missing)} have "
-                    f"none (first: {missing[0]}); use --label {DEFAULT_FREE_LABEL} or "
-                    f"{PSEUDO_REFERENCE}",
+                    f"none (first: {missing[0]}); use --label {PSEUDO_REFERENCE} or a "
+                    "reference-free metric (qe-embed)",
                     field="reference",
                 )
         return

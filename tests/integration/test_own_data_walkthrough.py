@@ -140,7 +140,7 @@ def test_five_commands_on_recipes(tmp_path, monkeypatch, capsys):
         assert main(["-q", *data[1:]]) == 0  # 1. label a sample
         labels = [json.loads(x) for x in Path("labels.jsonl").read_text("utf-8").splitlines()]
         assert len(labels) == 8 and sum(llm.answered.values()) == 8
-        assert labels[0]["metric"].startswith("qe-embed")  # no references: reference-free
+        assert labels[0]["metric"].startswith("pseudo-reference")  # no references: the large output
         assert main(["-q", *train[1:]]) == 0  # 2. adapt the router
         assert Path("routers/recipes/router.json").is_file()
         capsys.readouterr()

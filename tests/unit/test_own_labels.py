@@ -12,7 +12,7 @@ import pytest
 from loopback_llm import LoopbackLLM
 
 from routelmt.cli import main
-from routelmt.own_labels import stratified_sample
+from routelmt.own_labels import default_label, stratified_sample
 from routelmt.records import Segment
 
 RECIPES = [
@@ -121,3 +121,10 @@ def test_bad_input_is_exit_2_with_no_call_and_nothing_written(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert err.startswith("routelmt data: error:") and needle in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_default_label_without_references_is_the_pseudo_reference():
+    with_ref = [Segment("a", "en-de", "x", reference="y")]
+    without = [*with_ref, Segment("b", "en-de", "z")]
+    assert default_label(with_ref) == "reference"
+    assert default_label(without) == "pseudo-reference"  # measured best of the free labels

@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--label",
         help="reference (metric vs the reference), pseudo-reference (the large output as the "
         "reference), or a reference-free metric (qe-embed, cometkiwi); default: reference "
-        "when every segment has one, else qe-embed",
+        "when every segment has one, else pseudo-reference",
     )
     own.add_argument("--max-large-calls", type=int, help="refuse to make more large calls")
     own.add_argument("--large-cost", type=float, default=1.0, help="cost per large call")
