@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from routelmt.errors import ConfigError, InputError
-from routelmt.evaluation.bootstrap import group_index, group_weights, summarise
+from routelmt.evaluation.bootstrap import group_index, group_weights
 from routelmt.evaluation.evaluate import headroom_closed
 from routelmt.evaluation.ranking import OrderedWeights, descending_order, tie_keys
 from routelmt.records import Segment
@@ -48,6 +48,7 @@ from routelmt.serve.live_replay import (
     arrival_order,
     drive_clients,
     format_cell,
+    order_table,
     variant_items,
 )
 
@@ -292,17 +293,9 @@ def compare_live(
         got = _topk_hc(w_o, lab.gains, k, keys, served)
         got |= _topk_hc(w_o, stream.gains, k, keys, {"offline": promised})
         per_order.append(got)
-    table: dict[str, Any] = {}
     with warnings.catch_warnings():  # a resample with k = 0 has no HC: NaN, left out
         warnings.simplefilter("ignore", RuntimeWarning)
-        for name in ROWS:
-            rows = np.nanmean([o[name] for o in per_order], axis=0)
-            table[name] = summarise(rows[0], rows[1:])
-        for a, b in DIFFS:
-            rows = np.nanmean([o[a] - o[b] for o in per_order], axis=0)
-            table[f"{a}-{b}"] = summarise(rows[0], rows[1:])
-    table["orders"] = [{k: float(v[0]) for k, v in o.items()} for o in per_order]
-    return table
+        return order_table(per_order, ROWS, DIFFS)
 
 
 # -- a direction, the variants, the table -----------------------------------------------------

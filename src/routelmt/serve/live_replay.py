@@ -247,11 +247,23 @@ def compare_online_offline(
     for o, mask in enumerate(routed):
         w_o = w if served is None else w * np.asarray(served[o], dtype=np.int64)
         per_order.append(_order_hc(w_o, g, mask, rankings))
+    return order_table(
+        per_order, ("online", "offline", "length"), (("online", "offline"), ("online", "length"))
+    )
+
+
+def order_table(
+    per_order: Sequence[Mapping[str, np.ndarray]],
+    names: Sequence[str],
+    diffs: Sequence[tuple[str, str]],
+) -> dict[str, Any]:
+    """Each row and paired difference averaged over the orders, resample by resample (row 0 is
+    the full sample), with its interval; and each order's full-sample values."""
     table: dict[str, Any] = {}
-    for name in ("online", "offline", "length"):
+    for name in names:
         rows = np.nanmean([o[name] for o in per_order], axis=0)
         table[name] = summarise(rows[0], rows[1:])
-    for a, b in (("online", "offline"), ("online", "length")):
+    for a, b in diffs:
         rows = np.nanmean([o[a] - o[b] for o in per_order], axis=0)
         table[f"{a}-{b}"] = summarise(rows[0], rows[1:])
     table["orders"] = [{k: float(v[0]) for k, v in o.items()} for o in per_order]
