@@ -13,8 +13,10 @@ service again once the router is known. The plan holds
 - the hard cap and how the stages share it: never split, one cap over both stages
   (``joint_cap.JointCap``), so a forced-large request decided at stage 1 may use all of it;
 - each stage's store name (stage 2 appends ``STAGE2_SUFFIX``: its own file or Ray actor);
-- the pacer options: warm-up, gain, initial threshold, decision rule, and the prior (the router
-  artifact's score distribution of each stage, when ``prior`` is on).
+- the pacer options: warm-up, gain (None: the rule's own, ``pacer.DEFAULT_GAIN``), initial
+  threshold, decision rule, the lead limit (``max_lead``: how many mean requests the spend may
+  run ahead of the share of those seen), and the prior (the router artifact's score
+  distribution of each stage, when ``prior`` is on).
 
 The checks of single fields are three functions, one per kind of field, that every budget in
 the library uses (``BudgetSpec``, ``TierPacer``, the batch path's ``BatchBudget``):
