@@ -1,6 +1,8 @@
 """A real local Ray cluster for the Ray tests: ``ray start --head`` on a free port with 2 CPUs
-and token authentication, shared by the session and stopped (SIGTERM to ``ray start --block``,
-which stops what it started) at the end, its recorded address removed with it."""
+and token authentication, shared by the tests of this package and stopped (SIGTERM to ``ray
+start --block``, which stops what it started) after the last of them, its recorded address
+removed with it. Package scope (this folder has an ``__init__.py`` for it): an idle cluster's
+processes took CPU from the rest of the suite, and its shutdown ran at the suite's end."""
 
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def _ray_cli() -> str:
     return str(beside) if beside.exists() else shutil.which("ray") or "ray"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     pytest.importorskip("ray")  # here, not at import: a conftest may not skip
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
