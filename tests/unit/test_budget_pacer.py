@@ -289,3 +289,25 @@ def test_max_lead_never_stops_a_forced_request_and_is_checked() -> None:
     assert all(pacer.decide(1.0, force=True).large for _ in range(5))
     with pytest.raises(ConfigError, match="max_lead"):
         Pacer(BudgetSpec(share=0.3), max_lead=0.0)
+
+
+def test_lead_horizon_ends_the_lead_limit_after_the_first_requests() -> None:
+    # a run of high scores (a hard document) after the horizon may go ahead of the share
+    def routed_after(horizon: int | None) -> tuple[int, int]:
+        pacer = Pacer(
+            BudgetSpec(share=0.3),
+            rule="quantile",
+            history=np.random.default_rng(1).normal(size=500),
+            max_lead=2.0,
+            lead_horizon=horizon,
+        )
+        rng = np.random.default_rng(2)
+        first = sum(pacer.decide(float(s)).large for s in rng.normal(size=100))
+        hard = sum(pacer.decide(float(s)).large for s in rng.normal(loc=3.0, size=20))
+        return first, hard
+
+    (first_guarded, hard_guarded), (first_free, hard_free) = routed_after(None), routed_after(100)
+    assert first_guarded == first_free  # the first 100 requests are guarded alike
+    assert hard_free > hard_guarded + 5
+    with pytest.raises(ConfigError, match="lead_horizon"):
+        Pacer(BudgetSpec(share=0.3), max_lead=1.0, lead_horizon=0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from routelmt.budget.joint_cap import CappedPacer
-from routelmt.budget.pacer import Pacer, StageOff
+from routelmt.budget.pacer import BudgetSpec, Pacer, StageOff
 from routelmt.budget.plan import BudgetPlan, StagePlan, split_budget, stage_store
 from routelmt.errors import ConfigError
 from routelmt.serve.config import DEFAULTS, load_config
@@ -112,6 +112,7 @@ def test_the_prior_is_given_per_stage_only_when_on():
         ({"rule": "nope"}, {}, r"'budget\.rule' must be one of quantile, integral"),
         ({"gain": 0}, {}, r"'budget\.gain' must be a finite number > 0"),
         ({"max_lead": -1}, {}, r"'budget\.max_lead' must be a finite number > 0"),
+        ({"lead_horizon": 0}, {}, r"'budget\.lead_horizon' must be an integer >= 1 or null"),
         ({"share": 0}, {}, "budget: budget share must be a share strictly between 0 and 1"),
     ],
 )
@@ -154,8 +155,11 @@ def test_the_batch_budget_uses_the_same_field_checks():
 
 def test_the_gain_and_lead_defaults_reach_the_pacer():
     plan = BudgetPlan.from_settings(settings())
-    assert plan.gain == 0.1 and plan.max_lead == 4.0  # the quantile rule's gain, the service's lead
+    # the service's lead guards its first 100 requests, and under it the quantile rule's gain
+    assert (plan.gain, plan.max_lead, plan.lead_horizon) == (0.02, 2.0, 100)
     assert BudgetPlan.from_settings(settings(rule="integral")).gain == 0.2
-    assert BudgetPlan.from_settings(settings(max_lead=None)).options()["max_lead"] is None
+    unguarded = BudgetPlan.from_settings(settings(max_lead=None))
+    assert unguarded.options()["max_lead"] is None and unguarded.gain == 0.1
     pacer = plan.build(lambda stage, options: Pacer(stage.spec, **options))[0]
-    assert pacer.gain == 0.1 and pacer.max_lead == 4.0
+    assert (pacer.gain, pacer.max_lead, pacer.lead_horizon) == (0.02, 2.0, 100)
+    assert Pacer(BudgetSpec(share=0.3), rule="quantile").gain == 0.1  # the library's own

@@ -303,18 +303,26 @@ def test_the_same_stream_through_the_translation_service_and_its_batcher():
 def test_the_summary_line_takes_the_worst_row_of_each_variant():
     from routelmt.serve.live_replay import summarise_variants
 
-    def row(variant, gap, over_mean, over_max, low):
+    def row(variant, gap, over_mean, over_max, low, share=0.3):
         return {
             "variant": variant,
+            "realised_share": share,
             "online-offline": {"value": gap},
             "head_overspend": {"mean": over_mean, "max": over_max},
             "online-length": {"ci_low": low},
         }
 
     text = summarise_variants(
-        [row("a", -1.0, 0.01, 0.03, 5.0), row("a", -3.0, -0.02, 0.0, 2.0), row("b", 0.5, 0, 0, 1)]
+        [
+            row("a", -1.0, 0.01, 0.03, 5.0, 0.295),
+            row("a", -3.0, -0.02, 0.0, 2.0, 0.305),
+            row("b", 0.5, 0, 0, 1),
+        ]
     )
     first, second = text.splitlines()
     assert first.startswith("a: online - offline mean -2.00, worst -3.00")
-    assert "largest mean +1.0, any order +3.0" in first and "smallest +2.0 (2 rows)" in first
+    assert (
+        "largest mean +1.0, any order +3.0" in first
+        and "smallest +2.0; share 0.295-0.305 (2 rows)" in first
+    )
     assert second.startswith("b: ")

@@ -66,6 +66,9 @@ __all__ = [
     "Pacer",
     "REFUND_HORIZON",
     "DEFAULT_GAIN",
+    "GUARDED_GAIN",
+    "check_horizon",
+    "default_gain",
     "RULES",
     "StageOff",
     "check_positive",
@@ -80,6 +83,19 @@ DEFAULT_GAIN = {"quantile": 0.1, "integral": 0.2}
 that the reported directions do not use (docs/benchmarks.md section 14f: the largest online HC
 among the gains whose first 100 requests overspend by at most 2 points); ``integral`` keeps the
 0.2 its drift tables were measured with (section 7)."""
+
+GUARDED_GAIN = {"quantile": 0.02, "integral": 0.2}
+"""The gain when a lead limit (``max_lead``) guards the start of the stream: the start cannot
+overspend, so the threshold may stay near the window's quantile (closer to top-k) instead of
+chasing the spent share. ``quantile`` 0.02: chosen the same way on the same recorded streams
+with the lead of 4 on the first 100 requests (section 14f)."""
+
+
+def default_gain(rule: str, guarded: bool) -> float:
+    """A rule's gain when none is given: ``GUARDED_GAIN`` under a lead limit, else
+    ``DEFAULT_GAIN``."""
+    return (GUARDED_GAIN if guarded else DEFAULT_GAIN)[rule]
+
 
 _pacer_ids = itertools.count(1)
 
@@ -257,6 +273,15 @@ def batch_inputs(
     return cost_list, flags
 
 
+def check_horizon(value: Any, name: str = "lead_horizon") -> int | None:
+    """A count of requests (>= 1), or None for no end."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1 or null, got {value!r:.40}")
+    return value
+
+
 def _check_rule(rule: Any, prior: Any) -> None:
     if rule not in RULES:
         raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r:.40}")
@@ -276,6 +301,9 @@ class Pacer:
     from the first request's score. ``rule`` is ``quantile`` or ``integral`` (module docstring);
     ``prior`` seeds the window with ``prior_weight`` of its quantiles (when no ``history`` is
     given) and is the reference the state reports the threshold against (``expected_threshold``).
+    ``max_lead`` holds a request back when spending it would run more than that many mean
+    requests ahead of the share of those seen (a forced one never); ``lead_horizon`` ends that
+    limit after the stream's first requests, where the threshold has not yet met the stream.
     """
 
     def __init__(
@@ -293,6 +321,7 @@ class Pacer:
         prior: ScoreDistribution | None = None,
         prior_weight: int = PRIOR_WEIGHT,
         max_lead: float | None = None,
+        lead_horizon: int | None = None,
     ) -> None:
         if not isinstance(spec, BudgetSpec):
             raise ConfigError(f"spec must be a BudgetSpec, got {type(spec).__name__}")
@@ -304,8 +333,10 @@ class Pacer:
         self.expected_threshold = None if prior is None else prior.threshold_for(self.p)
         if history is None and prior is not None:
             history = prior.sample(prior_weight)
-        self.gain = check_positive(DEFAULT_GAIN[rule] if gain is None else gain, "gain")
+        guarded = max_lead is not None
+        self.gain = check_positive(default_gain(rule, guarded) if gain is None else gain, "gain")
         self.max_lead = None if max_lead is None else check_positive(max_lead, "max_lead")
+        self.lead_horizon = check_horizon(lead_horizon)
         self.margin = None if margin is None else check_positive(margin, "margin")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}")
@@ -402,7 +433,7 @@ class Pacer:
     def _ahead(self, w: float) -> bool:
         """Spending ``w`` now would put the spend more than ``max_lead`` mean requests ahead of
         the share of what has been seen (the first requests of a stream cannot overspend)."""
-        if self.max_lead is None:
+        if self.max_lead is None or (self.lead_horizon is not None and self._n > self.lead_horizon):
             return False
         allowed = self.p * self._seen_w + self.max_lead * (self._seen_w / self._n)
         return self._spent + w > allowed * (1 + 1e-12)

@@ -13,9 +13,10 @@ service again once the router is known. The plan holds
 - the hard cap and how the stages share it: never split, one cap over both stages
   (``joint_cap.JointCap``), so a forced-large request decided at stage 1 may use all of it;
 - each stage's store name (stage 2 appends ``STAGE2_SUFFIX``: its own file or Ray actor);
-- the pacer options: warm-up, gain (None: the rule's own, ``pacer.DEFAULT_GAIN``), initial
-  threshold, decision rule, the lead limit (``max_lead``: how many mean requests the spend may
-  run ahead of the share of those seen), and the prior (the router artifact's score
+- the pacer options: warm-up, gain (None: the rule's own, ``pacer.default_gain``, smaller
+  under a lead limit), initial threshold, decision rule, the lead limit (``max_lead``: how many
+  mean requests the spend may run ahead of the share of those seen) and how many of a stream's
+  first requests it guards (``lead_horizon``), and the prior (the router artifact's score
   distribution of each stage, when ``prior`` is on).
 
 The checks of single fields are three functions, one per kind of field, that every budget in
@@ -38,7 +39,14 @@ import numpy as np
 
 from routelmt.budget.allocation import check_share
 from routelmt.budget.joint_cap import JointCap
-from routelmt.budget.pacer import DEFAULT_GAIN, RULES, BudgetSpec, StageOff, check_positive
+from routelmt.budget.pacer import (
+    RULES,
+    BudgetSpec,
+    StageOff,
+    check_horizon,
+    check_positive,
+    default_gain,
+)
 from routelmt.errors import ConfigError
 
 __all__ = [
@@ -183,6 +191,7 @@ class BudgetPlan:
     rule: str
     prior: bool
     max_lead: float | None = None
+    lead_horizon: int | None = None
 
     @classmethod
     def from_settings(
@@ -205,7 +214,11 @@ class BudgetPlan:
         if rule not in RULES:
             raise ConfigError(f"'budget.rule' must be one of {', '.join(RULES)}, got {rule!r:.40}")
         given = budget.get("gain")
-        gain = DEFAULT_GAIN[rule] if given is None else check_positive(given, "'budget.gain'")
+        max_lead = _max_lead(budget.get("max_lead"))
+        if given is None:
+            gain = default_gain(rule, guarded=max_lead is not None)
+        else:
+            gain = check_positive(given, "'budget.gain'")
         _check_stages(budget, stages, tier_costs is not None)
         _check_hard_cap(budget, tier_costs)
         store = budget["store"]
@@ -228,7 +241,8 @@ class BudgetPlan:
             initial_threshold=budget["initial_threshold"],
             rule=rule,
             prior=bool(budget.get("prior", True)),
-            max_lead=_max_lead(budget.get("max_lead")),
+            max_lead=max_lead,
+            lead_horizon=check_horizon(budget.get("lead_horizon"), "'budget.lead_horizon'"),
         )
 
     def options(self, prior: Any = None) -> dict[str, Any]:
@@ -240,6 +254,7 @@ class BudgetPlan:
             "rule": self.rule,
             "prior": prior,
             "max_lead": self.max_lead,
+            "lead_horizon": self.lead_horizon,
         }
 
     def priors(self, distributions: Any = None) -> dict[str, Any]:

@@ -549,18 +549,20 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
 def summarise_variants(rows: Sequence[Mapping[str, Any]]) -> str:
     """One line a variant over its rows: online - offline (mean, worst), the largest first-100
     overspend (mean over orders, and in any one order), the smallest lower bound of online -
-    length; what the pacer's defaults are chosen on (docs/benchmarks.md section 14f)."""
+    length, and the range of realised shares; what the pacer's defaults are chosen on
+    (docs/benchmarks.md section 14f)."""
     lines = []
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == name]
         gaps = [r["online-offline"]["value"] for r in mine]
         over = [r["head_overspend"] for r in mine]
+        shares = [r["realised_share"] for r in mine]
         lines.append(
             f"{name}: online - offline mean {np.mean(gaps):+.2f}, worst {min(gaps):+.2f}; "
             f"first 100 overspend largest mean {100 * max(o['mean'] for o in over):+.1f}, "
             f"any order {100 * max(o['max'] for o in over):+.1f}; online - length lower bound "
-            f"smallest {min(r['online-length']['ci_low'] for r in mine):+.1f} "
-            f"({len(mine)} rows)"
+            f"smallest {min(r['online-length']['ci_low'] for r in mine):+.1f}; "
+            f"share {min(shares):.3f}-{max(shares):.3f} ({len(mine)} rows)"
         )
     return "\n".join(lines)
 
