@@ -19,7 +19,10 @@ pytestmark = pytest.mark.integration
 
 def test_embedded_defaults_on_wmt24_replay(wmt_root, tmp_path):
     data = WMTDataset(wmt_root)
-    segments = data.segments("en-de", reference=None)[:300]
+    # the whole direction in document order: a blind start (length has no shipped distribution)
+    # on drifting scores holds the budget within 2 points over ~1,000 requests with the default
+    # gain (docs/benchmarks.md section 14f; over the first 300 it ends at 0.23)
+    segments = data.segments("en-de", reference=None)
     small = data.system_outputs("en-de", "Phi-3-Medium")
     large = data.system_outputs("en-de", "GPT-4")
     config = load_config(
@@ -46,7 +49,7 @@ def test_embedded_defaults_on_wmt24_replay(wmt_root, tmp_path):
             assert res["translation"] == recorded[seg.id]
 
         share = sum(r["tier"] == "large" for r in results) / len(results)
-        assert abs(share - 0.3) < 0.04, share
+        assert abs(share - 0.3) < 0.03, share
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
         answer = client.chat.completions.create(
             model="routelmt",

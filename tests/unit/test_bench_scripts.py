@@ -53,6 +53,7 @@ HELP_ONLY = {
     "dashboard_load.py": "a live service and headless Chromium (test_dashboard_browser)",
     "learning_curve.py": "a bench run's prefill features (test_learning_curve)",
     "live_replay.py": "a labelled bench run or the WMT24 systems (test_live_replay)",
+    "pacer_tracking.py": "a whole WMT24 direction's sources (the pacer: test_budget_pacer)",
     "recorded_run.py": "scores every WMT24 segment of three directions",
     "reffree_labels.py": "the QE encoder on a bench run's translations (test_reffree)",
     "router_latency.py": "times Gemma-3-270M in the serving path",

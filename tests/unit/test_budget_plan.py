@@ -156,10 +156,10 @@ def test_the_batch_budget_uses_the_same_field_checks():
 def test_the_gain_and_lead_defaults_reach_the_pacer():
     plan = BudgetPlan.from_settings(settings())
     # the service's lead guards its first 100 requests, and under it the quantile rule's gain
-    assert (plan.gain, plan.max_lead, plan.lead_horizon) == (0.02, 2.0, 100)
+    assert (plan.gain, plan.max_lead, plan.lead_horizon) == (0.05, 2.0, 100)
     assert BudgetPlan.from_settings(settings(rule="integral")).gain == 0.2
     unguarded = BudgetPlan.from_settings(settings(max_lead=None))
     assert unguarded.options()["max_lead"] is None and unguarded.gain == 0.1
     pacer = plan.build(lambda stage, options: Pacer(stage.spec, **options))[0]
-    assert (pacer.gain, pacer.max_lead, pacer.lead_horizon) == (0.02, 2.0, 100)
+    assert (pacer.gain, pacer.max_lead, pacer.lead_horizon) == (0.05, 2.0, 100)
     assert Pacer(BudgetSpec(share=0.3), rule="quantile").gain == 0.1  # the library's own

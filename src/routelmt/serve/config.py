@@ -45,7 +45,7 @@ class BudgetSettings:
     window: int = key(1000, "requests in the pacer's recent-score window", range=(1, 10_000_000))
     gain: float | None = key(
         None,
-        "how fast the threshold follows the spent share (null: the rule's own; quantile 0.02 "
+        "how fast the threshold follows the spent share (null: the rule's own; quantile 0.05 "
         "under a lead limit, else 0.1; integral 0.2)",
     )
     warmup: int = key(50, "requests before the threshold adapts", range=(0, 10_000_000))
