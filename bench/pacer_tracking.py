@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,9 @@ import numpy as np
 from routelmt.budget.pacer import Pacer
 from routelmt.budget.plan import BudgetPlan
 from routelmt.datasets.wmt import WMTDataset
+from routelmt.errors import RouteLMTError
 from routelmt.serve.config import DEFAULTS
-from routelmt.serve.live_replay import variant_items
+from routelmt.serve.live_replay import parse_variant
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/wmt24"))
     args = parser.parse_args(argv)
     budget = dict(DEFAULTS["budget"])
-    budget |= dict(variant_items(f"set:{args.set}")[1]) if args.set else {}
+    if args.set:  # an unknown key is an error naming it
+        try:
+            budget = parse_variant(f"set:{args.set}", budget)[1]
+        except RouteLMTError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     sources = [s.source for s in WMTDataset(args.data).segments(args.pair, reference=None)]
     scores = np.asarray([len(text.split()) for text in sources], dtype=float)
     print(f"{args.pair}: {len(scores)} sources in document order, score = words, no prior")
