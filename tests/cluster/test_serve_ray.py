@@ -1,7 +1,8 @@
 """Two Ray Serve replicas of the service on a local cluster, one budget actor: the combined
-large share stays within 1 point of p, a replica killed mid-load loses no answered request and
-leaves the budget consistent, the hard cap holds over both replicas, forced requests too, and
-a budget actor killed mid-load comes back with its state while requests meanwhile go small.
+large share stays within the pacer's own spread of p, a replica killed mid-load loses no
+answered request and leaves the budget consistent, the hard cap holds over both replicas,
+forced requests too, and a budget actor killed mid-load comes back with its state while
+requests meanwhile go small.
 
 Fakes: the large model is a loopback OpenAI-compatible endpoint (no large model can run here);
 the small model is the replay backend (recorded outputs), so the test measures the serving and
@@ -35,6 +36,10 @@ from routelmt.serve.ray_budget import NAMESPACE  # noqa: E402
 from routelmt.serve.ray_deploy import APP, BUDGET_ACTOR, shutdown  # noqa: E402
 
 P, CAP, N = 0.3, 200, 500
+# The default pacer on 300 uniform random scores (the random router), one process, 400 seeds:
+# |share - p| at most 0.033, 27% of streams beyond 0.01 (tests/unit/test_pacer_spread.py
+# keeps that measured); two replicas add only the order in which they reach the actor.
+SHARE_TOLERANCE = 0.04
 
 
 class Load:
@@ -153,7 +158,7 @@ def test_two_replicas_share_one_budget_survive_a_kill_and_keep_the_cap(service):
     state = _budget()
     large = sum(a["tier"] == "large" for a in load.answers)
     assert state["requests"] == 300 and state["routed"] == large == state["spent"]
-    assert abs(large / 300 - P) <= 0.01, large / 300
+    assert abs(large / 300 - P) <= SHARE_TOLERANCE, large / 300
 
     # 2. one replica killed mid-load: every answered request is logged, the budget adds up
     victim = load.answers[0]["replica"]
