@@ -465,6 +465,43 @@ def _prefill_rows(
         yield batch, pooled, ent
 
 
+def _cache_path(
+    identity: str,
+    dtype: str,
+    template: PromptTemplate,
+    wanted: list[int],
+    pooling: str,
+    entropy: bool,
+    ids: list[str],
+    prompts: list[str],
+) -> Path:
+    key = cache_key(identity, dtype, template, wanted, pooling, entropy, ids, prompts)
+    return cache_dir("features") / f"{key}.npz"
+
+
+def cached_features(
+    identity: str,
+    dtype: str,
+    template: PromptTemplate,
+    segments: Sequence[Segment | ScoredExample],
+    tokenizer: Any,
+    num_layers: int,
+    *,
+    layers: LayerSpec = "all",
+    pooling: Pooling = "last",
+    entropy: bool = False,
+) -> Features | None:
+    """What ``compute_features`` would return from its cache for these arguments, without the
+    model's weights (None: not cached); the cache key is the same."""
+    segs = _segments_of(segments)
+    ids = [s.id for s in segs]
+    wanted = resolve_layers(layers, num_layers)
+    prompts = render_prompts(template, segs, tokenizer)
+    return _load_cached(
+        _cache_path(identity, dtype, template, wanted, pooling, entropy, ids, prompts), ids
+    )
+
+
 def compute_features(
     model: Any,
     tokenizer: Any,
@@ -505,8 +542,7 @@ def compute_features(
     meta |= {"entropy": entropy, "count": len(segs)}
     path: Path | None = None
     if cache and identity:
-        key = cache_key(identity, dtype, template, wanted, pooling, entropy, ids, prompts)
-        path = cache_dir("features") / f"{key}.npz"
+        path = _cache_path(identity, dtype, template, wanted, pooling, entropy, ids, prompts)
         cached = _load_cached(path, ids)
         if cached is not None:
             return cached

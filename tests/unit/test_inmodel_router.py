@@ -29,9 +29,11 @@ WORDS = ["cat", "house", "river", "green", "quick", "night", "city", "bread", "s
 def _source(template=None, identity: str = "tiny-llama@test") -> FeatureSource:
     model = _tiny_model("llama", identity=identity)
     tokenizer = _byte_tokenizer()
-    info = SimpleNamespace(identity=identity, num_layers=model.config.num_hidden_layers)
+    layers = model.config.num_hidden_layers
+    info = SimpleNamespace(identity=identity, num_layers=layers, dtype="float32")
     source = FeatureSource(model="tiny-llama", batch_size=4)
-    source._loaded = (model, tokenizer, info, template or FewShotTemplate(shots=1))
+    source._head = (tokenizer, info, template or FewShotTemplate(shots=1))
+    source._weights = model
     return source
 
 
@@ -99,3 +101,18 @@ def test_entropy_router_reads_the_shared_prefill():
     scores = router.score(examples)
     assert scores.shape == (8,) and np.all(scores > 0)
     np.testing.assert_allclose(scores, source.entropy(examples).astype(float))
+
+
+def test_cached_features_are_read_without_the_weights(monkeypatch):
+    """A second process (here: a second source) finds the prefill in the disk cache from the
+    tokenizer alone; the weights load only for segments not cached."""
+    examples = _examples(8)
+    first = _source()
+    expected = first.layer(examples, 1)
+    second = _source()
+    second._weights = None
+    monkeypatch.setattr(FeatureSource, "_model", lambda self: pytest.fail("weights loaded"))
+    np.testing.assert_array_equal(second.layer(examples, 1), expected)
+    np.testing.assert_array_equal(second.entropy(examples), first.entropy(examples))
+    with pytest.raises(pytest.fail.Exception, match="weights loaded"):
+        second.layer(_examples(9)[-1:], 1)  # a segment never computed needs the model

@@ -75,34 +75,71 @@ def _torch_dtype(dtype: Any) -> Any:
     return getattr(torch, dtype)
 
 
-def load_causal_lm(
-    spec: str = DEFAULT_MODEL, *, dtype: Any = "float32", device: str = "cpu"
-) -> tuple[Any, Any, ModelInfo]:
-    """Load (model, tokenizer, info) in eval mode; GGUF sources are converted once and cached.
-
-    ``spec``: an embedded alias (``gemma3-270m``, ``smollm2-135m``), a local model folder, a
-    ``.gguf`` file, or a hub id already in the local Hugging Face cache (nothing is downloaded).
-    """
+def _import_transformers() -> Any:
     try:
         import torch  # noqa: F401 - a clear error before anything else
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import transformers
     except ImportError as exc:
         raise MissingDependencyError(
             "the transformers backend needs the 'model' extra: "
             f"pip install 'routelmt[model]' ({exc})"
         ) from None
-    torch_dtype = _torch_dtype(dtype)
-    set_cpu_threads()
-    import transformers
-
     # transformers' own bars count weight tensors ("Loading weights 236/236"); ours count
     # segments, and a load is one log line
     transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def _load_tokenizer(folder: Any) -> Any:
+    transformers = _import_transformers()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(
+            f"cannot load a tokenizer from this folder ({type(exc).__name__}: {exc})",
+            path=str(folder),
+        ) from None
+    if tokenizer.pad_token_id is None:
+        # Features and generation pad on the left and mask the padding, so any id works.
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _info(spec: str, resolved: Any, config: Any, tokenizer: Any, **loaded: Any) -> ModelInfo:
+    text_config = config.get_text_config()
+    return ModelInfo(
+        spec=spec,
+        name=resolved.name,
+        identity=resolved.identity,
+        fingerprint=resolved.fingerprint,
+        kind=resolved.kind,
+        folder=str(resolved.folder),
+        num_layers=int(text_config.num_hidden_layers),
+        hidden_size=int(text_config.hidden_size),
+        vocab_size=int(text_config.vocab_size),
+        has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        **loaded,
+    )
+
+
+def load_causal_lm(
+    spec: str = DEFAULT_MODEL, *, dtype: Any = "float32", device: str = "cpu", tokenizer: Any = None
+) -> tuple[Any, Any, ModelInfo]:
+    """Load (model, tokenizer, info) in eval mode; GGUF sources are converted once and cached.
+
+    ``spec``: an embedded alias (``gemma3-270m``, ``smollm2-135m``), a local model folder, a
+    ``.gguf`` file, or a hub id already in the local Hugging Face cache (nothing is downloaded).
+    ``tokenizer``: one already loaded from the same folder (``cached_model_header``'s).
+    """
+    transformers = _import_transformers()
+    torch_dtype = _torch_dtype(dtype)
+    set_cpu_threads()
     start = time.perf_counter()
     resolved = resolve_model(spec)
+    tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(resolved.folder)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.folder, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
+        model = transformers.AutoModelForCausalLM.from_pretrained(
             resolved.folder, dtype=torch_dtype, local_files_only=True
         )
     except (OSError, ValueError, KeyError) as exc:
@@ -115,24 +152,13 @@ def load_causal_lm(
     except (RuntimeError, AssertionError) as exc:
         raise ConfigError(f"cannot move the model to device '{device}': {exc}") from None
     model.eval()
-    if tokenizer.pad_token_id is None:
-        # Features and generation pad on the left and mask the padding, so any id works.
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    text_config = model.config.get_text_config()
-    info = ModelInfo(
-        spec=spec,
-        name=resolved.name,
-        identity=resolved.identity,
-        fingerprint=resolved.fingerprint,
-        kind=resolved.kind,
-        folder=str(resolved.folder),
+    info = _info(
+        spec,
+        resolved,
+        model.config,
+        tokenizer,
         dtype=str(torch_dtype).removeprefix("torch."),
         device=str(device),
-        num_layers=int(text_config.num_hidden_layers),
-        hidden_size=int(text_config.hidden_size),
-        vocab_size=int(text_config.vocab_size),
-        has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
         load_seconds=round(time.perf_counter() - start, 2),
     )
     # Feature caching reads the identity from the model, so callers need not pass it around.
@@ -148,11 +174,35 @@ def load_causal_lm(
 
 
 @functools.lru_cache(maxsize=2)
+def cached_model_header(spec: str = DEFAULT_MODEL, dtype: str = "float32") -> tuple[Any, ModelInfo]:
+    """(tokenizer, info) without the weights: enough to check an artifact against the model and
+    to find its features in the cache (half a model load saved when they are there)."""
+    transformers = _import_transformers()
+    start = time.perf_counter()
+    resolved = resolve_model(spec)
+    tokenizer = _load_tokenizer(resolved.folder)
+    try:
+        config = transformers.AutoConfig.from_pretrained(resolved.folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(
+            f"cannot read a model config from this folder ({type(exc).__name__}: {exc})",
+            path=str(resolved.folder),
+        ) from None
+    seconds = round(time.perf_counter() - start, 2)
+    dtype_name = str(_torch_dtype(dtype)).removeprefix("torch.")
+    info = _info(spec, resolved, config, tokenizer, dtype=dtype_name, device="cpu",
+                 load_seconds=seconds)  # fmt: skip
+    return tokenizer, info
+
+
+@functools.lru_cache(maxsize=2)
 def cached_causal_lm(
     spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu"
 ) -> tuple[Any, Any, ModelInfo]:
-    """``load_causal_lm`` once per process (CLI commands, the server, tests share one copy)."""
-    return load_causal_lm(spec, dtype=dtype, device=device)
+    """``load_causal_lm`` once per process (CLI commands, the server, tests share one copy),
+    with the tokenizer ``cached_model_header`` loaded."""
+    tokenizer, _info = cached_model_header(spec, dtype)
+    return load_causal_lm(spec, dtype=dtype, device=device, tokenizer=tokenizer)
 
 
 @BACKENDS.register

@@ -40,8 +40,8 @@ CHUNK = 500  # segments per feature pass (and per cache file)
 class FeatureSource:
     """Prefill features (every layer + next-token entropy) for any segments, memoised by id.
 
-    The model loads lazily on first use; features are computed for the segments not yet seen
-    and kept in memory (and on disk through ``features.compute_features``' cache).
+    The tokenizer loads on first use, the weights only when features are not in the disk cache
+    (``features.compute_features``'); features are kept in memory once read or computed.
     """
 
     def __init__(
@@ -58,32 +58,41 @@ class FeatureSource:
         self.pooling = pooling
         self.dtype = dtype
         self.batch_size = batch_size
-        self._loaded: tuple[Any, Any, Any, Any] | None = None
+        self._head: tuple[Any, Any, Any] | None = None
+        self._weights: Any = None
         self._rows: dict[str, int] = {}
         self._layers: dict[int, list[np.ndarray]] = {}
         self._entropy: list[np.ndarray] = []
 
-    def _load(self) -> tuple[Any, Any, Any, Any]:
-        if self._loaded is None:
-            from routelmt.backends.hf import cached_causal_lm
+    def _header(self) -> tuple[Any, Any, Any]:
+        """(tokenizer, info, template): what identity, layers and the feature cache need; the
+        weights load only when features must be computed (``_model``)."""
+        if self._head is None:
+            from routelmt.backends.hf import cached_model_header
             from routelmt.prompts import resolve_template
 
-            model, tokenizer, info = cached_causal_lm(self.model_spec, self.dtype)
-            template = resolve_template(self.template_name, tokenizer)
-            self._loaded = (model, tokenizer, info, template)
-        return self._loaded
+            tokenizer, info = cached_model_header(self.model_spec, self.dtype)
+            self._head = (tokenizer, info, resolve_template(self.template_name, tokenizer))
+        return self._head
+
+    def _model(self) -> Any:
+        if self._weights is None:
+            from routelmt.backends.hf import cached_causal_lm
+
+            self._weights = cached_causal_lm(self.model_spec, self.dtype)[0]
+        return self._weights
 
     @property
     def identity(self) -> str:
-        return self._load()[2].identity
+        return self._header()[1].identity
 
     @property
     def num_layers(self) -> int:
-        return int(self._load()[2].num_layers)
+        return int(self._header()[1].num_layers)
 
     @property
     def template(self) -> Any:
-        return self._load()[3]
+        return self._header()[2]
 
     def describe(self) -> dict[str, Any]:
         """What a router artifact must match to be valid with this source."""
@@ -99,7 +108,7 @@ class FeatureSource:
 
     def ensure(self, items: Sequence[Segment | ScoredExample], *, progress: bool = True) -> None:
         """Compute features for the items not seen yet, in one batched pass."""
-        from routelmt.features import compute_features
+        from routelmt.features import cached_features, compute_features
 
         missing: list[Segment] = []
         seen: set[str] = set()
@@ -110,21 +119,24 @@ class FeatureSource:
                 seen.add(segment.id)
         if not missing:
             return
-        model, tokenizer, _info, template = self._load()
+        tokenizer, info, template = self._header()
+        options = {"layers": "all", "pooling": self.pooling, "entropy": True}
         # Chunks are cached on disk one by one, so an interrupted run resumes where it stopped.
         for start in range(0, len(missing), CHUNK):
             chunk = missing[start : start + CHUNK]
-            feats = compute_features(
-                model,
-                tokenizer,
-                template,
-                chunk,
-                layers="all",
-                pooling=self.pooling,  # type: ignore[arg-type]
-                batch_size=self.batch_size,
-                entropy=True,
-                progress=progress,
+            feats = cached_features(
+                info.identity, info.dtype, template, chunk, tokenizer, info.num_layers, **options
             )
+            if feats is None:
+                feats = compute_features(
+                    self._model(),
+                    tokenizer,
+                    template,
+                    chunk,
+                    batch_size=self.batch_size,
+                    progress=progress,
+                    **options,  # type: ignore[arg-type]
+                )
             offset = len(self._rows)
             for i, segment in enumerate(chunk):
                 self._rows[segment.id] = offset + i
