@@ -190,8 +190,9 @@ def cached_model_header(spec: str = DEFAULT_MODEL, dtype: str = "float32") -> tu
         ) from None
     seconds = round(time.perf_counter() - start, 2)
     dtype_name = str(_torch_dtype(dtype)).removeprefix("torch.")
-    info = _info(spec, resolved, config, tokenizer, dtype=dtype_name, device="cpu",
-                 load_seconds=seconds)  # fmt: skip
+    info = _info(
+        spec, resolved, config, tokenizer, dtype=dtype_name, device="cpu", load_seconds=seconds
+    )
     return tokenizer, info
 
 
@@ -201,7 +202,7 @@ def cached_causal_lm(
 ) -> tuple[Any, Any, ModelInfo]:
     """``load_causal_lm`` once per process (CLI commands, the server, tests share one copy),
     with the tokenizer ``cached_model_header`` loaded."""
-    tokenizer, _info = cached_model_header(spec, dtype)
+    tokenizer = cached_model_header(spec, dtype)[0]
     return load_causal_lm(spec, dtype=dtype, device=device, tokenizer=tokenizer)
 
 
