@@ -24,9 +24,10 @@ def _shares(warmup: int = 20) -> np.ndarray:
 
 def test_the_default_pacer_stays_within_four_points_over_300_random_scores():
     shares = _shares()
-    # measured on 400 seeds: largest |share - p| 0.033, mean share 0.295 (a slight underspend
-    # in the first 300 requests, which the quantile rule's correction then pays back)
+    # measured on these 150 seeds: largest |share - p| 0.030, mean share 0.296, 13% of streams
+    # beyond 1.5 points (on 400 seeds: 0.033, 0.295); a slight underspend in the first 300
+    # requests, which the quantile rule's correction then pays back
     assert np.abs(shares - P).max() <= 0.04
     assert abs(shares.mean() - P) <= 0.01
-    # the spread is real, not a tolerance that cannot fail: a tenth of the streams stray > 1.5 pts
+    # the spread is real, not a tolerance that cannot fail
     assert np.mean(np.abs(shares - P) > 0.015) >= 0.05
