@@ -36,9 +36,11 @@ from routelmt.serve.ray_budget import NAMESPACE  # noqa: E402
 from routelmt.serve.ray_deploy import APP, BUDGET_ACTOR, shutdown  # noqa: E402
 
 P, CAP, N = 0.3, 200, 500
-# The default pacer on 300 uniform random scores (the random router), one process, 400 seeds:
-# |share - p| at most 0.033, 27% of streams beyond 0.01 (tests/unit/test_pacer_spread.py
-# keeps that measured); two replicas add only the order in which they reach the actor.
+# The default pacer on 300 uniform random scores (the random router), one process, 400 seeds
+# (tests/unit/test_pacer_spread.py's ``_shares(400)``, which its test keeps measured on 150):
+# |share - p| at most 0.033, 27% of streams beyond 0.01 (7% with the defaults before the lead
+# horizon: ``_shares(400, max_lead=4, lead_horizon=None, gain=0.1)``); two replicas add only the
+# order in which they reach the actor.
 SHARE_TOLERANCE = 0.04
 
 

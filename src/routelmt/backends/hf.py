@@ -90,15 +90,20 @@ def _import_transformers() -> Any:
     return transformers
 
 
-def _load_tokenizer(folder: Any) -> Any:
-    transformers = _import_transformers()
+def _from_folder(auto_class: Any, what: str, folder: Any, **options: Any) -> Any:
+    """``auto_class.from_pretrained`` on a local folder; a broken folder is an InputError."""
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        return auto_class.from_pretrained(folder, local_files_only=True, **options)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(
-            f"cannot load a tokenizer from this folder ({type(exc).__name__}: {exc})",
+            f"cannot load {what} from this folder ({type(exc).__name__}: {exc})",
             path=str(folder),
         ) from None
+
+
+def _load_tokenizer(folder: Any) -> Any:
+    transformers = _import_transformers()
+    tokenizer = _from_folder(transformers.AutoTokenizer, "a tokenizer", folder)
     if tokenizer.pad_token_id is None:
         # Features and generation pad on the left and mask the padding, so any id works.
         tokenizer.pad_token = tokenizer.eos_token
@@ -138,15 +143,9 @@ def load_causal_lm(
     start = time.perf_counter()
     resolved = resolve_model(spec)
     tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(resolved.folder)
-    try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            resolved.folder, dtype=torch_dtype, local_files_only=True
-        )
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(
-            f"cannot load a causal LM from this folder ({type(exc).__name__}: {exc})",
-            path=str(resolved.folder),
-        ) from None
+    model = _from_folder(
+        transformers.AutoModelForCausalLM, "a causal LM", resolved.folder, dtype=torch_dtype
+    )
     try:
         model.to(device)
     except (RuntimeError, AssertionError) as exc:
@@ -181,13 +180,7 @@ def cached_model_header(spec: str = DEFAULT_MODEL, dtype: str = "float32") -> tu
     start = time.perf_counter()
     resolved = resolve_model(spec)
     tokenizer = _load_tokenizer(resolved.folder)
-    try:
-        config = transformers.AutoConfig.from_pretrained(resolved.folder, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(
-            f"cannot read a model config from this folder ({type(exc).__name__}: {exc})",
-            path=str(resolved.folder),
-        ) from None
+    config = _from_folder(transformers.AutoConfig, "a model config", resolved.folder)
     seconds = round(time.perf_counter() - start, 2)
     dtype_name = str(_torch_dtype(dtype)).removeprefix("torch.")
     info = _info(
