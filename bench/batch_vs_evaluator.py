@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from routelmt.batch import BatchBudget, BatchJob, Tier, run_batch
+from routelmt.batch.plan import evaluation_tie_keys
 from routelmt.batch.router import load_batch_router
-from routelmt.budget.allocation import budget_count, descending_order, tie_keys
+from routelmt.budget.allocation import budget_count, top_share_mask
 from routelmt.datasets.wmt import WMTDataset
 from routelmt.evaluation import evaluate_routers
 from routelmt.labels import score_pairs, wmt_labels
@@ -32,8 +33,7 @@ from routelmt.metrics.base import get_metric
 
 def evaluator_selection(scores: np.ndarray, idx: np.ndarray, keys: np.ndarray, p: float) -> set:
     """The positions the evaluator routes within ``idx`` (its k rule and tie keys)."""
-    order = descending_order(scores[idx], keys[idx])
-    return set(idx[order[: int(budget_count(idx.size, p))]].tolist())
+    return set(idx[top_share_mask(scores[idx], p, keys[idx])].tolist())
 
 
 def boundary_ties(scores: np.ndarray, idx: np.ndarray, p: float) -> int:
@@ -53,7 +53,7 @@ def compare(args: argparse.Namespace) -> dict:
     router = load_batch_router(args.router)
     bench_scores = np.asarray(router.score(examples), dtype=float)  # the evaluator's side
     result = evaluate_routers(examples, {"router": bench_scores}, [args.budget], n_boot=0)
-    keys = tie_keys(len(examples), np.random.SeedSequence(0).spawn(2)[0])
+    keys = evaluation_tie_keys(len(examples))  # the evaluator's own tie keys
     directions = np.array([s.direction for s in segments])
     metric = get_metric("chrf")
     rows = {}

@@ -46,7 +46,11 @@ from typing import Any
 import numpy as np
 
 from routelmt.budget.guards import GuardResult, choose_guard_threshold, guard_threshold_quantile
-from routelmt.evaluation.bootstrap import group_bootstrap_weights, percentile_interval
+from routelmt.evaluation.bootstrap import (
+    group_bootstrap_weights,
+    percentile_interval,
+    resampled_means,
+)
 from routelmt.evaluation.guards import allocate_units, guard_margin
 from routelmt.labels import score_pairs, wmt_labels
 from routelmt.metrics.base import get_metric
@@ -129,9 +133,8 @@ def row_metrics(
     severe = 100.0 * float(bad[routed].mean())
     mean_delta = float(gains[routed].mean())
     hybrid = float((q_small + np.where(routed, gains, 0.0)).mean())
-    wr = w[:, routed]
-    boot_severe = 100.0 * (wr * bad[routed]).sum(1) / wr.sum(1)
-    boot_md = (wr * gains[routed]).sum(1) / wr.sum(1)
+    boot_severe = 100.0 * resampled_means(w, bad, routed)
+    boot_md = resampled_means(w, gains, routed)
     return {
         **result.summary(),
         "severe_loss": severe,

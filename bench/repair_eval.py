@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from routelmt.budget.allocation import allocate_top_p
-from routelmt.evaluation.bootstrap import group_index, percentile_interval, weight_chunks
+from routelmt.evaluation.bootstrap import mean_interval
 from routelmt.metrics.base import get_metric
 from routelmt.prompts import get_template
 from routelmt.records import Segment, Translation, read_records
@@ -116,13 +116,6 @@ def routed_mask(scores: np.ndarray, p: float) -> np.ndarray:
     return allocate_top_p(scores, p)
 
 
-def paired(diff: np.ndarray, groups: list[str], n_boot: int = 1000) -> tuple[float, float]:
-    """95% interval of the mean of ``diff`` over group-bootstrap resamples."""
-    index, n_groups = group_index(groups)
-    reps = [w @ diff / w.sum(1) for w in weight_chunks(index, n_groups, n_boot, seed=0)]
-    return percentile_interval(np.concatenate(reps))
-
-
 def hybrid_rows(
     segs: list[Segment], q0: np.ndarray, q1: np.ndarray, ql: np.ndarray, routers: dict, budgets
 ) -> list[dict]:
@@ -135,7 +128,7 @@ def hybrid_rows(
             m0, m1 = routed_mask(s0, p), routed_mask(s1, p)
             h0 = np.where(m0, ql, q0)
             h1 = np.where(m1, ql, q1)
-            lo, hi = paired(h1 - h0, groups)
+            lo, hi = mean_interval(h1 - h0, groups)
             rows.append(
                 {
                     "router": name,

@@ -14,6 +14,7 @@ from routelmt.budget import (
     read_scores,
     realised_share,
     tie_keys,
+    top_share_mask,
 )
 from routelmt.errors import ConfigError, InputError
 
@@ -46,6 +47,23 @@ def test_ties_follow_the_seeded_permutation_not_the_index() -> None:
     assert np.flatnonzero(allocate_top_p(scores, 0.5)).tolist() == sorted(order[:3].tolist())
     # deterministic: the same answer every time
     assert (allocate_top_p(scores, 0.5) == allocate_top_p(np.array(scores), 0.5)).all()
+
+
+def test_top_share_mask_is_the_one_selection() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, size=41).astype(float)  # many ties, as length's scores have
+    keys = rng.permutation(41)
+    mask = top_share_mask(scores, 0.3, keys)
+    assert mask.sum() == budget_count(41, 0.3) == 12
+    chosen, left = scores[mask], scores[~mask]
+    assert chosen.min() >= left.max()  # the highest scores
+    tied = scores == chosen.min()  # at the k-th score: the lowest tie keys are taken
+    assert keys[tied & mask].max() < keys[tied & ~mask].min()
+    # allocate_top_p is the same selection with the default keys; p may be 0 or 1 here only
+    assert (top_share_mask(scores, 0.3) == allocate_top_p(scores, 0.3)).all()
+    assert top_share_mask(scores, 0.0).sum() == 0 and top_share_mask(scores, 1.0).all()
+    with pytest.raises(ConfigError):
+        allocate_top_p(scores, 1.0)
 
 
 def test_a_constant_router_does_not_route_the_first_rows() -> None:

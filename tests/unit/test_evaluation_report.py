@@ -10,9 +10,12 @@ import pytest
 from routelmt.errors import ConfigError, InputError
 from routelmt.evaluation import evaluate_routers, write_report
 from routelmt.evaluation.bootstrap import (
+    group_bootstrap_weights,
     group_index,
     group_weights,
+    mean_interval,
     percentile_interval,
+    resampled_means,
     summarise,
     weight_chunks,
 )
@@ -152,6 +155,23 @@ def test_write_report_files(tmp_path, result):
     for key in ("curves", "curves_by_direction"):
         data = paths[key].read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_resampled_means_and_the_paired_interval():
+    groups = [str(i // 3) for i in range(60)]  # 20 groups of 3
+    values = np.random.default_rng(1).normal(1.0, 2.0, 60)
+    w = group_bootstrap_weights(groups, 400, seed=0)
+    rows = np.arange(60) % 4 == 0
+    means = resampled_means(w, values, rows)
+    by_hand = [np.repeat(values[rows], w[b, rows]).mean() for b in range(3)]
+    np.testing.assert_allclose(means[:3], by_hand)
+    np.testing.assert_allclose(resampled_means(np.ones((1, 60)), values), [values.mean()])
+    # a resample that holds none of the rows gives NaN, not an error
+    assert np.isnan(resampled_means(np.zeros((1, 60)), values, rows)).all()
+    # mean_interval streams the same resamples (seed 0) as the whole weight matrix above
+    low, high = mean_interval(values, groups, n_boot=400, seed=0)
+    assert (low, high) == percentile_interval(resampled_means(w, values))
+    assert low < values.mean() < high
 
 
 def test_bootstrap_draws_do_not_depend_on_chunk_size():

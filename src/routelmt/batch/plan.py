@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from routelmt.budget.allocation import as_scores, budget_count
+from routelmt.budget.allocation import budget_count, top_share_mask
 from routelmt.budget.plan import check_positive, check_share
 from routelmt.budget.tiers import allocate_tiers
 from routelmt.errors import ConfigError, InputError
-from routelmt.evaluation.ranking import descending_order, tie_keys
+from routelmt.evaluation.ranking import tie_keys
 from routelmt.records import Segment
 from routelmt.storage import read_json, stable_hash, write_json
 
@@ -105,9 +105,7 @@ def evaluation_tie_keys(n: int, seed: int = 0) -> np.ndarray:
 
 def _top_share(scores: np.ndarray, keys: np.ndarray, share: float) -> np.ndarray:
     """1 for the ``budget_count`` highest scores, equal scores ordered by ``keys``."""
-    chosen = np.zeros(scores.size, dtype=int)
-    chosen[descending_order(as_scores(scores), keys)[: budget_count(scores.size, share)]] = 1
-    return chosen
+    return top_share_mask(scores, share, keys).astype(int)
 
 
 def allowed_calls(n_by_direction: dict[str, int], budget: BatchBudget) -> int | None:

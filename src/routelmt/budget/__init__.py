@@ -8,6 +8,7 @@ from routelmt.budget.allocation import (
     descending_order,
     rank_order,
     tie_keys,
+    top_share_mask,
 )
 from routelmt.budget.calibration import (
     Calibration,
@@ -46,6 +47,7 @@ __all__ = [
     "TierAllocation",
     "allocate_tiers",
     "allocate_top_p",
+    "top_share_mask",
     "budget_count",
     "calibrate_threshold",
     "choose_guard_threshold",

@@ -27,6 +27,7 @@ __all__ = [
     "descending_order",
     "rank_order",
     "allocate_top_p",
+    "top_share_mask",
     "as_scores",
 ]
 
@@ -96,6 +97,19 @@ def rank_order(scores: Sequence[float] | np.ndarray, seed: int = 0) -> np.ndarra
     return descending_order(arr, tie_keys(arr.size, seed))
 
 
+def top_share_mask(
+    scores: Sequence[float] | np.ndarray, p: float, keys: np.ndarray | None = None
+) -> np.ndarray:
+    """True for the ``budget_count(n, p)`` highest scores, equal scores ordered by ``keys``
+    (default ``tie_keys(n)``): the one top-p selection that every offline path uses. ``p``
+    may be 0 or 1 (a curve's end points), as in ``budget_count``."""
+    arr = as_scores(scores)
+    order = descending_order(arr, tie_keys(arr.size) if keys is None else keys)
+    mask = np.zeros(arr.size, dtype=bool)
+    mask[order[: budget_count(arr.size, p)]] = True
+    return mask
+
+
 def allocate_top_p(
     scores: Sequence[float] | np.ndarray, p: float, *, positive_only: bool = False
 ) -> np.ndarray:
@@ -104,11 +118,5 @@ def allocate_top_p(
     Routes exactly ``budget_count(n, p)`` requests, or fewer with ``positive_only`` when fewer
     scores are > 0 (a predicted gain <= 0 is never worth the large model).
     """
-    arr = as_scores(scores)
-    k = budget_count(arr.size, check_share(p))
-    order = rank_order(arr)[:k]
-    if positive_only:
-        order = order[arr[order] > 0]
-    mask = np.zeros(arr.size, dtype=bool)
-    mask[order] = True
-    return mask
+    mask = top_share_mask(scores, check_share(p))
+    return mask & (as_scores(scores) > 0) if positive_only else mask

@@ -57,6 +57,32 @@ def weight_chunks(
         done += size
 
 
+def resampled_means(
+    weights: np.ndarray, values: np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """The mean of ``values`` (over the ``rows`` mask, default all) in each resample of
+    ``weights`` (n_boot x N copies per segment); NaN where a resample holds none of the rows."""
+    w = weights if rows is None else weights[:, rows]
+    v = np.asarray(values, dtype=np.float64)
+    v = v if rows is None else v[rows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w @ v) / w.sum(axis=1)
+
+
+def mean_interval(
+    values: np.ndarray,
+    groups: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values`` over group resamples (streamed in chunks):
+    a paired difference's interval when ``values`` is a per-segment difference."""
+    index, n_groups = group_index(groups)
+    reps = [resampled_means(w, values) for w in weight_chunks(index, n_groups, n_boot, seed)]
+    return percentile_interval(np.concatenate(reps), level)
+
+
 def percentile_interval(
     replicates: np.ndarray, level: float = 0.95, *, nan_as_inf: bool = False
 ) -> tuple[float, float]:
