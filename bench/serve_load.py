@@ -10,7 +10,11 @@ sleep that releases the GIL), so the numbers measure the serving path, not a mod
 live model, pass ``--small hf:gemma3-270m`` (and ``--router-path`` for a trained in-model
 router; fewer ``--requests`` on a CPU). Prints one table. ``--fairness`` adds a one-word request
 alone and one sent while a 64-text request runs, with how many decode steps of the running batch
-it waited beyond its time alone.
+it waited beyond its time alone. ``--wmt en-es`` sends the first sentence (8-30 words) of each
+WMT24 paragraph of that pair instead of the six sentences; with ``--small`` the table adds the
+service's mean decode step and the small translations' mean length in tokens (the GGUF's own
+tokenizer), from which the two cores' ceiling follows (tokens/s of a full decode batch divided
+by the tokens a request needs).
 
 Runs (``--runs``): ``batching on`` (the default service: with a live model, routing right
 after the prefill and continuous decoding), ``batching off`` (one segment per forward), and
@@ -141,7 +145,30 @@ SENTENCES = [
 ]
 
 
-async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
+def wmt_first_sentences(pair: str, root: str | None) -> list[str]:
+    """The first sentence of each WMT24 source paragraph of ``pair`` with 8-30 words."""
+    import re
+
+    from routelmt.datasets.wmt import WMTDataset
+
+    sources = [s.source.strip() for s in WMTDataset(root).segments(pair)]
+    firsts = [re.split(r"(?<=[.!?])\s+", text)[0] for text in sources]
+    return [t for t in dict.fromkeys(firsts) if 8 <= len(t.split()) <= 30]
+
+
+def mean_tokens(texts: list[str], small: str) -> float:
+    """Mean length of ``texts`` in tokens of the small model's GGUF (its own tokenizer)."""
+    from routelmt.llama_engine import import_llama_cpp
+    from routelmt.models import gguf_path
+
+    lc = import_llama_cpp()
+    vocab = lc.Llama(str(gguf_path(small.split(":", 1)[1])), vocab_only=True, verbose=False)
+    return statistics.mean(len(vocab.tokenize(t.encode(), add_bos=False)) for t in texts)
+
+
+async def load(
+    url: str, n: int, clients: int, limit_s: float, texts: list[str], target: str
+) -> dict:
     latencies: list[float] = []
     route_ms: list[float] = []
     total_ms: list[float] = []
@@ -149,6 +176,7 @@ async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
     tiers = {"small": 0, "large": 0}
     fallbacks = 0
     errors = 0
+    small_texts: list[str] = []
     counter = iter(range(n))
     deadline = time.monotonic() + limit_s
 
@@ -157,7 +185,7 @@ async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
         for i in counter:
             if time.monotonic() > deadline:
                 return
-            body = {"text": SENTENCES[i % len(SENTENCES)] + f" ({i})", "target_lang": "de"}
+            body = {"text": texts[i % len(texts)] + f" ({i})", "target_lang": target}
             t0 = time.perf_counter()
             try:
                 r = await c.post(url + "/v1/translate", json=body)
@@ -170,6 +198,8 @@ async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
                 errors += 1
                 continue
             tiers[data["tier"]] += 1
+            if data["tier"] == "small":
+                small_texts.append(data["translation"])
             fallbacks += bool(data["fallback"])
             timings = data["timings_ms"]
             route_ms.append(timings["route"])
@@ -204,6 +234,8 @@ async def load(url: str, n: int, clients: int, limit_s: float) -> dict:
         "route_ms": statistics.mean(route_ms) if route_ms else float("nan"),
         "route_share": sum(route_ms) / max(sum(total_ms), 1e-9),
         "mean_batch": health["batching"]["items"] / max(health["batching"]["batches"], 1),
+        "decode_step_ms": health["batching"].get("decode_step_ms_mean") or float("nan"),
+        "_small_texts": small_texts,
     }
 
 
@@ -294,6 +326,10 @@ def main() -> None:
         help="after each load run: a one-word request alone, then while a 64-text one runs",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--wmt", metavar="PAIR",
+        help="send the first sentences (8-30 words) of this WMT24 pair's paragraphs",
+    )  # fmt: skip
     # child-process mode
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--role", default="front", help=argparse.SUPPRESS)
@@ -320,6 +356,11 @@ def main() -> None:
     common += ["--small-options", args.small_options] if args.small_options else []
     common += ["--legacy-small", args.legacy_small] if args.legacy_small else []
     common += ["--fairness"] if args.fairness else []
+    texts, target = (
+        (SENTENCES, "de")
+        if not args.wmt
+        else (wmt_first_sentences(args.wmt, None), args.wmt.split("-")[1])
+    )
     back, back_url = _spawn(["--role", "back", *common])
     back_port = back_url.rsplit(":", 1)[1]
     rows = {}
@@ -335,8 +376,16 @@ def main() -> None:
                 front, url = _spawn(extra + flag)
                 try:
                     rows[label] = asyncio.run(
-                        load(url, args.requests, args.clients, args.time_limit)
+                        load(url, args.requests, args.clients, args.time_limit, texts, target)
                     )
+                    small_texts = rows[label].pop("_small_texts")
+                    if args.small and args.small.startswith("llamacpp:") and small_texts:
+                        tokens = mean_tokens(small_texts, args.small)
+                        step = rows[label]["decode_step_ms"] / 1000.0
+                        rows[label]["small_tokens_mean"] = tokens
+                        # every step full (16 rows) at the mean step time, no prefill, no
+                        # stage 2: an upper bound on the requests per second
+                        rows[label]["ceiling_req_s"] = 16 / step / (tokens + 1)
                     rows[label]["log_lines"] = Path(log).read_bytes().count(b"\n")
                     if args.fairness:
                         rows[label].update(asyncio.run(fairness(url)))
@@ -360,6 +409,9 @@ def main() -> None:
         ("route_ms", "{:.3f}"),
         ("route_share", "{:.4f}"),
         ("mean_batch", "{:.2f}"),
+        ("decode_step_ms", "{:.1f}"),
+        ("small_tokens_mean", "{:.1f}"),
+        ("ceiling_req_s", "{:.2f}"),
         ("log_lines", "{:.0f}"),
         ("route_p50_ms", "{:.1f}"),
         ("large_p50_ms", "{:.1f}"),
@@ -372,7 +424,6 @@ def main() -> None:
             ("one_word_during_ms", "{:.0f}"),
             ("big_started_before_ms", "{:.0f}"),
             ("big_still_running", "{:.0f}"),
-            ("decode_step_ms", "{:.1f}"),
             ("extra_in_steps", "{:.1f}"),
         ]
     labels = list(rows)
@@ -383,7 +434,8 @@ def main() -> None:
     )
     print(f"{'metric':<14}" + "".join(f"{lab:>16}" for lab in labels))
     for key, fmt in keys:
-        print(f"{key:<14}" + "".join(f"{fmt.format(rows[lab][key]):>16}" for lab in labels))
+        cells = [fmt.format(rows[lab].get(key, float("nan"))) for lab in labels]
+        print(f"{key:<14}" + "".join(f"{c:>16}" for c in cells))
     for other in [lab for lab in labels if lab != "batching on"]:
         if "batching on" in rows:
             ratio = rows["batching on"]["throughput"] / rows[other]["throughput"]
