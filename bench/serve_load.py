@@ -61,6 +61,9 @@ def run_server(args: argparse.Namespace) -> None:
     if args.role == "back":
         small = _make_synthetic("large-sim", args.large_ms, 0.0, reverse=True)
         overrides = {
+            # the stand-in large model routes nothing (the front asks for "small"): a router
+            # that reads a model would load Gemma here and take the front's cores
+            "router": {"name": "length"},
             "server": {
                 "log_path": None,
                 "directions": None,

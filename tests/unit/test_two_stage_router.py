@@ -145,3 +145,25 @@ def test_the_qe_scorer_is_built_once(monkeypatch):
     for _ in range(3):
         router.stage2_inputs(segs, ["el gato"], np.zeros(1))
     assert built == ["qe-embed"]
+
+
+def test_the_service_builds_the_qe_scorer_without_its_disk_cache(monkeypatch, tmp_path):
+    """Served texts leave no embedding on disk (a shard a request, and a trace of each text);
+    a scorer without that option (cometkiwi) is built as it is."""
+    from routelmt.serve.service import serve_without_disk_cache
+
+    monkeypatch.setenv("ROUTELMT_CACHE", str(tmp_path))
+    router = TwoStageRouter(stage1={"layer": 2, "source": _source(), "cv_folds": 3})
+    serve_without_disk_cache(router)
+    assert router.qe_options == {"use_cache": False}
+    qe = router.qe_metric()
+    assert qe.use_cache is False
+    scores = qe.sentence_scores(
+        ["el gato duerme en la alfombra"], None, "es", sources=["the cat sleeps on the mat"]
+    )
+    assert scores.shape == (1,) and not list(tmp_path.rglob("*.npz"))
+    # offline (no serve_without_disk_cache) the same scorer caches, as before
+    assert TwoStageRouter(stage1={"layer": 2, "source": _source()}).qe_options == {}
+    kiwi = TwoStageRouter(qe="cometkiwi", stage1={"layer": 2, "source": _source()})
+    serve_without_disk_cache(kiwi)
+    assert kiwi.qe_options == {}

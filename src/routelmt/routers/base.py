@@ -90,6 +90,7 @@ class SharedQERouter(Protocol):
     quality-hypo guard naming the same scorer reuses it (one sentence encoder loaded)."""
 
     qe: Any
+    qe_options: dict[str, Any]  # keyword options the scorer is built with from its name
 
     def qe_metric(self) -> Any:
         """The QE scorer, built once."""

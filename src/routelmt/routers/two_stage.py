@@ -151,6 +151,8 @@ class TwoStageRouter(Router):
         self.train_sources: dict[str, Any] | None = None
         self.qe_seconds = 0.0
         self._qe_metric: tuple[Any, Any] | None = None  # (setting, metric): built once
+        #: options of the QE scorer when it is built from its name (the service: no disk cache)
+        self.qe_options: dict[str, Any] = {}
         #: set by ``routelmt.adaptation``: which artifact the heads were refit from, and how
         self.adapted: dict[str, Any] | None = None
 
@@ -171,7 +173,7 @@ class TwoStageRouter(Router):
         if isinstance(self.qe, Metric):
             return self.qe
         if self._qe_metric is None or self._qe_metric[0] != self.qe:
-            self._qe_metric = (self.qe, get_metric(str(self.qe)))
+            self._qe_metric = (self.qe, get_metric(str(self.qe), **self.qe_options))
         return self._qe_metric[1]
 
     def prepare(self, batch: Sequence[Segment | ScoredExample]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import time
 import uuid
@@ -19,6 +20,7 @@ from routelmt.budget.plan import BudgetPlan, StagePlan
 from routelmt.errors import BackendError, ConfigError
 from routelmt.hybrid import FALLBACK, HybridResult, HybridTranslator, Routed, SecondStage, Tier
 from routelmt.languages import parse_direction
+from routelmt.metrics.base import METRICS
 from routelmt.records import Segment
 from routelmt.routers.base import SharedQERouter, stages
 from routelmt.serve.batcher import ContinuousDecoder, MicroBatcher
@@ -560,6 +562,17 @@ def make_tier_pacer(budget: dict[str, Any], tiers: list[Tier], router: Any) -> A
     )
 
 
+def serve_without_disk_cache(router: Any) -> None:
+    """The router's QE scorer keeps no embedding of a served text on disk: offline the cache
+    saves a second pass, in the service it would grow a file a request (and scan them all on
+    each) and keep a trace of every text after its request."""
+    if not isinstance(router, SharedQERouter) or not isinstance(router.qe, str):
+        return
+    factory = METRICS.get(router.qe)
+    if "use_cache" in inspect.signature(factory).parameters:
+        router.qe_options = {**router.qe_options, "use_cache": False}
+
+
 def make_service_guard(guard: dict[str, Any], router: Any) -> Any:
     """The configured guard; quality-hypo reuses the two-stage router's QE scorer when it is
     the same one (built once, its sentence encoder loaded once)."""
@@ -588,6 +601,7 @@ def build_service(
     server = config["server"]
     small = small or first_backend(config["small"], config["small_options"], data)
     router, router_name = make_router(config["router"])
+    serve_without_disk_cache(router)
     tiers = make_tiers(config, tier_backends or {})
     if tiers:
         large = tiers[-1].translator
