@@ -38,11 +38,31 @@ BUCKETS = {
 }
 
 
-def load_segments(n: int, data: Path | None) -> list[Segment]:
-    from routelmt.datasets.wmt import WMTDataset
+def load_segments(n: int, data: Path | None, first: bool = False) -> list[Segment]:
+    """The first N en-es segments of at most 40 words, or (``first``) the first sentences of
+    8-30 words that ``bench/serve_load.py --wmt en-es`` sends."""
+    from routelmt.datasets.wmt import WMTDataset, first_sentences
 
     pool = WMTDataset(data).segments("en-es", reference=None)
+    if first:
+        texts = first_sentences([s.source for s in pool])[:n]
+        return [Segment(id=f"first-{i}", direction="en-es", source=t) for i, t in enumerate(texts)]
     return [s for s in pool if len(s.source.split()) <= 40][:n]
+
+
+def prefill_times(gen, segments: list[Segment], rows: int, layer: int, repeats: int = 3) -> dict:
+    """Median seconds of one routing prefill of ``rows`` prompts (the router's layer captured,
+    as the service does), and the prompt tokens it computed past the shared prefix."""
+    times, fresh = [], 0
+    for _ in range(repeats):
+        state = gen.prefill(segments[:rows], layer=layer)
+        times.append(state.prefill_s)
+        fresh = int(sum(state.positions[:rows])) - int(state.reused_tokens)
+        for seq in state.seqs:
+            if seq >= 0:
+                gen.release(seq)
+        state.seqs[:] = [-1] * len(state.seqs)
+    return {"rows": rows, "seconds": statistics.median(times), "new_tokens": fresh}
 
 
 def profile_translate(gen, segments: list[Segment]) -> dict:
@@ -95,10 +115,16 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--first-sentences", action="store_true",
+        help="first sentences of 8-30 words (serve_load's --wmt load) instead of paragraphs",
+    )  # fmt: skip
+    parser.add_argument("--prefill-rows", default="1,16", help="part 3: prompts per prefill")
+    parser.add_argument("--layer", type=int, default=11, help="part 3: the layer captured")
     args = parser.parse_args()
     from routelmt.backends.llamacpp import LlamaCppTranslator
 
-    segments = load_segments(args.n, args.data)
+    segments = load_segments(args.n, args.data, args.first_sentences)
     tr = LlamaCppTranslator(
         "gemma3-270m", threads=args.threads, batch_size=args.batch_size, repair="off"
     )
@@ -125,9 +151,19 @@ def main() -> int:
             f"| {s['rows']} | {1000 * s['with_logits_s']:.1f} | {1000 * s['no_logits_s']:.1f} "
             f"| {100 * s['head_share']:.0f}% |"
         )
+    prefills = [
+        prefill_times(gen, segments, int(r), args.layer) for r in args.prefill_rows.split(",")
+    ]
+    print(f"\n3. one routing prefill (median of 3), layer {args.layer} captured")
+    print("| prompts | seconds | new tokens (past the shared prefix) | ms a new token |")
+    print("|---|---|---|---|")
+    for p in prefills:
+        per = 1000 * p["seconds"] / max(p["new_tokens"], 1)
+        print(f"| {p['rows']} | {p['seconds']:.3f} | {p['new_tokens']} | {per:.1f} |")
     print(f"\nload avg {os.getloadavg()[0]:.1f} at the end")
     if args.json:
-        args.json.write_text(json.dumps({"profile": prof, "steps": steps}, indent=2))
+        out = {"profile": prof, "steps": steps, "prefills": prefills}
+        args.json.write_text(json.dumps(out, indent=2))
     return 0
 
 

@@ -60,6 +60,13 @@ def source_id(name: str, text: str) -> str:
     return f"{name}/src/" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
+def first_sentences(sources: list[str], min_words: int = 8, max_words: int = 30) -> list[str]:
+    """The first sentence of each paragraph with ``min_words`` to ``max_words`` words, once
+    each: short requests as a chat or UI translation service sees them, from WMT24's sources."""
+    firsts = [re.split(r"(?<=[.!?])\s+", text.strip())[0] for text in sources]
+    return [t for t in dict.fromkeys(firsts) if min_words <= len(t.split()) <= max_words]
+
+
 def _split_lines(text: str) -> list[str]:
     # Split on "\n" only: str.splitlines() also breaks on U+2028, U+0085, form feeds, ...
     # which would silently misalign files that ``wc -l`` and the WMT tools see as aligned.
