@@ -210,7 +210,7 @@ async def load(
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(timeout=600, limits=limits) as c:
         # one request first, not counted: what a service loads on its first request (the QE
-        # scorer's language models: about 11 s here) is not the steady state measured
+        # scorer's language models: about 10 s here) is not the steady state measured
         warm = {"text": texts[0] + " (warm-up)", "target_lang": target}
         assert (await c.post(url + "/v1/translate", json=warm)).status_code == 200
         deadline = time.monotonic() + limit_s

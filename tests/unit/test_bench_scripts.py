@@ -41,6 +41,7 @@ HELP_ONLY = {
     "outage.py": "a live service and a hanging endpoint for tens of seconds",
     "prefix_sharing.py": "times Gemma-3-270M",
     "probe_vs_lora.py": "fine-tunes Gemma-3-270M with LoRA",
+    "qe_cost.py": "times lingua loading its language models (seconds of a test run)",
     "ray_scaling.py": "a Ray cluster",
     "serve_load.py": "two live servers under load",
     "small_throughput.py": "times Gemma-3-270M",

@@ -86,12 +86,12 @@ def allocate(
     if budget.share is not None:
         keys = evaluation_tie_keys(scores.size, budget.tie_seed)  # the evaluator's own keys
         if not budget.per_direction:
-            return _top_share(scores, keys, budget.share)
+            return top_share_mask(scores, budget.share, keys).astype(int)
         chosen = np.zeros(scores.size, dtype=int)
         names = np.asarray(directions)
         for direction in dict.fromkeys(directions):
             rows = np.flatnonzero(names == direction)
-            chosen[rows] = _top_share(scores[rows], keys[rows], budget.share)
+            chosen[rows] = top_share_mask(scores[rows], budget.share, keys[rows])
         return chosen
     costs = np.array([t.cost for t in tiers], dtype=float)
     gains = scores[:, None] * np.array([t.gain_scale for t in tiers], dtype=float)[None, :]
@@ -101,11 +101,6 @@ def allocate(
 def evaluation_tie_keys(n: int, seed: int = 0) -> np.ndarray:
     """The tie keys ``evaluation.evaluate_arrays`` uses for ``n`` segments and ``seed``."""
     return tie_keys(n, np.random.SeedSequence(seed).spawn(2)[0])
-
-
-def _top_share(scores: np.ndarray, keys: np.ndarray, share: float) -> np.ndarray:
-    """1 for the ``budget_count`` highest scores, equal scores ordered by ``keys``."""
-    return top_share_mask(scores, share, keys).astype(int)
 
 
 def allowed_calls(n_by_direction: dict[str, int], budget: BatchBudget) -> int | None:
