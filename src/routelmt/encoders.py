@@ -181,6 +181,7 @@ class EmbeddingCache:
         self.root = cache_dir("embeddings", stable_hash(encoder_id, length=20))
         self._index: dict[str, np.ndarray] = {}
         self._seen_shards: set[str] = set()
+        self._listed_at: int | None = None  # the folder's mtime when it was last listed
         id_file = self.root / "encoder.txt"
         if not id_file.exists():
             with atomic_open(id_file) as handle:
@@ -190,6 +191,17 @@ class EmbeddingCache:
         return hashlib.sha256(f"{self.encoder_id}\x00{text}".encode()).hexdigest()
 
     def _refresh(self) -> None:
+        """Read the shards written since the last listing. The folder is listed again only when
+        its mtime moved (a shard is renamed into it): with thousands of shards, listing them on
+        every lookup was most of a lookup. A shard landing in the same mtime tick as the last
+        listing is read at the next change; until then its texts are embedded again."""
+        try:
+            stamp = self.root.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        if stamp is not None and stamp == self._listed_at:
+            return
+        self._listed_at = stamp
         for shard in sorted(self.root.glob("*.npz")):
             if shard.name in self._seen_shards:
                 continue
