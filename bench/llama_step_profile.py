@@ -1,6 +1,7 @@
 """Where a decode step of the llamacpp backend goes: measured, not guessed.
 
     python bench/llama_step_profile.py [--n 32] [--threads 2] [--rows 1,8,16] [--steps 24]
+                                       [--output-languages de,es,zh]
 
 On the first N WMT24 en-es segments of at most 40 words, with the project's prompt and GGUF:
 
@@ -118,17 +119,25 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--prefill-rows", default="1,16", help="part 3: prompts per prefill")
     parser.add_argument("--layer", type=int, default=11, help="part 3: the layer captured")
+    parser.add_argument(
+        "--output-languages", default=None, help="the backend's cut output head (e.g. de,es,zh)"
+    )
     args = parser.parse_args()
     from routelmt.backends.llamacpp import LlamaCppTranslator
 
     segments = load_segments(args.n, args.data, args.first_sentences)
     tr = LlamaCppTranslator(
-        "gemma3-270m", threads=args.threads, batch_size=args.batch_size, repair="off"
+        "gemma3-270m",
+        threads=args.threads,
+        batch_size=args.batch_size,
+        repair="off",
+        output_languages=args.output_languages,
     )
     gen = tr.generator
     gen.translate(segments[:4])  # warm-up: the direction's prefix is cached, pages are in
     print(
-        f"{len(segments)} en-es segments, {args.threads} threads, batch {args.batch_size}; "
+        f"{len(segments)} en-es segments, {args.threads} threads, batch {args.batch_size}, "
+        f"output head {gen.n_vocab} tokens; "
         f"load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     prof = profile_translate(gen, segments)

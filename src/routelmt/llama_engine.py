@@ -49,6 +49,7 @@ from routelmt.generation import (
 )
 from routelmt.lm import common_prefix_length
 from routelmt.locks import FairLock
+from routelmt.output_vocab import CutVocabulary, FullEmbeddings
 from routelmt.prompts import FewShotTemplate, PromptTemplate, encode_prompts
 from routelmt.records import Segment
 
@@ -167,6 +168,7 @@ class LlamaGenerator(SegmentLimits):
         n_ctx: int = 16384,
         prefix_cache: bool = True,
         capture: bool = True,
+        output_vocab: CutVocabulary | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -194,6 +196,12 @@ class LlamaGenerator(SegmentLimits):
         self.n_batch = 2048
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
+        self.output_vocab = output_vocab
+        if output_vocab is not None:  # decode with the cut head, prefill from the full rows
+            gguf = output_vocab.path
+            self._to_full: np.ndarray = output_vocab.keep
+            self._to_cut: np.ndarray = output_vocab.to_cut
+            self._full_rows = FullEmbeddings(output_vocab.source)
         self.model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
         if not self.model:
             raise BackendError(f"llama.cpp could not load {gguf}")
@@ -205,10 +213,10 @@ class LlamaGenerator(SegmentLimits):
                 f"{gguf} has {lc.llama_model_n_layer(self.model)} layers, the tokenizer's model "
                 f"{self.num_layers}: not the same model"
             )
-        self.eos_ids = {int(lc.llama_vocab_eos(self.vocab))}
+        self.eos_ids = {self._full_id(int(lc.llama_vocab_eos(self.vocab)))}
         eot = int(lc.llama_vocab_eot(self.vocab))
         if eot >= 0:
-            self.eos_ids.add(eot)
+            self.eos_ids.add(self._full_id(eot))
         if tokenizer.eos_token_id is not None:
             self.eos_ids.add(int(tokenizer.eos_token_id))
         self._reader = _TensorReader(lc)
@@ -222,7 +230,12 @@ class LlamaGenerator(SegmentLimits):
         self._slots = threading.Condition()
         self._prefixes: dict[str, tuple[list[int], int]] = {}  # direction -> (ids, seq id)
         self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
-        weakref.finalize(self, _free_native, lc, self.ctx, self.model, self._batch)
+        batches = [self._batch]
+        self._embd_batch = None
+        if output_vocab is not None:
+            self._embd_batch = lc.llama_batch_init(self.n_batch, self.n_embd, 1)
+            batches.append(self._embd_batch)
+        weakref.finalize(self, _free_native, lc, self.ctx, self.model, batches)
 
     def _open_context(self, max_rows: int, threads: int, capture: bool) -> Any:
         lc = self.llama_cpp
@@ -276,11 +289,25 @@ class LlamaGenerator(SegmentLimits):
         return f"l_out-{layer - 1}".encode()
 
     # -- low-level batch ------------------------------------------------------------------
+    def _full_id(self, token: int) -> int:
+        return token if self.output_vocab is None else int(self._to_full[token])
+
     def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
-        """One ``llama_decode`` of (token, position, seq, wants logits) items."""
+        """One ``llama_decode`` of (token, position, seq, wants logits) items (full-vocabulary
+        ids; with a cut head, a batch holding any cut token goes in as embedding rows)."""
         b = self._batch
-        for k, (token, pos, seq, logits) in enumerate(items):
-            b.token[k] = token
+        tokens = [token for token, *_ in items]
+        if self.output_vocab is not None:
+            table = self._to_cut
+            cut = [int(table[t]) if t < len(table) else -1 for t in tokens]
+            if min(cut) < 0:
+                b = self._embd_batch
+                rows = np.ascontiguousarray(self._full_rows.rows(tokens), dtype=np.float32)
+                ctypes.memmove(b.embd, rows.ctypes.data, rows.nbytes)
+            tokens = cut
+        for k, (token, (_, pos, seq, logits)) in enumerate(zip(tokens, items, strict=True)):
+            if b is self._batch:
+                b.token[k] = token
             b.pos[k] = pos
             b.n_seq_id[k] = 1
             b.seq_id[k][0] = seq
@@ -294,7 +321,7 @@ class LlamaGenerator(SegmentLimits):
 
     def _argmax(self, index: int) -> int:
         ptr = self.llama_cpp.llama_get_logits_ith(self.ctx, index)
-        return int(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).argmax())
+        return self._full_id(int(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).argmax()))
 
     def _take_seqs(self, n: int) -> list[int]:
         """``n`` free sequence ids, all at once; waits (up to ``SLOT_WAIT_S``) while other
@@ -359,6 +386,9 @@ class LlamaGenerator(SegmentLimits):
         return self._prefill(list(segments), wanted)
 
     def _prefill(self, segs: list[Segment], layer: int | None) -> LlamaPrefillState:
+        if self.output_vocab is not None:
+            for direction in {seg.direction for seg in segs}:
+                self.output_vocab.check_direction(direction)
         encoded = encode_prompts(self.template, segs, self.tokenizer) if segs else []
         state = LlamaPrefillState(
             segments=segs,
@@ -600,9 +630,10 @@ def _release_untaken(generator_ref: Any, seqs: list[int], taken: set[int]) -> No
             generator.release(seq)
 
 
-def _free_native(lc: Any, ctx: Any, model: Any, batch: Any) -> None:
+def _free_native(lc: Any, ctx: Any, model: Any, batches: list[Any]) -> None:
     try:
-        lc.llama_batch_free(batch)
+        for batch in batches:
+            lc.llama_batch_free(batch)
         lc.llama_free(ctx)
         lc.llama_model_free(model)
     except Exception:  # interpreter shutdown: the process frees everything anyway

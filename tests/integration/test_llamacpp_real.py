@@ -11,6 +11,7 @@ leave it, no sequence slot leaks, and a flagged output is repaired by a second d
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -179,3 +180,30 @@ def test_a_copied_output_is_decoded_again_with_the_repair_prompt(segments, monke
     assert dict(tr.translate_iter(two)) == dict(enumerate(out))
     assert tr.last_stats.repair_flagged >= 2
     tr.close()
+
+
+def test_a_cut_output_head_prefills_as_the_full_model_and_writes_its_language(llama, segments):
+    """``output_languages``: the prompts are prefilled from the full vocabulary's rows, so the
+    router's features are the full model's to the bit; decoding picks among the kept tokens
+    only (a greedy choice the cut kept is the full model's choice); another target language is
+    refused before any work."""
+    cut = make_translator(
+        "llamacpp:gemma3-270m", max_new_tokens=40, threads=1, max_rows=8, repair="off",
+        output_languages="es",
+    )  # fmt: skip
+    assert cut.name == "llamacpp:gemma3-270m+out-es"
+    full_state = llama.prefill(segments, layer=9)
+    cut_state = cut.prefill(segments, layer=9)
+    np.testing.assert_array_equal(cut_state.features, full_state.features)
+    kept = set(cut.generator.output_vocab.keep.tolist())
+    assert 20000 < cut.generator.n_vocab == len(kept) < 120000
+    for full_first, cut_first in zip(full_state.first_tokens, cut_state.first_tokens):
+        assert cut_first in kept
+        if full_first in kept:
+            assert cut_first == full_first
+    del full_state, cut_state
+    out = cut.translate(segments)
+    assert sum(bool(SPANISH.search(text.lower())) for text in out) >= 3, out
+    german = [dataclasses.replace(s, direction="en-de") for s in segments[:1]]
+    with pytest.raises(Exception, match="cut to es"):
+        cut.translate(german)

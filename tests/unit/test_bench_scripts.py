@@ -45,6 +45,7 @@ HELP_ONLY = {
     "ray_scaling.py": "a Ray cluster",
     "serve_load.py": "two live servers under load",
     "small_throughput.py": "times Gemma-3-270M",
+    "small_anchor.py": "times Gemma-3-270M against plain llama-cpp-python",
     "tiers.py": "trains the in-model router on Gemma-3-270M's prefill",
     "two_stage_ceiling.py": "scikit-learn's trees and the sentence encoder on every segment",
     # the library each of these is thin over has its own unit tests (named beside it)
@@ -229,12 +230,23 @@ def test_compare_translations_on_two_tiny_runs(tmp_path: Path):
                 }
             )
             text = row["text"] + (" extra" if change and int(index) % 2 else "")
+            if change and int(index) == 0:  # run b answers nothing once: a failure on b only
+                text = ""
             outputs.append({"segment_id": row["segment_id"], "system": "small", "text": text})
         _write(folder / "data" / "segments.jsonl", [json.dumps(s) for s in segments])
         _write(
             folder / "translate" / "hf-small" / "translations.jsonl",
             [json.dumps(o) for o in outputs],
         )
+        ids = [o["segment_id"] for o in outputs]
+        q_small = 11.0 if change else 10.0  # b's small model one point better everywhere
+        for system, q in (("hf-small", q_small), ("GPT-4", 20.0)):
+            _write(
+                folder / "score" / system / "scores.jsonl",
+                [json.dumps({"segment_id": i, "q": q}) for i in ids],
+            )
+        routed = {"router": "r", "ids": ids, "scores": [float(k) for k in range(len(ids))]}
+        _write(folder / "routers" / "GPT-4" / "r" / "scores.json", [json.dumps(routed)])
     printed = _run(
         [
             str(BENCH / "compare_translations.py"),
@@ -242,8 +254,26 @@ def test_compare_translations_on_two_tiny_runs(tmp_path: Path):
             str(tmp_path / "b"),
             "--n-boot",
             "50",
+            "--failures",
+            "--no-language-check",
+            "--hybrid",
+            "GPT-4",
+            "--router",
+            "r",
         ],
         env,
         tmp_path,
     )
     assert "en-de" in printed and "en-es" in printed
+    failures = printed.split("catastrophic outputs (empty, echo, copy)")[1].splitlines()
+    total = next(line.split() for line in failures if line.startswith("all"))
+    n = len(rows)
+    assert total == ["all", str(n), "0", "(0.0%)", "2", f"({100 * 2 / n:.1f}%)", "0", "2"]
+    # hybrid: 30% of each direction goes large in both runs (20); the rest gains b's point
+    hybrid = printed.split("hybrid chrF at p = 0.3")[1].splitlines()
+    rows_by = {line.split()[0]: line.split() for line in hybrid[2:] if line.strip()}
+    assert set(rows_by) == {"en-de", "en-es", "all"}
+    for name in ("en-de", "en-es"):
+        count = int(rows_by[name][1])
+        large = int(0.3 * count + 0.5)  # the library's k per direction
+        assert float(rows_by[name][4]) == pytest.approx((count - large) / count, abs=0.006)

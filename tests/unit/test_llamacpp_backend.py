@@ -55,3 +55,16 @@ def test_bad_threads_is_a_clear_error():
 
     with pytest.raises(ConfigError, match="threads"):
         make_translator("llamacpp:gemma3-270m", threads=0)
+
+
+def test_a_cut_head_names_itself_and_what_it_cannot_write(monkeypatch):
+    monkeypatch.setattr(resolve, "llama_cpp_available", lambda: True)
+    tr = make_translator("llamacpp:gemma3-270m", output_languages="zh,es")
+    assert tr.name == "llamacpp:gemma3-270m+out-es-zh" and tr._generator is None
+    assert tr.writes("en-es") is None and tr.writes("de-zh") is None
+    assert "cut to es, zh" in tr.writes("en-de")
+    assert make_translator("llamacpp:gemma3-270m").writes("en-de") is None
+    fewer = make_translator("llamacpp:gemma3-270m", output_languages="es", output_english_words=0)
+    assert fewer.name == "llamacpp:gemma3-270m+out-es-en0"
+    with pytest.raises(Exception, match="output_english_words must be >= 0"):
+        make_translator("llamacpp:gemma3-270m", output_languages="es", output_english_words=-1)

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from serve_fixtures import FaultyServer, Reverse, closed_port_url, make_service, serve
+from serve_fixtures import FaultyServer, Reverse, Upper, closed_port_url, make_service, serve
 
 from routelmt.backends.openai import OpenAITranslator
 from routelmt.serve.log import read_decision_log
@@ -385,3 +385,25 @@ def test_any_language_pair_is_served_and_an_untrained_one_says_zero_shot():
         assert length_only.health()["directions"]["router_trained_on"] is None
     finally:
         length_only.close()
+
+
+class _SpanishOnly(Upper):
+    """A small model that can write Spanish only (as a llama.cpp head cut to ``es``)."""
+
+    def writes(self, direction: str) -> str | None:
+        return None if direction.endswith("-es") else "the small model's head is cut to es"
+
+
+def test_a_pair_the_small_model_cannot_write_is_a_400_before_any_work():
+    small = _SpanishOnly()
+    srv = serve(make_service(small=small, directions=None))
+    try:
+        r = httpx.post(srv.url + "/v1/translate", json={"text": "hi", "target_lang": "de"})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == "target_lang" and "cut to es" in err["message"]
+        assert small.batches == []
+        ok = httpx.post(srv.url + "/v1/translate", json={"text": "hi", "target_lang": "es"})
+        assert ok.status_code == 200 and small.batches
+    finally:
+        srv.stop()

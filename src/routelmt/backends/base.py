@@ -29,6 +29,11 @@ class Translator(ABC):
     def translate(self, segments: Sequence[Segment]) -> list[str]:
         """Translate a batch; one output string per segment, in order."""
 
+    def writes(self, direction: str) -> str | None:
+        """None when this translator can write ``direction``'s target language, else why not
+        (a llama.cpp head cut to other languages cannot), checked before any work."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, model memory)."""
 

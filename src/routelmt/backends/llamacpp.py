@@ -18,6 +18,7 @@ from typing import Any
 from routelmt.backends.base import BACKENDS, GeneratorBackend, Translator, threads_from_env
 from routelmt.errors import ConfigError
 from routelmt.models import DEFAULT_MODEL, gguf_path, resolve_model
+from routelmt.output_vocab import ENGLISH_WORDS, parse_languages, target_language
 from routelmt.records import Segment
 from routelmt.repair import DEFAULT_REPAIR, check_repair_setting
 
@@ -43,7 +44,11 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
     ``max_length_ratio``, ``stop_at_newline``, ``template`` as for ``hf``; ``threads`` (default
     ``$ROUTELMT_THREADS``, else every core); ``max_rows`` (sequences alive at once, prefilled or
     decoding); ``n_ctx`` (KV cells shared by them); ``prefix_cache`` (the few-shot prefix
-    prefilled once per direction). Loads on first use.
+    prefilled once per direction); ``output_languages`` (target languages, e.g. ``de,es,zh``:
+    decode with an output head cut to the tokens those languages write, about twice the decode
+    steps a second on two cores, see ``output_vocab``; a request into another language is
+    refused) and ``output_english_words`` (English words the cut head also keeps, for names and
+    terms; default 5,000). Loads on first use.
     """
 
     kind = "llamacpp"
@@ -64,10 +69,19 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
         n_ctx: int = 16384,
         prefix_cache: bool = True,
         repair: str | None = DEFAULT_REPAIR,
+        output_languages: str | Sequence[str] | None = None,
+        output_english_words: int = ENGLISH_WORDS,
         name: str | None = None,
     ) -> None:
         self.spec = spec
-        self.name = name or f"llamacpp:{spec}"
+        self.output_languages = parse_languages(output_languages)
+        if output_english_words < 0:
+            raise ConfigError(f"output_english_words must be >= 0, got {output_english_words}")
+        self.output_english_words = int(output_english_words)
+        cut = f"+out-{'-'.join(self.output_languages)}" if self.output_languages else ""
+        if cut and self.output_english_words != ENGLISH_WORDS:
+            cut += f"-en{self.output_english_words}"
+        self.name = name or f"llamacpp:{spec}{cut}"
         self._template_setting = template
         self._options = {
             "batch_size": int(batch_size),
@@ -106,10 +120,32 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
             gguf, tokenizer, layers = self._load_parts()
             template = resolve_template(self._template_setting, tokenizer)
             self._generator = LlamaGenerator(
-                gguf, tokenizer, template, num_layers=layers, **self._options
+                gguf,
+                tokenizer,
+                template,
+                num_layers=layers,
+                output_vocab=self._output_vocab(gguf, tokenizer),
+                **self._options,
             )
             log.info("llama.cpp: %s, %d threads", gguf, self._options["threads"])
         return self._generator
+
+    def writes(self, direction: str) -> str | None:
+        if not self.output_languages or target_language(direction) in self.output_languages:
+            return None
+        return (
+            f"the small model's output head is cut to {', '.join(self.output_languages)} "
+            "(output_languages)"
+        )
+
+    def _output_vocab(self, gguf: Any, tokenizer: Any) -> Any:
+        if not self.output_languages:
+            return None
+        from routelmt.output_vocab import cut_vocabulary
+
+        return cut_vocabulary(
+            gguf, tokenizer, self.output_languages, english_words=self.output_english_words
+        )
 
     def _sibling(self, template: Any) -> Any:
         """A second context on the same GGUF, sized for the few rows a repair decodes, without
@@ -119,7 +155,13 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
         gguf, tokenizer, layers = self._load_parts()
         options = {**self._options, "max_rows": self._options["batch_size"], "n_ctx": 4096}
         return LlamaGenerator(
-            gguf, tokenizer, template, num_layers=layers, capture=False, **options
+            gguf,
+            tokenizer,
+            template,
+            num_layers=layers,
+            capture=False,
+            output_vocab=self._output_vocab(gguf, tokenizer),
+            **options,
         )
 
     def translate_iter(self, segments: Sequence[Segment]) -> Iterator[tuple[int, str]]:

@@ -102,7 +102,7 @@ def make_translator(
 
 
 #: llamacpp options the hf backend has no use for (dropped, with the reason logged)
-LLAMACPP_ONLY = ("threads", "max_rows", "n_ctx")
+LLAMACPP_ONLY = ("threads", "max_rows", "n_ctx", "output_languages", "output_english_words")
 
 
 def llama_cpp_available() -> bool:

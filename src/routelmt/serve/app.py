@@ -158,6 +158,9 @@ class Api:
                 field,
                 f"unsupported language pair {direction}; supported: {', '.join(allowed)}",
             )
+        refused = self.service.hybrid.small.writes(direction)
+        if refused is not None:
+            raise RequestError(400, field, f"unsupported language pair {direction}: {refused}")
         return direction
 
     def policy(self, value: str | None, field: str = "policy") -> str:

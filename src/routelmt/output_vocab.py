@@ -1,0 +1,272 @@
+"""A target-language output head for llama.cpp: the same GGUF, its vocabulary cut to the tokens
+the target languages write, so a decode step scores tens of thousands of rows instead of 262k.
+
+Gemma-3's output head is its tied 262,144-row embedding matrix, 56-58% of a decode step on two
+cores (docs/benchmarks.md, section 17b), and a translation into Spanish never uses most of those
+rows (other scripts, other languages' words). The cut file keeps the rows of: every token the
+tokenizer makes of the most frequent words of each target language (wordfreq's lists, written
+four ways: as is and capitalised, with and without a leading space), every byte token (so any
+text can still be written), the special tokens, digits, ASCII punctuation and the prompt
+template's own tokens. Prompts are not cut: the engine prefills them as embedding rows taken from
+the full matrix (``FullEmbeddings``, the very values llama.cpp would look up), so a prefill and its
+router features are those of the full model and only the greedy choice is limited to the kept
+tokens. The cut file is derived from the local GGUF and cached; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routelmt.errors import ConfigError, MissingDependencyError
+from routelmt.storage import models_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORDS = 20000  # most frequent words a target language keeps (four forms each)
+ENGLISH_WORDS = 5000  # and English's, for the names and terms a translation keeps
+EMBEDDING_KEY = "token_embd.weight"
+# architectures whose prefill-by-embeddings was checked to give the full model's hidden states;
+# the value is the factor llama.cpp applies to looked-up rows only (gemma3: sqrt(n_embd))
+EMBEDDING_SCALE = {"gemma3": "sqrt"}
+_BYTE, _NORMAL = 6, 1  # GGUF token types
+_PER_TOKEN = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
+_VERSION = 1  # bump when the rule for the kept tokens changes (the cache key includes it)
+
+
+def parse_languages(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"de,es"`` or ``["de", "es"]`` -> ``("de", "es")`` (sorted, deduplicated)."""
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    languages = sorted({item.strip().lower() for item in items if item.strip()})
+    if not languages:
+        raise ConfigError(f"output_languages: no language in {value!r}")
+    return tuple(languages)
+
+
+def target_language(direction: str) -> str:
+    """``en-es`` -> ``es`` (the part after the last dash)."""
+    return direction.rsplit("-", 1)[-1].lower()
+
+
+def _wordfreq() -> Any:
+    try:
+        import wordfreq
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"a cut output vocabulary needs wordfreq: pip install wordfreq ({exc})"
+        ) from None
+    return wordfreq
+
+
+def language_words(language: str, words: int) -> list[str]:
+    """The ``words`` most frequent words of ``language`` (a wordfreq code such as ``es``)."""
+    wordfreq = _wordfreq()
+    available = wordfreq.available_languages()
+    code = language.split("_")[0].split("-")[0].lower()
+    if code not in available:
+        known = ", ".join(sorted(available))
+        raise ConfigError(
+            f"no word list for target language '{language}' (wordfreq has: {known}); "
+            "leave output_languages unset for this direction"
+        )
+    return list(wordfreq.top_n_list(code, words))
+
+
+def _forms(word_list: Iterable[str]) -> list[str]:
+    forms: set[str] = set()
+    for word in word_list:
+        for form in (word, word.capitalize()):
+            forms.update((form, " " + form))
+    return sorted(forms)
+
+
+def _writes_no_word(piece: str) -> bool:
+    """A token of punctuation, symbols, digits or spaces only (any script's: ``¿``, ``，``)."""
+    text = piece.replace("\u2581", " ")
+    return bool(text) and all(unicodedata.category(c)[0] in "PSNZ" or c in "\n\t" for c in text)
+
+
+def output_token_ids(
+    tokenizer: Any,
+    pieces: Sequence[str],
+    token_types: Sequence[int],
+    languages: Sequence[str],
+    *,
+    words: int = DEFAULT_WORDS,
+    english_words: int = ENGLISH_WORDS,
+) -> np.ndarray:
+    """The full-vocabulary ids a cut head keeps (sorted): every non-normal token (bytes,
+    control and user-defined ones) but ``<unused..>`` slots, every token of punctuation, symbols
+    or digits, and the tokens of the languages' ``words`` most frequent words and of English's
+    ``english_words`` (the names and terms translations keep)."""
+    if not languages:
+        raise ConfigError("output_languages is empty: name at least one target language")
+    texts: list[str] = []
+    for language in languages:
+        texts += _forms(language_words(language, words))
+    if english_words:
+        texts += _forms(language_words("en", english_words))
+    keep: set[int] = set()
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        keep.update(int(i) for i in ids)
+    for i, (piece, kind) in enumerate(zip(pieces, token_types, strict=True)):
+        special = kind != _NORMAL and not piece.startswith("<unused")
+        if special or (kind == _NORMAL and _writes_no_word(piece)):
+            keep.add(i)
+    return np.asarray(sorted(i for i in keep if 0 <= i < len(pieces)), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class CutVocabulary:
+    """A cut GGUF and its ids: ``keep[i]`` is the full-vocabulary id of the cut file's token i."""
+
+    path: Path
+    keep: np.ndarray
+    source: Path
+    languages: tuple[str, ...] = ()
+
+    def check_direction(self, direction: str) -> None:
+        """Refuse a direction whose target language the cut head cannot write."""
+        if target_language(direction) not in self.languages:
+            raise ConfigError(
+                f"direction {direction}: the small model's output head is cut to "
+                f"{', '.join(self.languages)} (output_languages); add its target language there"
+            )
+
+    @property
+    def to_cut(self) -> np.ndarray:
+        """full id -> cut id (-1 where the token was cut)."""
+        table = np.full(int(self.keep.max()) + 1, -1, dtype=np.int64)
+        table[self.keep] = np.arange(len(self.keep))
+        return table
+
+
+def _field_value(field: Any) -> Any:
+    return field.contents()
+
+
+def write_cut_gguf(source: Path, keep: np.ndarray, dest: Path) -> None:
+    """Write ``source`` with only the tokens ``keep`` (its token rows, tokenizer arrays and
+    special ids remapped), atomically (a temporary file renamed into place)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(source))
+    arch = str(_field_value(reader.fields["general.architecture"]))
+    position = {int(full): cut for cut, full in enumerate(keep)}
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    writer = gguf.GGUFWriter(str(tmp), arch)
+    try:
+        for field in reader.fields.values():
+            if field.name.startswith("GGUF.") or field.name == "general.architecture":
+                continue
+            kind = field.types[0]
+            sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+            value = _field_value(field)
+            if field.name in (
+                "tokenizer.ggml.tokens",
+                "tokenizer.ggml.scores",
+                "tokenizer.ggml.token_type",
+            ):
+                value = [value[int(i)] for i in keep]
+            elif field.name.startswith("tokenizer.ggml.") and field.name.endswith("_token_id"):
+                if int(value) not in position:
+                    raise ConfigError(f"the cut vocabulary lost {field.name} ({value})")
+                value = position[int(value)]
+            writer.add_key_value(field.name, value, kind, sub_type=sub)
+        tensors = []
+        for tensor in reader.tensors:
+            data = tensor.data
+            if tensor.name == EMBEDDING_KEY:
+                data = np.ascontiguousarray(data[keep])
+            tensors.append((tensor, data))
+            writer.add_tensor_info(
+                tensor.name, data.shape, data.dtype, data.nbytes, tensor.tensor_type
+            )
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for _, data in tensors:
+            writer.write_tensor_data(data)
+        writer.close()
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _cache_key(source: Path, keep: np.ndarray) -> str:
+    stat = source.stat()
+    digest = hashlib.sha256(
+        f"{_VERSION}\0{source.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+    )
+    digest.update(keep.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cut_vocabulary(
+    source: Path,
+    tokenizer: Any,
+    languages: Sequence[str],
+    *,
+    words: int = DEFAULT_WORDS,
+    english_words: int = ENGLISH_WORDS,
+) -> CutVocabulary:
+    """The cut GGUF for ``languages`` (built once, then read from the model cache)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(source))
+    arch = str(_field_value(reader.fields["general.architecture"]))
+    if arch not in EMBEDDING_SCALE:
+        raise ConfigError(
+            f"output_languages is supported for {', '.join(EMBEDDING_SCALE)} GGUFs, not {arch}"
+        )
+    pieces = _field_value(reader.fields["tokenizer.ggml.tokens"])
+    token_types = _field_value(reader.fields["tokenizer.ggml.token_type"])
+    del reader
+    keep = output_token_ids(
+        tokenizer, pieces, token_types, languages, words=words, english_words=english_words
+    )
+    dest = models_dir() / "gguf" / "cut" / f"{source.stem}-{_cache_key(source, keep)}.gguf"
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        log.info(
+            "cutting %s to %d of %d tokens for %s",
+            source.name,
+            len(keep),
+            len(token_types),
+            ",".join(languages),
+        )
+        write_cut_gguf(source, keep, dest)
+    return CutVocabulary(dest, keep, source, tuple(languages))
+
+
+class FullEmbeddings:
+    """Input rows of the full vocabulary, as llama.cpp would look them up (dequantised, times
+    the architecture's input scale), so a cut model prefills any prompt exactly."""
+
+    def __init__(self, source: Path) -> None:
+        import gguf
+
+        reader = gguf.GGUFReader(str(source))
+        arch = str(_field_value(reader.fields["general.architecture"]))
+        tensor = next(t for t in reader.tensors if t.name == EMBEDDING_KEY)
+        self._raw = tensor.data  # memory-mapped rows, quantised as in the file
+        self._type = tensor.tensor_type
+        self.width = int(tensor.shape[0])
+        scale = EMBEDDING_SCALE.get(arch)
+        self._scale = np.float32(np.sqrt(self.width)) if scale == "sqrt" else np.float32(1.0)
+        self._dequantize = gguf.quants.dequantize
+
+    def rows(self, ids: Sequence[int]) -> np.ndarray:
+        raw = np.asarray(self._raw[np.asarray(ids, dtype=np.int64)])
+        out = self._dequantize(raw, self._type).astype(np.float32, copy=False)
+        return (out.reshape(len(ids), self.width) * self._scale).astype(np.float32, copy=False)
