@@ -196,12 +196,7 @@ class LlamaGenerator(SegmentLimits):
         self.n_batch = 2048
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
-        self.output_vocab = output_vocab
-        if output_vocab is not None:  # decode with the cut head, prefill from the full rows
-            gguf = output_vocab.path
-            self._to_full: np.ndarray = output_vocab.keep
-            self._to_cut: np.ndarray = output_vocab.to_cut
-            self._full_rows = FullEmbeddings(output_vocab.source)
+        gguf = self._attach_vocab(gguf, output_vocab)
         self.model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
         if not self.model:
             raise BackendError(f"llama.cpp could not load {gguf}")
@@ -229,13 +224,28 @@ class LlamaGenerator(SegmentLimits):
         self._free_seqs = list(range(PREFIX_SEQS, PREFIX_SEQS + self.max_rows))
         self._slots = threading.Condition()
         self._prefixes: dict[str, tuple[list[int], int]] = {}  # direction -> (ids, seq id)
+        weakref.finalize(self, _free_native, lc, self.ctx, self.model, self._native_batches())
+
+    def _attach_vocab(self, gguf: str | Path, output_vocab: CutVocabulary | None) -> str | Path:
+        """The file to load: with a cut head, the cut file (decode steps score its tokens) and
+        the full vocabulary's rows kept for prefills (``_decode``)."""
+        self.output_vocab = output_vocab
+        if output_vocab is None:
+            return gguf
+        self._to_full: np.ndarray = output_vocab.keep
+        self._to_cut: np.ndarray = output_vocab.to_cut
+        self._full_rows = FullEmbeddings(output_vocab.source)
+        return output_vocab.path
+
+    def _native_batches(self) -> list[Any]:
+        """llama.cpp batches: of token ids, and (with a cut head) of embedding rows."""
+        lc = self.llama_cpp
         self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
-        batches = [self._batch]
         self._embd_batch = None
-        if output_vocab is not None:
+        if self.output_vocab is not None:
             self._embd_batch = lc.llama_batch_init(self.n_batch, self.n_embd, 1)
-            batches.append(self._embd_batch)
-        weakref.finalize(self, _free_native, lc, self.ctx, self.model, batches)
+            return [self._batch, self._embd_batch]
+        return [self._batch]
 
     def _open_context(self, max_rows: int, threads: int, capture: bool) -> Any:
         lc = self.llama_cpp
