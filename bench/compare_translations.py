@@ -98,15 +98,11 @@ def hybrid_of(run: Path, small: str, large: str, router: str, segments, budget: 
     """Per-segment hybrid chrF: the large system's where the run's router sends it (the top
     ``budget`` of each direction by its out-of-fold scores), else the small model's."""
     from routelmt.budget.allocation import allocate_top_p
+    from routelmt.evaluation.run_arrays import load_run
 
-    def scores(path: Path) -> dict[str, float]:
-        rows = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines())
-        return {row["segment_id"]: float(row["q"]) for row in rows}
-
-    q_small, q_large = (
-        scores(run / "score" / small / "scores.jsonl"),
-        scores(run / "score" / large / "scores.jsonl"),
-    )
+    arrays = load_run(run, small, large)
+    q_small = dict(zip((s.id for s in arrays.segments), arrays.q_small, strict=True))
+    q_large = dict(zip((s.id for s in arrays.segments), arrays.q_large, strict=True))
     routed = json.loads((run / "routers" / large / router / "scores.json").read_text("utf-8"))
     by_id = dict(zip(routed["ids"], routed["scores"], strict=True))
     out = np.zeros(len(segments))

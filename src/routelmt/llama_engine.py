@@ -234,7 +234,7 @@ class LlamaGenerator(SegmentLimits):
             return gguf
         self._to_full: np.ndarray = output_vocab.keep
         self._to_cut: np.ndarray = output_vocab.to_cut
-        self._full_rows = FullEmbeddings(output_vocab.source)
+        self._full_rows = FullEmbeddings(output_vocab.source, output_vocab.embedding)
         return output_vocab.path
 
     def _native_batches(self) -> list[Any]:

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from routelmt.errors import ConfigError, MissingDependencyError
-from routelmt.storage import models_dir
+from routelmt.languages import target_language
+from routelmt.storage import models_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,6 @@ def parse_languages(value: str | Sequence[str] | None) -> tuple[str, ...]:
     if not languages:
         raise ConfigError(f"output_languages: no language in {value!r}")
     return tuple(languages)
-
-
-def target_language(direction: str) -> str:
-    """``en-es`` -> ``es`` (the part after the last dash)."""
-    return direction.rsplit("-", 1)[-1].lower()
 
 
 def _wordfreq() -> Any:
@@ -139,6 +135,7 @@ class CutVocabulary:
     keep: np.ndarray
     source: Path
     languages: tuple[str, ...] = ()
+    embedding: dict[str, Any] | None = None  # where the source's full rows lie (``rows_at``)
 
     def check_direction(self, direction: str) -> None:
         """Refuse a direction whose target language the cut head cannot write."""
@@ -156,12 +153,13 @@ class CutVocabulary:
         return table
 
 
-def write_cut_gguf(source: Path, keep: np.ndarray, dest: Path) -> None:
+def write_cut_gguf(source: Path, keep: np.ndarray, dest: Path, reader: Any = None) -> None:
     """Write ``source`` with only the tokens ``keep`` (its token rows, tokenizer arrays and
-    special ids remapped), atomically (a temporary file renamed into place)."""
+    special ids remapped), atomically (a temporary file renamed into place). ``reader``: the
+    source already open (parsing a 262k-token GGUF takes seconds)."""
     import gguf
 
-    reader = gguf.GGUFReader(str(source))
+    reader = reader or gguf.GGUFReader(str(source))
     arch = str(reader.fields["general.architecture"].contents())
     position = {int(full): cut for cut, full in enumerate(keep)}
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
@@ -173,11 +171,7 @@ def write_cut_gguf(source: Path, keep: np.ndarray, dest: Path) -> None:
             kind = field.types[0]
             sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
             value = field.contents()
-            if field.name in (
-                "tokenizer.ggml.tokens",
-                "tokenizer.ggml.scores",
-                "tokenizer.ggml.token_type",
-            ):
+            if field.name in _PER_TOKEN:
                 value = [value[int(i)] for i in keep]
             elif field.name.startswith("tokenizer.ggml.") and field.name.endswith("_token_id"):
                 if int(value) not in position:
@@ -204,13 +198,32 @@ def write_cut_gguf(source: Path, keep: np.ndarray, dest: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _cache_key(source: Path, keep: np.ndarray) -> str:
+def _cache_key(source: Path, languages: Sequence[str], words: int, english_words: int) -> str:
+    """What the kept ids follow from: the source file, the settings, wordfreq's version (its
+    lists), so a warm load reads the ids instead of tokenising the word lists again."""
+    from importlib.metadata import version
+
     stat = source.stat()
-    digest = hashlib.sha256(
-        f"{_VERSION}\0{source.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
-    )
-    digest.update(keep.tobytes())
-    return digest.hexdigest()[:16]
+    identity = [_VERSION, source.resolve(), stat.st_size, stat.st_mtime_ns, ",".join(languages)]
+    identity += [words, english_words, version("wordfreq")]
+    return hashlib.sha256("\0".join(map(str, identity)).encode()).hexdigest()[:16]
+
+
+def rows_at(reader: Any) -> dict[str, Any]:
+    """Where an open GGUF's input rows lie in its file, and llama.cpp's scale for them: enough
+    to map them again without parsing the file (``FullEmbeddings``)."""
+    arch = str(reader.fields["general.architecture"].contents())
+    tensor = next(t for t in reader.tensors if t.name == EMBEDDING_KEY)
+    width, rows = (int(n) for n in tensor.shape)  # ggml order: a row's width first
+    scale = float(np.float32(np.sqrt(width))) if EMBEDDING_SCALE.get(arch) == "sqrt" else 1.0
+    return {
+        "offset": int(tensor.data_offset),
+        "type": int(tensor.tensor_type),
+        "rows": rows,
+        "row_bytes": int(tensor.n_bytes) // rows,
+        "width": width,
+        "scale": scale,
+    }
 
 
 def cut_vocabulary(
@@ -221,9 +234,19 @@ def cut_vocabulary(
     words: int = DEFAULT_WORDS,
     english_words: int = ENGLISH_WORDS,
 ) -> CutVocabulary:
-    """The cut GGUF for ``languages`` (built once, then read from the model cache)."""
+    """The cut GGUF for ``languages``, its kept ids and where the full rows lie: built once, then
+    read from the model cache (the file and ``<file>.json`` beside it) without parsing the
+    source again."""
     import gguf
 
+    languages = tuple(sorted(languages))
+    key = _cache_key(source, languages, words, english_words)
+    dest = models_dir() / "gguf" / "cut" / f"{source.stem}-{key}.gguf"
+    sidecar = dest.with_name(dest.name + ".json")
+    if dest.exists() and sidecar.exists():
+        meta = read_json(sidecar)
+        keep = np.asarray(meta["keep"], dtype=np.int64)
+        return CutVocabulary(dest, keep, source, languages, meta["embedding"])
     reader = gguf.GGUFReader(str(source))
     arch = str(reader.fields["general.architecture"].contents())
     if arch not in EMBEDDING_SCALE:
@@ -232,39 +255,41 @@ def cut_vocabulary(
         )
     pieces = reader.fields["tokenizer.ggml.tokens"].contents()
     token_types = reader.fields["tokenizer.ggml.token_type"].contents()
-    del reader
     keep = output_token_ids(
         tokenizer, pieces, token_types, languages, words=words, english_words=english_words
     )
-    dest = models_dir() / "gguf" / "cut" / f"{source.stem}-{_cache_key(source, keep)}.gguf"
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        log.info(
-            "cutting %s to %d of %d tokens for %s",
-            source.name,
-            len(keep),
-            len(token_types),
-            ",".join(languages),
-        )
-        write_cut_gguf(source, keep, dest)
-    return CutVocabulary(dest, keep, source, tuple(languages))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    log.info(
+        "cutting %s to %d of %d tokens for %s",
+        source.name,
+        len(keep),
+        len(token_types),
+        ",".join(languages),
+    )
+    write_cut_gguf(source, keep, dest, reader)
+    embedding = rows_at(reader)
+    # the sidecar last: a cut file without one is built again
+    write_json(sidecar, {"keep": keep.tolist(), "embedding": embedding})
+    return CutVocabulary(dest, keep, source, languages, embedding)
 
 
 class FullEmbeddings:
     """Input rows of the full vocabulary, as llama.cpp would look them up (dequantised, times
-    the architecture's input scale), so a cut model prefills any prompt exactly."""
+    the architecture's input scale), so a cut model prefills any prompt exactly. ``where`` is
+    ``rows_at``'s answer (cached with the cut file); without it the source is parsed."""
 
-    def __init__(self, source: Path) -> None:
+    def __init__(self, source: Path, where: dict[str, Any] | None = None) -> None:
         import gguf
 
-        reader = gguf.GGUFReader(str(source))
-        arch = str(reader.fields["general.architecture"].contents())
-        tensor = next(t for t in reader.tensors if t.name == EMBEDDING_KEY)
-        self._raw = tensor.data  # memory-mapped rows, quantised as in the file
-        self._type = tensor.tensor_type
-        self.width = int(tensor.shape[0])
-        scale = EMBEDDING_SCALE.get(arch)
-        self._scale = np.float32(np.sqrt(self.width)) if scale == "sqrt" else np.float32(1.0)
+        if where is None:
+            where = rows_at(gguf.GGUFReader(str(source)))
+        self._raw = np.memmap(  # the rows, quantised as in the file, read on demand
+            source, dtype=np.uint8, mode="r", offset=where["offset"],
+            shape=(where["rows"], where["row_bytes"]),
+        )  # fmt: skip
+        self._type = gguf.GGMLQuantizationType(where["type"])
+        self.width = int(where["width"])
+        self._scale = np.float32(where["scale"])
         self._dequantize = gguf.quants.dequantize
 
     def rows(self, ids: Sequence[int]) -> np.ndarray:

@@ -245,6 +245,8 @@ def test_compare_translations_on_two_tiny_runs(tmp_path: Path):
                 folder / "score" / system / "scores.jsonl",
                 [json.dumps({"segment_id": i, "q": q}) for i in ids],
             )
+        large_out = [{"segment_id": i, "system": "GPT-4", "text": "x"} for i in ids]
+        _write(folder / "translate" / "GPT-4" / "translations.jsonl", map(json.dumps, large_out))
         routed = {"router": "r", "ids": ids, "scores": [float(k) for k in range(len(ids))]}
         _write(folder / "routers" / "GPT-4" / "r" / "scores.json", [json.dumps(routed)])
     printed = _run(

@@ -9,13 +9,14 @@ import pytest
 gguf = pytest.importorskip("gguf")
 
 from routelmt.errors import ConfigError  # noqa: E402
+from routelmt.languages import target_language  # noqa: E402
 from routelmt.output_vocab import (  # noqa: E402
     CutVocabulary,
     FullEmbeddings,
     _writes_no_word,
+    cut_vocabulary,
     output_token_ids,
     parse_languages,
-    target_language,
     write_cut_gguf,
 )
 
@@ -130,3 +131,32 @@ def test_settings_and_directions():
     cut.check_direction("en-es")
     with pytest.raises(ConfigError, match="direction en-ja: .* cut to es"):
         cut.check_direction("en-ja")
+
+
+def test_a_warm_load_reads_the_kept_ids_instead_of_tokenising_again(tiny_gguf, monkeypatch):
+    pytest.importorskip("wordfreq")  # its version is part of the cache key
+    import routelmt.output_vocab as ov
+
+    monkeypatch.setenv("ROUTELMT_MODELS", str(tiny_gguf[0].parent / "models"))
+    monkeypatch.setattr(ov, "language_words", lambda language, n: ["la", "casa"][:n])
+    calls = []
+
+    class Counting(CharTokenizer):
+        def __call__(self, texts, add_special_tokens=False):
+            calls.append(len(texts))
+            return super().__call__(texts, add_special_tokens)
+
+    source = tiny_gguf[0]
+    first = cut_vocabulary(source, Counting(TOKENS), ["es"], words=2, english_words=0)
+    again = cut_vocabulary(source, Counting(TOKENS), ["es"], words=2, english_words=0)
+    assert len(calls) == 1  # the second call read the ids beside the cut file
+    assert again.path == first.path and again.keep.tolist() == first.keep.tolist() == [
+        0,
+        1,
+        3,
+        4,
+        5,
+        6,
+    ]
+    other = cut_vocabulary(source, Counting(TOKENS), ["es"], words=1, english_words=0)
+    assert len(calls) == 2 and other.path != first.path and 5 not in other.keep.tolist()

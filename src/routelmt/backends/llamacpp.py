@@ -17,8 +17,9 @@ from typing import Any
 
 from routelmt.backends.base import BACKENDS, GeneratorBackend, Translator, threads_from_env
 from routelmt.errors import ConfigError
+from routelmt.languages import target_language
 from routelmt.models import DEFAULT_MODEL, gguf_path, resolve_model
-from routelmt.output_vocab import ENGLISH_WORDS, parse_languages, target_language
+from routelmt.output_vocab import ENGLISH_WORDS, parse_languages
 from routelmt.records import Segment
 from routelmt.repair import DEFAULT_REPAIR, check_repair_setting
 
@@ -96,6 +97,7 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
         self._repair_setting = check_repair_setting(repair)
         self._generator: Any = None
         self._parts: tuple[Any, Any, int] | None = None  # gguf, tokenizer, layers
+        self._cut: Any = None  # the cut output vocabulary, once built or read
 
     def _load_parts(self) -> tuple[Any, Any, int]:
         """The GGUF file, the tokenizer (the hf backend's) and the layer count."""
@@ -139,13 +141,16 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
         )
 
     def _output_vocab(self, gguf: Any, tokenizer: Any) -> Any:
+        """The cut vocabulary, found once for the main context and the repair sibling."""
         if not self.output_languages:
             return None
-        from routelmt.output_vocab import cut_vocabulary
+        if self._cut is None:
+            from routelmt.output_vocab import cut_vocabulary
 
-        return cut_vocabulary(
-            gguf, tokenizer, self.output_languages, english_words=self.output_english_words
-        )
+            self._cut = cut_vocabulary(
+                gguf, tokenizer, self.output_languages, english_words=self.output_english_words
+            )
+        return self._cut
 
     def _sibling(self, template: Any) -> Any:
         """A second context on the same GGUF, sized for the few rows a repair decodes, without
