@@ -107,15 +107,39 @@ def _open_keys(schema: type) -> set[str]:
     return {leaf.dotted for leaf in keys(schema) if leaf.open}
 
 
-def merge(schema: type, base: dict[str, Any], update: Mapping[str, Any], where: str) -> None:
+def merge(
+    schema: type,
+    base: dict[str, Any],
+    update: Mapping[str, Any],
+    where: str,
+    *,
+    dotted: str | None = None,
+) -> None:
     """Merge ``update`` into ``base`` (a config of ``schema``): sections merge key by key,
     every other value (lists, free-form mappings) is replaced; an unknown key is an error that
-    names it, suggests the closest known one and lists the keys allowed there."""
-    _merge(base, update, where, "", _open_keys(schema))
+    names it, suggests the closest known one and lists the keys allowed there. ``dotted``: the
+    update is that one setting (``--set small_options.x=1``); where its path goes on past a
+    free-form mapping, the mapping gains the key instead of being replaced, so two such
+    settings both hold (``--set small_options={...}`` still replaces it)."""
+    depth = len(dotted.split(".")) if dotted else 0
+    _merge(base, update, where, "", _open_keys(schema), depth)
+
+
+def _merge_free(base: dict[str, Any], update: Mapping[str, Any]) -> None:
+    for name, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(name), dict):
+            _merge_free(base[name], value)
+        else:
+            base[name] = copy.deepcopy(value)
 
 
 def _merge(
-    base: dict[str, Any], update: Mapping[str, Any], where: str, prefix: str, free: set[str]
+    base: dict[str, Any],
+    update: Mapping[str, Any],
+    where: str,
+    prefix: str,
+    free: set[str],
+    depth: int = 0,
 ) -> None:
     for name, value in update.items():
         dotted = f"{prefix}{name}"
@@ -131,7 +155,9 @@ def _merge(
                     f"{where}: '{dotted}' must be a mapping with keys "
                     f"{', '.join(sorted(base[name]))}; got {value!r:.60}"
                 )
-            _merge(base[name], value, where, dotted + ".", free)
+            _merge(base[name], value, where, dotted + ".", free, depth)
+        elif depth > dotted.count(".") + 1 and isinstance(base[name], dict):
+            _merge_free(base[name], value)  # the setting names a key inside this mapping
         else:
             base[name] = copy.deepcopy(value)
 

@@ -89,3 +89,18 @@ def test_merge_keys_and_the_shipped_configs_load(tmp_path):
     assert len(shipped) >= 4
     for config in shipped:  # serve.yaml once set server.max_prefill_chars twice
         read_yaml_mapping(config)
+
+
+def test_dotted_settings_into_a_free_mapping_add_keys_and_a_whole_mapping_replaces(
+    monkeypatch, tmp_path
+):
+    config = tmp_path / "c.yaml"
+    config.write_text("small_options: {threads: 1, batch_size: 4}\n", encoding="utf-8")
+    monkeypatch.setenv("ROUTELMT_BENCH__SMALL_OPTIONS__HEAD_SCREEN", "true")
+    sets = ["small_options.copy_guard=4", "small_options.batch_size=8"]
+    loaded = load_bench_config([config], sets)
+    assert loaded["small_options"] == {
+        "threads": 1, "batch_size": 8, "head_screen": True, "copy_guard": 4,
+    }  # fmt: skip
+    whole = load_bench_config([config], ["small_options={repair: zeroshot}"])
+    assert whole["small_options"] == {"repair": "zeroshot"}  # the flag comes after the variable

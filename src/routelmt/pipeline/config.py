@@ -170,6 +170,11 @@ def _check_guards(config: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: 'guards.max_drop' and 'guards.timing_sample' must be >= 0")
 
 
+def _dotted(variable: str) -> str:
+    """``$ROUTELMT_BENCH__SMALL_OPTIONS__X`` -> ``small_options.x`` (``env_overrides``' key)."""
+    return ".".join(p.lower() for p in variable.lstrip("$")[len(ENV_PREFIX) + 2 :].split("__"))
+
+
 def parse_set(item: str) -> dict[str, Any]:
     """``data.limit=50`` -> {"data": {"limit": 50}}; the value is read as YAML (lists work)."""
     dotted, sep, raw = item.partition("=")
@@ -218,10 +223,12 @@ def load_bench_config(
         settings.merge(BenchSettings, config, _read_yaml(path), str(path))
         sources.append(str(path))
     for variable, update in settings.env_overrides(ENV_PREFIX):
-        settings.merge(BenchSettings, config, update, variable)
+        settings.merge(BenchSettings, config, update, variable, dotted=_dotted(variable))
         sources.append(variable)
     for item in sets:
-        settings.merge(BenchSettings, config, parse_set(item), f"--set {item}")
+        settings.merge(
+            BenchSettings, config, parse_set(item), f"--set {item}", dotted=item.partition("=")[0]
+        )
     if full:
         config["data"]["limit"] = None
     if output is not None:
