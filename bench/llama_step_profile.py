@@ -1,13 +1,14 @@
 """Where a decode step of the llamacpp backend goes: measured, not guessed.
 
     python bench/llama_step_profile.py [--n 32] [--threads 2] [--rows 1,8,16] [--steps 24]
-                                       [--output-languages de,es,zh]
+                                       [--output-languages de,es,zh] [--head-screen]
 
 On the first N WMT24 en-es segments of at most 40 words, with the project's prompt and GGUF:
 
 1. ``LlamaGenerator.translate`` (the backend's continuous batch, repair off) under cProfile:
    the seconds in ``llama_decode`` (prefills and decode steps), in the arg-max over the
-   vocabulary's logits (``_argmax``: the copy out of llama.cpp and numpy's arg-max), in the
+   vocabulary's logits (``_choose``: numpy's arg-max over llama.cpp's logits, or the screened
+   head's re-check), in the
    stop-string check (``has_stop``: the tokenizer's decode of the row so far), in the prompts'
    tokenisation, and the rest (Python bookkeeping);
 2. single decode steps of R rows (R in --rows; R prompts prefilled, then --steps steps each),
@@ -33,7 +34,7 @@ from routelmt.records import Segment
 
 BUCKETS = {
     "llama_decode (prefills and steps)": ("_decode",),
-    "arg-max over the logits": ("_argmax",),
+    "arg-max over the logits": ("_choose",),
     "stop check (tokenizer decode)": ("has_stop",),
     "prompt tokenisation": ("encode_prompts",),
 }
@@ -94,10 +95,9 @@ def step_times(gen, segments: list[Segment], rows: int, steps: int) -> dict:
             logits = t % 2 == 0
             items = [(tok, p + t, seq, logits) for tok, p, seq in zip(tokens, pos, seqs)]
             t0 = time.perf_counter()
-            gen._decode(items)
+            captured = gen._decode(items)
             if logits:
-                for k in range(rows):
-                    gen._argmax(k)
+                gen._choose(range(rows), captured)
             timed[logits].append(time.perf_counter() - t0)
     del state
     full, body = statistics.median(timed[True]), statistics.median(timed[False])
@@ -122,6 +122,7 @@ def main() -> int:
     parser.add_argument(
         "--output-languages", default=None, help="the backend's cut output head (e.g. de,es,zh)"
     )
+    parser.add_argument("--head-screen", action="store_true", help="the screened output head")
     args = parser.parse_args()
     from routelmt.backends.llamacpp import LlamaCppTranslator
 
@@ -132,6 +133,7 @@ def main() -> int:
         batch_size=args.batch_size,
         repair="off",
         output_languages=args.output_languages,
+        head_screen=args.head_screen,
     )
     gen = tr.generator
     gen.translate(segments[:4])  # warm-up: the direction's prefix is cached, pages are in

@@ -1,7 +1,7 @@
 """The small model's out-tokens/s against plain llama-cpp-python, side by side in one run.
 
     python bench/small_anchor.py [--n 32] [--pair en-es] [--threads 1,2] [--repeats 3]
-                                 [--output-languages de,es,zh] [--json FILE]
+                                 [--heads cut,screen] [--output-languages de,es,zh] [--json FILE]
 
 On the first N WMT24 segments of a direction, with the project's prompt (the same token ids),
 GGUF, greedy decoding, newline stop and length limit, at each thread count:
@@ -9,15 +9,22 @@ GGUF, greedy decoding, newline stop and length limit, at each thread count:
 - ``anchor``: plain llama-cpp-python (``Llama.create_completion``), one request at a time, with
   its own prompt-prefix reuse: what a user would write without this project;
 - ``llamacpp``: the project's backend (continuous batch, shared few-shot prefix);
-- ``llamacpp, cut head``: the same with ``output_languages`` (the output head cut to the tokens
-  the target languages write; prompts still prefilled from the full vocabulary).
+- ``llamacpp, cut head`` (``--heads cut``): the same with ``output_languages`` (the output head
+  cut to the tokens the target languages write; prompts still prefilled from the full
+  vocabulary);
+- ``llamacpp, screened head`` (``--heads screen``): the same with ``head_screen`` (a Q4_0 copy
+  of the head scores every token, the few it cannot rule out are re-checked exactly).
 
 Out-tokens are counted with the model's tokenizer on each output, so every path is counted the
-same way. Each path's corpus chrF against the references, and the cut head's paired difference
-against the full head and the anchor (bootstrap interval over segments); identical outputs
-against the anchor. Seconds are the median of ``--repeats`` passes; the paths run one after the
-other at each thread count, so a load drift hits them alike. ``--coverage RUN`` prints instead
-how many of a bench run's full-head outputs use a token that a cut head of each size lacks.
+same way. Each path's corpus chrF against the references, and each other head's paired
+difference against the full head and the anchor (bootstrap interval over segments); identical
+outputs against the anchor and the full head. Seconds are the median of ``--repeats`` passes;
+the paths run one after the other at each thread count, so a load drift hits them alike.
+``--coverage RUN`` prints instead how many of a bench run's full-head outputs use a token that
+a cut head of each size lacks;
+``--screen-errors PAIR`` how far (in standard deviations) the screened head's error reaches over
+the whole vocabulary, on rows sampled while translating a direction (choose the screen's ``z``
+on a direction you do not report).
 """
 
 from __future__ import annotations
@@ -58,12 +65,10 @@ def anchor_translate(
     return outputs, statistics.median(times)
 
 
-def project_translate(segments: list[Segment], threads: int, languages: str | None, repeats: int):
+def project_translate(segments: list[Segment], threads: int, options: dict, repeats: int):
     from routelmt.backends.llamacpp import LlamaCppTranslator
 
-    translator = LlamaCppTranslator(
-        "gemma3-270m", threads=threads, repair=None, output_languages=languages
-    )
+    translator = LlamaCppTranslator("gemma3-270m", threads=threads, repair=None, **options)
     generator = translator._build()  # load outside the timed part, as for the anchor
     generator.translate(segments[:1])  # the direction's shared prefix, as the anchor's warm-up
     times = []
@@ -74,14 +79,27 @@ def project_translate(segments: list[Segment], threads: int, languages: str | No
     return outputs, statistics.median(times), generator
 
 
+def head_options(args) -> dict[str, dict]:
+    """The other heads to time beside the full one (``--heads``), with their backend options."""
+    known = {
+        "cut": ("llamacpp, cut head", {"output_languages": args.output_languages}),
+        "screen": ("llamacpp, screened head", {"head_screen": True}),
+    }
+    wanted = [h for h in args.heads.split(",") if h]
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise SystemExit(f"--heads: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+    return dict(known[h] for h in wanted)
+
+
 def side_by_side(args, segments: list[Segment], threads: int) -> list[dict]:
-    """The three paths at one thread count: a row each, the cut head's with its intervals."""
+    """Every path at one thread count: a row each, the other heads' with their intervals."""
     from routelmt.metrics.sacre import corpus_chrf, corpus_chrf_difference_interval
     from routelmt.models import gguf_path
     from routelmt.prompts import encode_prompts
 
     references = [s.reference or "" for s in segments]
-    outputs, seconds, gen = project_translate(segments, threads, None, args.repeats)
+    outputs, seconds, gen = project_translate(segments, threads, {}, args.repeats)
     prompts = encode_prompts(gen.template, segments, gen.tokenizer)
     limits = [gen.limit_for(s) for s in segments]
     tokenizer = gen.tokenizer
@@ -90,13 +108,18 @@ def side_by_side(args, segments: list[Segment], threads: int) -> list[dict]:
     runs["anchor"] = anchor_translate(
         gguf_path("gemma3-270m"), prompts, limits, threads, args.repeats
     )
-    cut_out, cut_s, gen = project_translate(segments, threads, args.output_languages, args.repeats)
-    runs["llamacpp, cut head"] = (cut_out, cut_s)
-    kept = gen.n_vocab
-    del gen
+    others = head_options(args)
+    extra: dict[str, dict] = {}
+    for name, options in others.items():
+        texts, secs, gen = project_translate(segments, threads, options, args.repeats)
+        runs[name] = (texts, secs)
+        extra[name] = {"kept_tokens": gen.n_vocab}
+        if gen.screen is not None:
+            checked = gen.screen.tokens_checked / max(gen.screen.rows_checked, 1)
+            extra[name]["rechecked_per_step"] = round(checked, 1)
+        del gen
     rows = []
-    for name in ("anchor", "llamacpp", "llamacpp, cut head"):
-        texts, secs = runs[name]
+    for name, (texts, secs) in runs.items():
         tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         rows.append(
             {
@@ -107,34 +130,41 @@ def side_by_side(args, segments: list[Segment], threads: int) -> list[dict]:
                 "tokens_per_s": round(tokens / secs, 1),
                 "chrf": round(corpus_chrf(texts, references), 2),
                 "same_as_anchor": sum(a == b for a, b in zip(texts, runs["anchor"][0])),
+                "same_as_full_head": sum(a == b for a, b in zip(texts, runs["llamacpp"][0])),
+                **extra.get(name, {}),
             }
         )
-    for name in ("anchor", "llamacpp"):  # cut head minus each, on the same resamples
-        low, high = corpus_chrf_difference_interval(
-            runs[name][0], cut_out, references, n_boot=args.n_boot
-        )
-        rows[-1][f"chrf_minus_{name}"] = [round(low, 2), round(high, 2)]
-    rows[-1]["kept_tokens"] = kept
+        for base in ("anchor", "llamacpp") if name in others else ():  # on the same resamples
+            low, high = corpus_chrf_difference_interval(
+                runs[base][0], texts, references, n_boot=args.n_boot
+            )
+            rows[-1][f"chrf_minus_{base}"] = [round(low, 2), round(high, 2)]
     return rows
 
 
 def print_table(rows: list[dict], n: int) -> None:
     anchor = {r["threads"]: r["tokens_per_s"] for r in rows if r["path"] == "anchor"}
-    columns = "path threads seconds out-tokens out-tokens/s vs-anchor chrF same-as-anchor"
+    columns = (
+        "path threads seconds out-tokens out-tokens/s vs-anchor chrF same-as-anchor "
+        "same-as-full-head"
+    )
     print("| " + " | ".join(c.replace("-", " ") for c in columns.split()) + " |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = r["tokens_per_s"] / anchor[r["threads"]]
         print(
             f"| {r['path']} | {r['threads']} | {r['seconds']} | {r['out_tokens']} | "
-            f"{r['tokens_per_s']} | {ratio:.2f}x | {r['chrf']} | {r['same_as_anchor']}/{n} |"
+            f"{r['tokens_per_s']} | {ratio:.2f}x | {r['chrf']} | {r['same_as_anchor']}/{n} | "
+            f"{r['same_as_full_head']}/{n} |"
         )
     for r in rows:
-        if r["path"] == "llamacpp, cut head":
+        if "chrf_minus_anchor" in r:
+            what = f"{r['kept_tokens']} tokens kept"
+            if "rechecked_per_step" in r:
+                what += f", {r['rechecked_per_step']} tokens re-checked a row"
             print(
-                f"cut head ({r['kept_tokens']} tokens kept), {r['threads']} thread(s): chrF "
-                f"minus anchor interval {r['chrf_minus_anchor']}, "
-                f"minus full head {r['chrf_minus_llamacpp']}"
+                f"{r['path']} ({what}), {r['threads']} thread(s): chrF minus anchor interval "
+                f"{r['chrf_minus_anchor']}, minus full head {r['chrf_minus_llamacpp']}"
             )
 
 
@@ -178,19 +208,55 @@ def coverage(run: Path, languages: str, sizes: str) -> None:
             )
 
 
+def screen_error_sample(pair: str, n: int, every: int, data: Path | None) -> None:
+    """Translate ``n`` segments of ``pair`` with the screened head; at every ``every``-th
+    decode step, the largest screen error over all tokens of each row, in sigma."""
+    import numpy as np
+
+    from routelmt.backends.llamacpp import LlamaCppTranslator
+    from routelmt.datasets.wmt import WMTDataset
+    from routelmt.screened_head import screen_errors
+
+    gen = LlamaCppTranslator("gemma3-270m", repair=None, head_screen=True)._build()
+    screen, choose, seen = gen.screen, gen.screen.choose, []
+
+    def recording(logits, hidden):
+        if len(seen) % every == 0:
+            seen.append(screen_errors(screen, np.array(logits), hidden))
+        else:
+            seen.append(None)
+        return choose(logits, hidden)
+
+    screen.choose = recording
+    gen.translate(WMTDataset(data).segments(pair, reference=None)[:n])
+    z = np.concatenate([s for s in seen if s is not None])
+    print(
+        f"{pair}, {n} segments: {len(z)} rows sampled from {len(seen)} steps; the largest "
+        f"screen error over the vocabulary, in sigma: median {np.median(z):.2f}, "
+        f"99th percentile {np.percentile(z, 99):.2f}, max {z.max():.2f} (z = {screen.z}); "
+        f"{screen.tokens_checked / max(screen.rows_checked, 1):.1f} tokens re-checked a row"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--pair", default="en-es")
     parser.add_argument("--data", type=Path, default=None, help="WMT24 root (default: shared)")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--output-languages", default="de,es,zh")
+    parser.add_argument("--heads", default="cut,screen", help="other heads to time: cut,screen")
+    parser.add_argument("--output-languages", default="de,es,zh", help="the cut head's")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (median)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--coverage", type=Path, help="a bench run: only the coverage table")
     parser.add_argument("--coverage-sizes", default="20000:5000,50000:20000,200000:50000")
+    parser.add_argument("--screen-errors", metavar="PAIR", help="only the screen error sample")
+    parser.add_argument("--every", type=int, default=10, help="--screen-errors: sampled steps")
     args = parser.parse_args()
+    if args.screen_errors:
+        screen_error_sample(args.screen_errors, args.n, args.every, args.data)
+        return 0
     if args.coverage:
         coverage(args.coverage, args.output_languages, args.coverage_sizes)
         return 0

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from routelmt.copy_guard import Bans, CopyGuard
 from routelmt.errors import BackendError, ConfigError, MissingDependencyError
 from routelmt.features import MIN_SHARED_PREFIX
 from routelmt.generation import (
@@ -52,11 +53,13 @@ from routelmt.locks import FairLock
 from routelmt.output_vocab import CutVocabulary, FullEmbeddings
 from routelmt.prompts import FewShotTemplate, PromptTemplate, encode_prompts
 from routelmt.records import Segment
+from routelmt.screened_head import HeadScreen, ScreenedFile
 
 log = logging.getLogger(__name__)
 
 PREFIX_SEQS = 4  # sequence ids kept for cached direction prefixes (least recently used leaves)
 SLOT_WAIT_S = 120.0  # how long a prefill waits for sequence slots that other threads hold
+FINAL_NORM = b"result_norm"  # llama.cpp's name for the output head's input
 
 
 def import_llama_cpp() -> Any:
@@ -118,6 +121,7 @@ class _Row:
     limit: int
     stops: list[str]
     generated: list[int] = field(default_factory=list)
+    bans: Bans | None = None  # with a copy guard: the continuations this row may not write
 
 
 @dataclass
@@ -169,6 +173,8 @@ class LlamaGenerator(SegmentLimits):
         prefix_cache: bool = True,
         capture: bool = True,
         output_vocab: CutVocabulary | None = None,
+        head_screen: ScreenedFile | None = None,
+        copy_guard: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -190,13 +196,16 @@ class LlamaGenerator(SegmentLimits):
         self.num_layers = int(num_layers)
         self.default_layer = self.num_layers if default_layer is None else int(default_layer)
         self.prefix_cache = bool(prefix_cache)
+        self.copy_guard = CopyGuard(copy_guard, tokenizer, template) if copy_guard else None
         self.lock = FairLock()  # arrival order: decode steps and prefills take turns
         self.last_stats = GenerationStats()
         self.n_ctx = int(n_ctx)
         self.n_batch = 2048
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
-        gguf = self._attach_vocab(gguf, output_vocab)
+        gguf = self._attach_vocab(gguf, output_vocab, head_screen)
+        capture = capture or self.screen is not None  # the re-check reads the final norm
+        self.file = Path(gguf)  # the file llama.cpp runs (the cut or screened one, if any)
         self.model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
         if not self.model:
             raise BackendError(f"llama.cpp could not load {gguf}")
@@ -215,7 +224,7 @@ class LlamaGenerator(SegmentLimits):
         if tokenizer.eos_token_id is not None:
             self.eos_ids.add(int(tokenizer.eos_token_id))
         self._reader = _TensorReader(lc)
-        self._capture: dict[str, Any] = {"name": None, "rows": [], "out": None}
+        self._capture: dict[str, Any] = {"want": {}, "out": {}}  # tensor name -> rows
         self._callback = lc.ggml_backend_sched_eval_callback(self._on_tensor)
         self.ctx = self._open_context(int(max_rows), int(threads), capture)
         self.mem = lc.llama_get_memory(self.ctx)
@@ -226,12 +235,22 @@ class LlamaGenerator(SegmentLimits):
         self._prefixes: dict[str, tuple[list[int], int]] = {}  # direction -> (ids, seq id)
         weakref.finalize(self, _free_native, lc, self.ctx, self.model, self._native_batches())
 
-    def _attach_vocab(self, gguf: str | Path, output_vocab: CutVocabulary | None) -> str | Path:
+    def _attach_vocab(
+        self, gguf: str | Path, output_vocab: CutVocabulary | None, screen: ScreenedFile | None
+    ) -> str | Path:
         """The file to load: with a cut head, the cut file (decode steps score its tokens) and
-        the full vocabulary's rows kept for prefills (``_decode``)."""
+        the full vocabulary's rows kept for prefills (``_decode``); with a screened head, the
+        screened file and its exact re-check (``_choose``)."""
         self.output_vocab = output_vocab
+        self.screen = None if screen is None else HeadScreen(screen)
+        if screen is not None:
+            if output_vocab is not None:
+                raise ConfigError("head_screen and output_languages cannot be combined")
+            return screen.path
         if output_vocab is None:
             return gguf
+        if self.copy_guard is not None:  # its bans are full-vocabulary ids
+            raise ConfigError("copy_guard and output_languages cannot be combined")
         self._to_full: np.ndarray = output_vocab.keep
         self._to_cut: np.ndarray = output_vocab.to_cut
         self._full_rows = FullEmbeddings(output_vocab.source, output_vocab.embedding)
@@ -278,14 +297,14 @@ class LlamaGenerator(SegmentLimits):
 
     # -- the eval callback (feature capture) ----------------------------------------------
     def _on_tensor(self, tensor: int, ask: bool, _user: Any) -> bool:
-        wanted = self._capture["name"]
-        if wanted is None:
+        want = self._capture["want"]
+        if not want:
             return False
-        if self._reader.name(tensor) != wanted:
+        name = self._reader.name(tensor)
+        if name not in want:
             return False
-        if ask:
-            return True
-        self._capture["out"] = self._reader.rows(tensor, self.n_embd, self._capture["rows"])
+        if not ask:
+            self._capture["out"][name] = self._reader.rows(tensor, self.n_embd, want[name])
         return True
 
     @staticmethod
@@ -295,16 +314,24 @@ class LlamaGenerator(SegmentLimits):
         if layer == 0:
             return b"inp_scaled"
         if layer == num_layers:
-            return b"result_norm"
+            return FINAL_NORM
         return f"l_out-{layer - 1}".encode()
 
     # -- low-level batch ------------------------------------------------------------------
     def _full_id(self, token: int) -> int:
         return token if self.output_vocab is None else int(self._to_full[token])
 
-    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+    def _decode(
+        self, items: list[tuple[int, int, int, bool]], capture: dict[bytes, list[int]] | None = None
+    ) -> dict[bytes, np.ndarray]:
         """One ``llama_decode`` of (token, position, seq, wants logits) items (full-vocabulary
-        ids; with a cut head, a batch holding any cut token goes in as embedding rows)."""
+        ids; with a cut head, a batch holding any cut token goes in as embedding rows); the rows
+        of the tensors named in ``capture`` (and, with a screened head, every output's final
+        norm) from the same pass."""
+        want = dict(capture or {})
+        outputs = sum(1 for *_, logits in items if logits)
+        if self.screen is not None and outputs:
+            want[FINAL_NORM] = list(range(outputs))
         b = self._batch
         tokens = [token for token, *_ in items]
         if self.output_vocab is not None:
@@ -323,15 +350,50 @@ class LlamaGenerator(SegmentLimits):
             b.seq_id[k][0] = seq
             b.logits[k] = 1 if logits else 0
         b.n_tokens = len(items)
-        rc = self.llama_cpp.llama_decode(self.ctx, b)
+        self._capture.update(want=want, out={})
+        try:
+            rc = self.llama_cpp.llama_decode(self.ctx, b)
+        finally:
+            self._capture["want"] = {}
         if rc != 0:
             raise BackendError(
                 f"llama_decode failed ({rc}; 1 = no room in the KV cache of {self.n_ctx} cells)"
             )
+        missing = set(want) - set(self._capture["out"])
+        if missing:
+            names = ", ".join(sorted(n.decode() for n in missing))
+            raise BackendError(f"llama.cpp did not compute {names} in this pass")
+        return self._capture["out"]
 
-    def _argmax(self, index: int) -> int:
+    def _logits(self, index: int) -> np.ndarray:
         ptr = self.llama_cpp.llama_get_logits_ith(self.ctx, index)
-        return self._full_id(int(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).argmax()))
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def _logit_rows(self, indices: Sequence[int]) -> np.ndarray:
+        """The logits of the outputs at batch ``indices`` as one (rows, vocabulary) array: a view
+        where llama.cpp holds them one after the other (it does for a step's rows), else a copy."""
+        ptrs = [self.llama_cpp.llama_get_logits_ith(self.ctx, i) for i in indices]
+        starts = [ctypes.cast(p, ctypes.c_void_p).value or 0 for p in ptrs]
+        if all(b - a == 4 * self.n_vocab for a, b in zip(starts, starts[1:])):
+            return np.ctypeslib.as_array(ptrs[0], shape=(len(ptrs), self.n_vocab))
+        return np.stack([np.ctypeslib.as_array(p, shape=(self.n_vocab,)) for p in ptrs])
+
+    def _choose(self, indices: Sequence[int], captured: dict[bytes, np.ndarray]) -> list[int]:
+        """The greedy token of each output at batch ``indices`` (full-vocabulary ids); with a
+        screened head, re-checked exactly (``screened_head``)."""
+        if self.screen is not None:
+            return self.screen.choose(self._logit_rows(indices), captured[FINAL_NORM])
+        return [self._full_id(int(self._logits(i).argmax())) for i in indices]
+
+    def _unbanned(self, index: int, token: int, banned: set[int], captured: dict) -> int:
+        """``token``, or where the copy guard bans it, the best token it does not ban."""
+        if token not in banned:
+            return token
+        logits = self._logits(index).copy()
+        logits[list(banned)] = -np.inf
+        if self.screen is not None:
+            return self.screen.choose(logits[None], captured[FINAL_NORM][index : index + 1])[0]
+        return int(logits.argmax())
 
     def _take_seqs(self, n: int) -> list[int]:
         """``n`` free sequence ids, all at once; waits (up to ``SLOT_WAIT_S``) while other
@@ -464,23 +526,16 @@ class LlamaGenerator(SegmentLimits):
             items[-1] = (*items[-1][:3], True)
             last_index.append(len(items) - 1)
             state.positions[i] = len(ids)
-        name = None if layer is None else self.tensor_name(layer, self.num_layers)
-        self._capture.update(
-            name=name,
-            # the last block keeps only the rows with outputs (one per prompt, in batch order)
-            rows=list(range(len(rows))) if name == b"result_norm" else last_index,
-            out=None,
-        )
-        try:
-            self._decode(items)
-        finally:
-            self._capture["name"] = None
+        capture = {}
         if layer is not None:
-            if self._capture["out"] is None:
-                raise BackendError(f"llama.cpp did not compute layer {layer}'s output")
-            state.features[np.asarray(rows)] = self._capture["out"]
-        for i, index in zip(rows, last_index, strict=True):
-            state.first_tokens[i] = self._argmax(index)
+            name = self.tensor_name(layer, self.num_layers)
+            # the last block keeps only the rows with outputs (one per prompt, in batch order)
+            capture[name] = list(range(len(rows))) if name == FINAL_NORM else last_index
+        captured = self._decode(items, capture)
+        if layer is not None:
+            state.features[np.asarray(rows)] = captured[name]
+        for i, token in zip(rows, self._choose(last_index, captured), strict=True):
+            state.first_tokens[i] = token
 
     # -- decoding -------------------------------------------------------------------------
     def decode_batch(self) -> LlamaDecodeBatch:
@@ -592,6 +647,7 @@ class LlamaDecodeBatch:
                     token=state.first_tokens[i],
                     limit=gen.limit_for(segment),
                     stops=gen.stops_for(segment),
+                    bans=None if gen.copy_guard is None else gen.copy_guard.bans(segment),
                 )
             )
 
@@ -616,9 +672,13 @@ class LlamaDecodeBatch:
         self.rows = still
         if still:
             with gen.lock:
-                gen._decode([(r.token, r.pos, r.seq, True) for r in still])
-                for k, row in enumerate(still):
-                    row.token = gen._argmax(k)
+                captured = gen._decode([(r.token, r.pos, r.seq, True) for r in still])
+                tokens = gen._choose(range(len(still)), captured)
+                for k, (row, token) in enumerate(zip(still, tokens, strict=True)):
+                    if row.bans:
+                        banned = gen.copy_guard.banned(row.bans, row.generated)  # type: ignore[union-attr]
+                        token = gen._unbanned(k, token, banned, captured)
+                    row.token = token
                     row.pos += 1
             self.steps += 1
         return done

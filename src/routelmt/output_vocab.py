@@ -153,14 +153,24 @@ class CutVocabulary:
         return table
 
 
-def write_cut_gguf(source: Path, keep: np.ndarray, dest: Path, reader: Any = None) -> None:
+def write_cut_gguf(
+    source: Path,
+    keep: np.ndarray | None,
+    dest: Path,
+    reader: Any = None,
+    *,
+    extra: Sequence[tuple[str, np.ndarray, Any]] = (),
+) -> None:
     """Write ``source`` with only the tokens ``keep`` (its token rows, tokenizer arrays and
-    special ids remapped), atomically (a temporary file renamed into place). ``reader``: the
-    source already open (parsing a 262k-token GGUF takes seconds)."""
+    special ids remapped; None: every token) and the ``extra`` tensors (name, raw data, ggml
+    type) added, atomically (a temporary file renamed into place). ``reader``: the source
+    already open (parsing a 262k-token GGUF takes seconds)."""
     import gguf
 
     reader = reader or gguf.GGUFReader(str(source))
     arch = str(reader.fields["general.architecture"].contents())
+    if keep is None:
+        keep = np.arange(len(reader.fields["tokenizer.ggml.token_type"].contents()))
     position = {int(full): cut for cut, full in enumerate(keep)}
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     writer = gguf.GGUFWriter(str(tmp), arch)
@@ -181,16 +191,15 @@ def write_cut_gguf(source: Path, keep: np.ndarray, dest: Path, reader: Any = Non
         tensors = []
         for tensor in reader.tensors:
             data = tensor.data
-            if tensor.name == EMBEDDING_KEY:
+            if tensor.name == EMBEDDING_KEY and len(keep) < len(data):
                 data = np.ascontiguousarray(data[keep])
-            tensors.append((tensor, data))
-            writer.add_tensor_info(
-                tensor.name, data.shape, data.dtype, data.nbytes, tensor.tensor_type
-            )
+            tensors.append((tensor.name, data, tensor.tensor_type))
+        for name, data, kind in [*tensors, *extra]:
+            writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes, kind)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for _, data in tensors:
+        for _, data, _ in [*tensors, *extra]:
             writer.write_tensor_data(data)
         writer.close()
         os.replace(tmp, dest)

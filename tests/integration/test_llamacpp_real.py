@@ -182,6 +182,44 @@ def test_a_copied_output_is_decoded_again_with_the_repair_prompt(segments, monke
     tr.close()
 
 
+def test_a_screened_head_prefills_and_decodes_as_the_full_head(llama, segments):
+    """``head_screen``: llama.cpp scores every token with a Q4_0 copy of the head and the engine
+    re-checks exactly the few the screen cannot rule out, so the features are the full
+    model's to the bit and every greedy choice is the full head's: the same translations."""
+    screened = make_translator(
+        "llamacpp:gemma3-270m", max_new_tokens=40, threads=1, max_rows=8, repair="off",
+        head_screen=True,
+    )  # fmt: skip
+    assert screened.name == "llamacpp:gemma3-270m+screen"
+    full_state = llama.prefill(segments, layer=9)
+    screened_state = screened.prefill(segments, layer=9)
+    np.testing.assert_array_equal(screened_state.features, full_state.features)
+    assert screened_state.first_tokens == full_state.first_tokens
+    del full_state, screened_state
+    assert screened.translate(segments) == llama.translate(segments)
+    screen = screened.generator.screen
+    assert 0 < screen.tokens_checked / screen.rows_checked < 1000  # a few of 262,144
+
+
+def test_a_copy_guard_writes_no_run_of_the_source_or_an_example(segments):
+    """``copy_guard=3``: no three tokens in a row of the output are three tokens in a row of
+    its source or of a prompt example's translation (the guard bans the third)."""
+    from routelmt.copy_guard import ngram_bans
+
+    guarded = make_translator(
+        "llamacpp:gemma3-270m", max_new_tokens=40, threads=1, max_rows=8, repair="off",
+        copy_guard=3,
+    )  # fmt: skip
+    out = guarded.translate(segments)
+    gen = guarded.generator
+    for segment, text in zip(segments, out, strict=True):
+        bans = gen.copy_guard.bans(segment)
+        ids = gen.tokenizer(" " + text, add_special_tokens=False)["input_ids"]  # as written
+        runs = ngram_bans([ids], 3)
+        assert not any(runs[key] & bans.get(key, set()) for key in runs), (segment.source, text)
+    assert sum(bool(SPANISH.search(text.lower())) for text in out) >= 3, out
+
+
 def test_a_cut_output_head_prefills_as_the_full_model_and_writes_its_language(llama, segments):
     """``output_languages``: the prompts are prefilled from the full vocabulary's rows, so the
     router's features are the full model's to the bit; decoding picks among the kept tokens

@@ -32,6 +32,7 @@ BENCH = ROOT / "bench"
 HELP_ONLY = {
     "ablation_output_pass.py": "decodes with Gemma-3-270M",
     "ablation_prefill.py": "prefills with Gemma-3-270M",
+    "copy_guard.py": "decodes with Gemma-3-270M through llama.cpp",
     "budget_drift.py": "the six full WMT24 en-xx pairs (tests/integration/test_budget_drift.py)",
     "feature_speed.py": "times Gemma-3-270M",
     "guards.py": "trains the in-model routers on Gemma-3-270M's prefill",

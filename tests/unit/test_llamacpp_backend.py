@@ -68,3 +68,26 @@ def test_a_cut_head_names_itself_and_what_it_cannot_write(monkeypatch):
     assert fewer.name == "llamacpp:gemma3-270m+out-es-en0"
     with pytest.raises(Exception, match="output_english_words must be >= 0"):
         make_translator("llamacpp:gemma3-270m", output_languages="es", output_english_words=-1)
+
+
+def test_a_screened_head_names_itself_and_is_not_combined_with_a_cut(monkeypatch):
+    from routelmt.errors import ConfigError
+
+    monkeypatch.setattr(resolve, "llama_cpp_available", lambda: True)
+    tr = make_translator("llamacpp:gemma3-270m", head_screen=True)
+    assert tr.name == "llamacpp:gemma3-270m+screen" and tr._generator is None
+    assert tr.writes("en-de") is None  # every token is still scored
+    with pytest.raises(ConfigError, match="head_screen and output_languages"):
+        make_translator("llamacpp:gemma3-270m", head_screen=True, output_languages="es")
+
+
+def test_a_copy_guard_names_itself_and_checks_its_run_length(monkeypatch):
+    from routelmt.errors import ConfigError
+
+    monkeypatch.setattr(resolve, "llama_cpp_available", lambda: True)
+    assert make_translator("llamacpp:gemma3-270m", copy_guard=4).name == (
+        "llamacpp:gemma3-270m+guard4"
+    )
+    for bad in ({"copy_guard": 1}, {"copy_guard": 4, "output_languages": "es"}):
+        with pytest.raises(ConfigError, match="copy_guard must be 0"):
+            make_translator("llamacpp:gemma3-270m", **bad)

@@ -49,7 +49,11 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
     decode with an output head cut to the tokens those languages write: faster, at a measured
     chrF loss, see ``output_vocab``; a request into another language is refused) and
     ``output_english_words`` (English words the cut head also keeps, for names and terms;
-    default 5,000). Loads on first use.
+    default 5,000); ``head_screen`` (score every token with a Q4_0 copy of the output head and
+    re-check exactly the few it cannot rule out: the full head's choice, faster, see
+    ``screened_head``); ``copy_guard`` (n >= 2: no run of n tokens of the source or of a prompt
+    example's translation is written, see ``copy_guard``; 0, the default, is off). Loads on
+    first use.
     """
 
     kind = "llamacpp"
@@ -72,6 +76,8 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
         repair: str | None = DEFAULT_REPAIR,
         output_languages: str | Sequence[str] | None = None,
         output_english_words: int = ENGLISH_WORDS,
+        head_screen: bool = False,
+        copy_guard: int = 0,
         name: str | None = None,
     ) -> None:
         self.spec = spec
@@ -82,7 +88,16 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
         cut = f"+out-{'-'.join(self.output_languages)}" if self.output_languages else ""
         if cut and self.output_english_words != ENGLISH_WORDS:
             cut += f"-en{self.output_english_words}"
-        self.name = name or f"llamacpp:{spec}{cut}"
+        if head_screen and cut:
+            raise ConfigError("head_screen and output_languages cannot be combined; pick one")
+        self.head_screen = bool(head_screen)
+        if copy_guard and (int(copy_guard) < 2 or cut):
+            raise ConfigError(
+                f"copy_guard must be 0 (off) or a run of at least 2 tokens, without "
+                f"output_languages; got {copy_guard}"
+            )
+        suffix = ("+screen" if head_screen else "") + (f"+guard{copy_guard}" if copy_guard else "")
+        self.name = name or f"llamacpp:{spec}{cut}{suffix}"
         self._template_setting = template
         self._options = {
             "batch_size": int(batch_size),
@@ -93,11 +108,13 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
             "max_rows": int(max_rows),
             "n_ctx": int(n_ctx),
             "prefix_cache": bool(prefix_cache),
+            "copy_guard": int(copy_guard),
         }
         self._repair_setting = check_repair_setting(repair)
         self._generator: Any = None
         self._parts: tuple[Any, Any, int] | None = None  # gguf, tokenizer, layers
         self._cut: Any = None  # the cut output vocabulary, once built or read
+        self._screen: Any = None  # the screened head's file, once built or read
 
     def _load_parts(self) -> tuple[Any, Any, int]:
         """The GGUF file, the tokenizer (the hf backend's) and the layer count."""
@@ -127,9 +144,10 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
                 template,
                 num_layers=layers,
                 output_vocab=self._output_vocab(gguf, tokenizer),
+                head_screen=self._screened(gguf),
                 **self._options,
             )
-            log.info("llama.cpp: %s, %d threads", gguf, self._options["threads"])
+            log.info("llama.cpp: %s, %d threads", self._generator.file, self._options["threads"])
         return self._generator
 
     def writes(self, direction: str) -> str | None:
@@ -152,6 +170,14 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
             )
         return self._cut
 
+    def _screened(self, gguf: Any) -> Any:
+        """The screened head's file, found once for the main context and the repair sibling."""
+        if self.head_screen and self._screen is None:
+            from routelmt.screened_head import screened_file
+
+            self._screen = screened_file(gguf)
+        return self._screen
+
     def _sibling(self, template: Any) -> Any:
         """A second context on the same GGUF, sized for the few rows a repair decodes, without
         the feature capture (a repair decode feeds no router)."""
@@ -166,6 +192,7 @@ class LlamaCppTranslator(GeneratorBackend, Translator):
             num_layers=layers,
             capture=False,
             output_vocab=self._output_vocab(gguf, tokenizer),
+            head_screen=self._screened(gguf),
             **options,
         )
 
