@@ -7,7 +7,7 @@ head, repair off) once per run length in ``--guards`` (0 = no guard), and prints
 corpus chrF against the references, its paired difference to no guard (bootstrap interval over
 segments), the catastrophic outputs by kind (``repair.failure_of``: empty, echo, copy, wrong
 language) and the out-tokens/s. The run length to ship is the one chosen here; the given
-directions then measure it once (docs/benchmarks.md section 17e).
+directions then measure it once (docs/benchmarks.md section 17f).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ token that follows them there is banned for that step and the model's best other
 taken. Short shared spans (names, numbers, a few words) survive; a copied sentence cannot form.
 Repair (``routelmt.repair``) decodes a failed output again; this guard keeps it from forming in
 the first decode, at no extra decode. Off by default: what it costs and buys is measured in
-docs/benchmarks.md section 17e.
+docs/benchmarks.md section 17f.
 """
 
 from __future__ import annotations
