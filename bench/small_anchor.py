@@ -116,7 +116,7 @@ def side_by_side(args, segments: list[Segment], threads: int) -> list[dict]:
         extra[name] = {"kept_tokens": gen.n_vocab}
         if gen.screen is not None:
             checked = gen.screen.tokens_checked / max(gen.screen.rows_checked, 1)
-            extra[name]["rechecked_per_step"] = round(checked, 1)
+            extra[name]["rechecked_per_row"] = round(checked, 1)
         del gen
     rows = []
     for name, (texts, secs) in runs.items():
@@ -160,8 +160,8 @@ def print_table(rows: list[dict], n: int) -> None:
     for r in rows:
         if "chrf_minus_anchor" in r:
             what = f"{r['kept_tokens']} tokens kept"
-            if "rechecked_per_step" in r:
-                what += f", {r['rechecked_per_step']} tokens re-checked a row"
+            if "rechecked_per_row" in r:
+                what += f", {r['rechecked_per_row']} tokens re-checked a row"
             print(
                 f"{r['path']} ({what}), {r['threads']} thread(s): chrF minus anchor interval "
                 f"{r['chrf_minus_anchor']}, minus full head {r['chrf_minus_llamacpp']}"

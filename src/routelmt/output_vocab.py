@@ -169,9 +169,7 @@ def write_cut_gguf(
 
     reader = reader or gguf.GGUFReader(str(source))
     arch = str(reader.fields["general.architecture"].contents())
-    if keep is None:
-        keep = np.arange(len(reader.fields["tokenizer.ggml.token_type"].contents()))
-    position = {int(full): cut for cut, full in enumerate(keep)}
+    position = None if keep is None else {int(full): cut for cut, full in enumerate(keep)}
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     writer = gguf.GGUFWriter(str(tmp), arch)
     try:
@@ -181,8 +179,10 @@ def write_cut_gguf(
             kind = field.types[0]
             sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
             value = field.contents()
-            if field.name in _PER_TOKEN:
-                value = [value[int(i)] for i in keep]
+            if position is None:  # every token kept: the field as it is
+                pass
+            elif field.name in _PER_TOKEN:
+                value = [value[int(i)] for i in keep]  # type: ignore[union-attr]
             elif field.name.startswith("tokenizer.ggml.") and field.name.endswith("_token_id"):
                 if int(value) not in position:
                     raise ConfigError(f"the cut vocabulary lost {field.name} ({value})")
@@ -191,7 +191,7 @@ def write_cut_gguf(
         tensors = []
         for tensor in reader.tensors:
             data = tensor.data
-            if tensor.name == EMBEDDING_KEY and len(keep) < len(data):
+            if tensor.name == EMBEDDING_KEY and keep is not None:
                 data = np.ascontiguousarray(data[keep])
             tensors.append((tensor.name, data, tensor.tensor_type))
         for name, data, kind in [*tensors, *extra]:

@@ -18,9 +18,7 @@ differ.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ import numpy as np
 
 from routelmt.errors import ConfigError
 from routelmt.output_vocab import EMBEDDING_KEY, rows_at, write_cut_gguf
-from routelmt.storage import models_dir, read_json, write_json
+from routelmt.storage import atomic_open, models_dir, read_json, stable_hash, write_json
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +55,7 @@ class ScreenedFile:
 
 def _cache_key(source: Path) -> str:
     stat = source.stat()
-    identity = [_VERSION, source.resolve(), stat.st_size, stat.st_mtime_ns, "q4_0"]
-    return hashlib.sha256("\0".join(map(str, identity)).encode()).hexdigest()[:16]
+    return stable_hash(_VERSION, str(source.resolve()), stat.st_size, stat.st_mtime_ns, "q4_0")
 
 
 def _screen_rows(raw: np.ndarray, kind: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -100,10 +97,8 @@ def screened_file(source: Path) -> ScreenedFile:
     extra = [(OUTPUT_KEY, screen, gguf.GGMLQuantizationType.Q4_0)]
     write_cut_gguf(source, None, dest, reader, extra=extra)
     file = ScreenedFile(dest, source, rows_at(reader))
-    tmp = file.sigma_path.with_name(f".{file.sigma_path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as out:
+    with atomic_open(file.sigma_path, "wb") as out:
         np.save(out, sigma)
-    os.replace(tmp, file.sigma_path)
     write_json(sidecar, {"head": file.head})  # last: a file without it is built again
     return file
 
@@ -126,7 +121,6 @@ class HeadScreen:
         if not z > 0:
             raise ConfigError(f"head_screen's z must be positive, got {z}")
         where = file.head
-        self.width = int(where["width"])
         self._rows = np.memmap(  # the source's Q8_0 head rows, read on demand
             file.source, dtype=np.uint8, mode="r", offset=where["offset"],
             shape=(where["rows"], where["row_bytes"]),
@@ -183,13 +177,13 @@ def screen_errors(screen: HeadScreen, logits: np.ndarray, hidden: np.ndarray) ->
     """Per row, the largest |screen - exact| logit over the whole vocabulary, in standard
     deviations of the screen's error (what ``z`` must exceed for the re-check to be exact)."""
     out = np.empty(len(logits))
-    everything = np.arange(screen._rows.shape[0])
     sigma = np.asarray(screen.sigma, dtype=np.float64)
-    for i, (row, norm) in enumerate(zip(logits, screen.norms(*quantize_q8_0(hidden)), strict=True)):
+    hq, hd = quantize_q8_0(hidden)
+    for i, (row, norm) in enumerate(zip(logits, screen.norms(hq, hd), strict=True)):
         exact = np.concatenate(
             [
-                screen.exact_logits(np.repeat(hidden[i][None], len(part), 0), part)
-                for part in np.array_split(everything, 64)
+                screen.exact_logits((hq[[i] * len(part)], hd[[i] * len(part)]), part)
+                for part in np.array_split(np.arange(len(sigma)), 64)
             ]
         )
         out[i] = (np.abs(np.asarray(row) - exact) / (sigma * norm)).max()
